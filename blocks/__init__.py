@@ -1,0 +1,1 @@
+"""Prefect blocks: configuration of external systems, each handing out its client."""

@@ -1,0 +1,101 @@
+"""The backup manifest and the object layout of a backup in the store.
+
+A backup ``ID`` of database ``DB`` lives under ``{prefix}/{DB}/{ID}/``:
+
+- ``dump.pgc.zst.gpg``: ``pg_dump -Fc -Z0`` output, zstd-compressed, gpg-encrypted;
+- ``manifest.json``: this model, uploaded last. A backup without its manifest does not exist.
+
+IDs sort chronologically: ``20261127T030000Z-full`` (UTC start time, then the kind).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+BackupKind = Literal["full", "hourly"]
+
+DATA_NAME = "dump.pgc.zst.gpg"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def backup_id(started_at: datetime, kind: BackupKind) -> str:
+    """Build the sortable id of a backup.
+
+    Args:
+        started_at: when the backup started (timezone-aware).
+        kind: full or hourly.
+
+    Returns:
+        For example ``20261127T030000Z-full``.
+    """
+    return f"{started_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{kind}"
+
+
+def parse_backup_id(value: str) -> tuple[datetime, BackupKind]:
+    """Split a backup id into its start time and kind.
+
+    Args:
+        value: an id made by :func:`backup_id`.
+
+    Returns:
+        (start time in UTC, kind).
+
+    Raises:
+        ValueError: when ``value`` is not a backup id.
+    """
+    stamp, _, kind = value.partition("-")
+    if kind not in ("full", "hourly"):
+        raise ValueError(f"not a backup id: {value!r} (expected e.g. 20261127T030000Z-full)")
+    started = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return started, kind  # type: ignore[return-value]
+
+
+def backup_prefix(prefix: str, database: str, bid: str) -> str:
+    """Key prefix (ending in ``/``) of one backup.
+
+    Args:
+        prefix: the store's prefix (may be empty).
+        database: database name.
+        bid: backup id.
+
+    Returns:
+        ``{prefix}/{database}/{bid}/`` without a leading slash.
+    """
+    parts = [p.strip("/") for p in (prefix, database, bid) if p.strip("/")]
+    return "/".join(parts) + "/"
+
+
+class TableCount(BaseModel):
+    """Rows of one table, counted in the dump's snapshot."""
+
+    schema_name: str
+    table: str
+    rows: int
+
+
+class Manifest(BaseModel):
+    """What a backup contains and how to verify it; written last."""
+
+    manifest_version: int = MANIFEST_VERSION
+    backup_id: str
+    kind: BackupKind
+    database: str
+    server_version: str
+    started_at: datetime
+    finished_at: datetime
+    data_key: str
+    size_bytes: int = Field(description="bytes of the encrypted object as uploaded")
+    sha256: str = Field(description="hex SHA-256 of the encrypted object as uploaded")
+    plain_bytes: int = Field(description="bytes pg_dump produced")
+    compression: str = "zstd"
+    encryption: str = "gpg"
+    recipients: list[str] = Field(description="fingerprints of the keys it is encrypted to")
+    tables: list[TableCount]
+    tool_version: str
+    snapshot_consistent: bool = Field(
+        description="row counts were taken in the very snapshot pg_dump dumped"
+    )
