@@ -166,6 +166,14 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     """
     try:
         state.result()
-    except BaseException as exc:  # noqa: BLE001 - we only classify it
+    except BaseException as exc:  # we only classify it
         return is_transient(exc)
     return False
+
+
+class BuildError(ReleaseError):
+    """A build step (test, lint, scan, build, push, inspect) of a service failed."""
+
+
+class E2EError(ReleaseError):
+    """The end-to-end tests against staging failed."""

@@ -1,0 +1,1 @@
+"""A Kubernetes API emulator for the sandbox: object store, HTTP API server and launcher."""

@@ -1,0 +1,133 @@
+"""httpGet probes executed for real, with the kubelet's thresholds and timing."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def resolve_port(port: int | str | None, ports: Mapping[str, int], default: int) -> int:
+    """Resolve a probe or Service target port given by number, numeric string or name.
+
+    Args:
+        port: the port as written in the spec.
+        ports: the container's named ports.
+        default: used when ``port`` is None or a name nobody declares.
+
+    Returns:
+        The port number.
+    """
+    if port is None:
+        return default
+    if isinstance(port, int):
+        return port
+    if str(port).isdigit():
+        return int(port)
+    return ports.get(str(port), default)
+
+
+def http_get(host: str, port: int, path: str, *, timeout: float) -> tuple[bool, str]:
+    """One probe request: success is a status in 200..399, as the kubelet counts it.
+
+    Args:
+        host: address.
+        port: port.
+        path: request path.
+        timeout: seconds for connect and read.
+
+    Returns:
+        ``(success, detail)`` where detail explains a failure.
+    """
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path or "/", headers={"User-Agent": "kube-probe/1.32"})
+        response = conn.getresponse()
+        response.read()
+        if 200 <= response.status < 400:
+            return True, ""
+        return False, f"HTTP probe failed with statuscode: {response.status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f'Get "http://{host}:{port}{path}": {exc}'
+    finally:
+        with contextlib.suppress(OSError):
+            conn.close()
+
+
+@dataclass
+class Prober:
+    """The state of one probe of one running container.
+
+    The result starts as ``initial`` (False for readiness, True for liveness) and flips after
+    ``successThreshold`` consecutive successes or ``failureThreshold`` consecutive failures.
+    """
+
+    spec: dict[str, Any]
+    host: str
+    ports: Mapping[str, int]
+    default_port: int
+    started_at: float
+    initial: bool
+    result: bool = field(init=False)
+    last_detail: str = field(init=False, default="")
+    _successes: int = field(init=False, default=0)
+    _failures: int = field(init=False, default=0)
+    _next_at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.result = self.initial
+        self._next_at = self.started_at + float(self.spec.get("initialDelaySeconds") or 0)
+
+    @property
+    def period(self) -> float:
+        """Seconds between two probes (periodSeconds, default 10)."""
+        return float(self.spec.get("periodSeconds") or 10)
+
+    def due(self, now: float) -> bool:
+        """Tell whether the next probe should run.
+
+        Args:
+            now: ``time.monotonic()``.
+
+        Returns:
+            True when its time has come.
+        """
+        return now >= self._next_at
+
+    def run(self) -> bool:
+        """Execute the probe once and update the result.
+
+        Returns:
+            True when the result changed.
+        """
+        self._next_at = time.monotonic() + self.period
+        action = self.spec.get("httpGet")
+        if not isinstance(action, dict):
+            # Only httpGet is executed; other probe kinds count as succeeding.
+            success, detail = True, ""
+        else:
+            port = resolve_port(action.get("port"), self.ports, self.default_port)
+            host = str(action.get("host") or self.host)
+            timeout = float(self.spec.get("timeoutSeconds") or 1)
+            success, detail = http_get(host, port, str(action.get("path") or "/"), timeout=timeout)
+        self.last_detail = detail
+        before = self.result
+        if success:
+            self._failures = 0
+            self._successes += 1
+            if self._successes >= int(self.spec.get("successThreshold") or 1):
+                self.result = True
+        else:
+            self._successes = 0
+            self._failures += 1
+            if self._failures >= int(self.spec.get("failureThreshold") or 3):
+                self.result = False
+        return self.result != before
+
+    @property
+    def failing(self) -> bool:
+        """True when the last probe failed (even below the failure threshold)."""
+        return self._failures > 0

@@ -1,0 +1,219 @@
+"""Object validation (names, Deployment selectors, containers) and API defaulting."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from sandbox.k8s import resources as r
+from sandbox.k8s.errors import Invalid, invalid_cause
+from sandbox.k8s.selectors import selector_from_dict
+
+_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*"
+    "[a-z0-9])?)*')"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+# Resources whose names must be DNS-1123 labels (the rest: subdomains).
+_LABEL_NAMED = frozenset({"namespaces", "services"})
+
+
+def _name_causes(res: r.Resource, name: str) -> list[dict[str, str]]:
+    if not name:
+        return [invalid_cause("metadata.name", "Required value: name or generateName is "
+                              "required", "FieldValueRequired")]
+    if res.plural in _LABEL_NAMED:
+        if len(name) > 63 or not _LABEL_RE.match(name):
+            return [invalid_cause("metadata.name", f'Invalid value: "{name}": {_LABEL_MSG}')]
+    elif len(name) > 253 or not _SUBDOMAIN_RE.match(name):
+        return [invalid_cause("metadata.name", f'Invalid value: "{name}": {_SUBDOMAIN_MSG}')]
+    return []
+
+
+def _container_causes(spec: dict[str, Any], prefix: str) -> list[dict[str, str]]:
+    causes: list[dict[str, str]] = []
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return [invalid_cause(f"{prefix}.containers", "Required value", "FieldValueRequired")]
+    for i, container in enumerate(containers):
+        where = f"{prefix}.containers[{i}]"
+        if not isinstance(container, dict):
+            causes.append(invalid_cause(where, "Invalid value: must be an object"))
+            continue
+        if not container.get("name"):
+            causes.append(invalid_cause(f"{where}.name", "Required value", "FieldValueRequired"))
+        elif not _LABEL_RE.match(str(container["name"])):
+            causes.append(invalid_cause(
+                f"{where}.name", f'Invalid value: "{container["name"]}": {_LABEL_MSG}'))
+        if not container.get("image"):
+            causes.append(invalid_cause(f"{where}.image", "Required value",
+                                        "FieldValueRequired"))
+    return causes
+
+
+def _workload_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
+    spec = obj.get("spec") or {}
+    causes: list[dict[str, str]] = []
+    selector = spec.get("selector")
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        causes.append(invalid_cause("spec.selector", "Required value", "FieldValueRequired"))
+    elif not selector_from_dict(selector)(labels):
+        causes.append(invalid_cause(
+            "spec.template.metadata.labels",
+            f"Invalid value: {labels!r}: `selector` does not match template `labels`"))
+    replicas = spec.get("replicas")
+    if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
+        causes.append(invalid_cause(
+            "spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
+    template_spec = (spec.get("template") or {}).get("spec") or {}
+    causes += _container_causes(template_spec, "spec.template.spec")
+    return causes
+
+
+def _secret_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
+    causes: list[dict[str, str]] = []
+    for key, value in (obj.get("data") or {}).items():
+        try:
+            base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            causes.append(invalid_cause(f"data[{key}]", "Invalid value: illegal base64 data"))
+    return causes
+
+
+def validate(res: r.Resource, obj: dict[str, Any]) -> None:
+    """Check an object the way the real API server would before storing it.
+
+    Args:
+        res: the resource type.
+        obj: the object, after defaulting.
+
+    Raises:
+        Invalid: listing every bad field in ``details.causes``.
+    """
+    name = str((obj.get("metadata") or {}).get("name") or "")
+    causes = _name_causes(res, name)
+    if res in (r.DEPLOYMENTS, r.REPLICASETS):
+        causes += _workload_causes(obj)
+    elif res == r.PODS:
+        causes += _container_causes(obj.get("spec") or {}, "spec")
+    elif res == r.SECRETS:
+        causes += _secret_causes(obj)
+    if causes:
+        raise Invalid(res.kind, name, causes, group=res.group)
+
+
+def check_immutable_secret(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse data changes to a Secret (or ConfigMap) marked ``immutable: true``.
+
+    Args:
+        old: the stored object.
+        new: the proposed object.
+
+    Raises:
+        Invalid: when the object is immutable and its data changed.
+    """
+    if not old.get("immutable"):
+        return
+    causes: list[dict[str, str]] = []
+    for field in ("data", "stringData", "binaryData"):
+        if (old.get(field) or {}) != (new.get(field) or {}):
+            causes.append(invalid_cause(
+                field, "Forbidden: field is immutable when `immutable` is set",
+                "FieldValueForbidden"))
+    if not new.get("immutable"):
+        causes.append(invalid_cause(
+            "immutable", "Forbidden: field is immutable when `immutable` is set",
+            "FieldValueForbidden"))
+    if causes:
+        kind = str(old.get("kind") or "Secret")
+        raise Invalid(kind, str(old["metadata"]["name"]), causes)
+
+
+def _default_container(container: dict[str, Any]) -> None:
+    container.setdefault("imagePullPolicy", "IfNotPresent")
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
+    container.setdefault("resources", {})
+    for port in container.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+    for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
+        probe = container.get(probe_name)
+        if isinstance(probe, dict):
+            probe.setdefault("timeoutSeconds", 1)
+            probe.setdefault("periodSeconds", 10)
+            probe.setdefault("successThreshold", 1)
+            probe.setdefault("failureThreshold", 3)
+            http = probe.get("httpGet")
+            if isinstance(http, dict):
+                http.setdefault("scheme", "HTTP")
+
+
+def _default_pod_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    for container in spec.get("containers") or []:
+        if isinstance(container, dict):
+            _default_container(container)
+
+
+def _default_workload(obj: dict[str, Any], *, deployment: bool) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    template = spec.setdefault("template", {})
+    template.setdefault("metadata", {})
+    _default_pod_spec(template.setdefault("spec", {}))
+    if not deployment:
+        return
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxSurge", "25%")
+        rolling.setdefault("maxUnavailable", "25%")
+
+
+def _default_service(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if "port" in port:
+                port.setdefault("targetPort", port["port"])
+
+
+def apply_defaults(res: r.Resource, obj: dict[str, Any]) -> None:
+    """Fill in the fields the real API server defaults (in place).
+
+    Args:
+        res: the resource type.
+        obj: the object to default.
+    """
+    if res == r.DEPLOYMENTS:
+        _default_workload(obj, deployment=True)
+    elif res == r.REPLICASETS:
+        _default_workload(obj, deployment=False)
+    elif res == r.PODS:
+        _default_pod_spec(obj.setdefault("spec", {}))
+    elif res == r.SERVICES:
+        _default_service(obj)
+    elif res == r.SECRETS:
+        obj.setdefault("type", "Opaque")

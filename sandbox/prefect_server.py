@@ -1,0 +1,142 @@
+"""Launch a real Prefect server (SQLite, UI included) and a process worker (demo, tests)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sandbox.procs import SandboxError, free_port, pid_alive, spawn, stop_pid, wait_until
+
+WORK_POOL = "veza-ops"
+
+
+def _prefect_exe() -> str:
+    exe = Path(sys.executable).with_name("prefect")
+    if not exe.exists():
+        raise SandboxError("the prefect command is missing: install the project (pip install -e .)")
+    return str(exe)
+
+
+@dataclass
+class PrefectServer:
+    """A running Prefect server, and the environment a client needs to use it."""
+
+    api_url: str
+    ui_url: str
+    pid: int
+    home: Path
+    auth_string: str | None = None
+    worker_pids: list[int] = field(default_factory=list)
+
+    def client_env(self, *, with_auth: bool = True) -> dict[str, str]:
+        """Environment for a client process (CLI, worker, tests).
+
+        Args:
+            with_auth: include PREFECT_API_AUTH_STRING when the server has basic auth.
+
+        Returns:
+            A copy of os.environ with the Prefect settings for this server.
+        """
+        env = dict(os.environ)
+        for key in ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_PROFILE"):
+            env.pop(key, None)
+        env.update(
+            PREFECT_HOME=str(self.home),
+            PREFECT_API_URL=self.api_url,
+            PREFECT_UI_URL=self.ui_url,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
+        if with_auth and self.auth_string:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
+        return env
+
+    def start_worker(self, *, cwd: Path, log_dir: Path, extra_env: dict[str, str] | None = None,
+                     heartbeat_s: int = 30) -> int:
+        """Start a process worker on the ``veza-ops`` pool.
+
+        Args:
+            cwd: working directory of the worker (the project checkout).
+            log_dir: folder for its log.
+            extra_env: more environment for the flow runs (e.g. the sandbox's).
+            heartbeat_s: flow-run heartbeat frequency (zombie detection).
+
+        Returns:
+            The worker's pid.
+        """
+        env = {**self.client_env(), **(extra_env or {})}
+        env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_s)
+        proc = spawn(
+            [_prefect_exe(), "worker", "start", "--pool", WORK_POOL, "--type", "process"],
+            log_path=log_dir / "prefect-worker.log",
+            env=env,
+            cwd=cwd,
+        )
+        self.worker_pids.append(proc.pid)
+        return proc.pid
+
+    def stop(self) -> None:
+        """Stop the workers, then the server."""
+        for pid in self.worker_pids:
+            stop_pid(pid)
+        stop_pid(self.pid)
+
+
+def start_prefect_server(
+    home: Path,
+    *,
+    port: int | None = None,
+    auth_string: str | None = None,
+    ui: bool = True,
+    timeout: float = 120,
+) -> PrefectServer:
+    """Start ``prefect server start`` on a free loopback port and wait until it is healthy.
+
+    Args:
+        home: PREFECT_HOME for the server (its SQLite database lives there).
+        port: the port (a free one when None).
+        auth_string: ``user:password`` to require HTTP basic auth on the API.
+        ui: serve the UI.
+        timeout: seconds to wait for health.
+
+    Returns:
+        The running server.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ)
+    for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_PROFILE"):
+        env.pop(key, None)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
+        PREFECT_UI_API_URL=api_url,
+    )
+    if auth_string:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+    argv = [_prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    argv.append("--ui" if ui else "--no-ui")
+    proc = spawn(argv, log_path=home / "server.log", env=env)
+    auth = tuple(auth_string.split(":", 1)) if auth_string else None
+
+    def _healthy() -> bool:
+        if not pid_alive(proc.pid):
+            raise SandboxError(f"prefect server exited; see {home}/server.log")
+        try:
+            return httpx.get(f"{api_url}/health", timeout=2, auth=auth).status_code == 200  # type: ignore[arg-type]
+        except httpx.HTTPError:
+            return False
+
+    wait_until(_healthy, timeout=timeout, what=f"the Prefect server on {api_url}", interval=0.5)
+    return PrefectServer(
+        api_url=api_url,
+        ui_url=f"http://127.0.0.1:{port}",
+        pid=proc.pid,
+        home=home,
+        auth_string=auth_string,
+    )

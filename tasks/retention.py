@@ -1,0 +1,242 @@
+"""Grandfather-father-son retention: which backups to keep and why (pure, no I/O, time injected)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from tasks.catalogue import BackupRecord
+from veza_ops.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How many backups of each class to keep; the guide's numbers are the defaults.
+
+    Attributes:
+        daily: keep the newest complete full backup of each of the last N days (UTC).
+        weekly: keep the newest complete full backup of each of the last N ISO weeks.
+        monthly: keep the newest complete full backup of each of the last N months.
+        hourly_hours: keep hourly backups younger than this many hours.
+        incomplete_grace_hours: never touch an incomplete backup younger than this (it may
+            still be uploading).
+        delete_incomplete: delete incomplete backups (no manifest or no data) older than the
+            grace period. Off by default: the mission says prune never deletes anything whose
+            manifest is missing; an operator turns it on to clear known debris.
+    """
+
+    daily: int = 30
+    weekly: int = 12
+    monthly: int = 24
+    hourly_hours: int = 48
+    incomplete_grace_hours: int = 24
+    delete_incomplete: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject values that make no sense before anything is planned.
+
+        Raises:
+            InvalidInputError: naming the first field that is negative or not an integer.
+        """
+        for name in ("daily", "weekly", "monthly", "hourly_hours", "incomplete_grace_hours"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidInputError(
+                    name, f"must be a whole number, got {value!r}", fix=f"pass {name} as an integer"
+                )
+            if value < 0:
+                raise InvalidInputError(
+                    name,
+                    f"must not be negative, got {value}",
+                    fix=f"pass {name} >= 0 (0 keeps none of that class)",
+                )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What retention decided for one backup, and every reason behind it."""
+
+    record: BackupRecord
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def _day_label(day: date) -> str:
+    return day.isoformat()
+
+
+def _week_label(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _month_label(day: date) -> str:
+    return f"{day.year}-{day.month:02d}"
+
+
+def _kept_periods(policy: RetentionPolicy, today: date) -> list[tuple[str, str, set[str]]]:
+    """Labels of the periods (days, ISO weeks, months) whose newest full backup is kept."""
+    days = {_day_label(today - timedelta(days=i)) for i in range(policy.daily)}
+    monday = today - timedelta(days=today.weekday())
+    weeks = {_week_label(monday - timedelta(weeks=i)) for i in range(policy.weekly)}
+    index = today.year * 12 + today.month - 1
+    months = set()
+    for i in range(policy.monthly):
+        year, month0 = divmod(index - i, 12)
+        months.add(f"{year}-{month0 + 1:02d}")
+    return [
+        ("daily", "day", days),
+        ("weekly", "week", weeks),
+        ("monthly", "month", months),
+    ]
+
+
+_LABELLERS = {"day": _day_label, "week": _week_label, "month": _month_label}
+
+
+def _newest_first(records: Iterable[BackupRecord]) -> list[BackupRecord]:
+    return sorted(records, key=lambda r: (r.started_at, r.backup_id), reverse=True)
+
+
+def _plan_database(
+    records: Sequence[BackupRecord], policy: RetentionPolicy, now: datetime
+) -> list[Decision]:
+    ordered = _newest_first(records)
+    newest = ordered[0]
+    if not newest.complete:
+        why = (
+            f"frozen: the newest backup {newest.backup_id} of {newest.database} is incomplete "
+            f"({newest.missing}); nothing is deleted until an operator looks"
+        )
+        return [Decision(r, keep=True, reasons=[why]) for r in ordered]
+
+    reasons: dict[str, list[str]] = defaultdict(list)
+    complete = [r for r in ordered if r.complete]
+    reasons[complete[0].backup_id].append("newest complete")
+    fulls = [r for r in complete if r.kind == "full"]
+    if fulls:
+        reasons[fulls[0].backup_id].append("newest complete full")
+
+    today = now.date()
+    for label, unit, wanted in _kept_periods(policy, today):
+        labeller = _LABELLERS[unit]
+        seen: set[str] = set()
+        for record in fulls:  # newest first: the first one seen in a period is its newest
+            period = labeller(record.started_at.date())
+            if period in seen:
+                continue
+            seen.add(period)
+            if period in wanted:
+                reasons[record.backup_id].append(f"{label} {period}")
+
+    hourly_window = timedelta(hours=policy.hourly_hours)
+    grace = timedelta(hours=policy.incomplete_grace_hours)
+    decisions: list[Decision] = []
+    for record in ordered:
+        age = now - record.started_at
+        why = reasons[record.backup_id]
+        if not record.complete:
+            if age < grace:
+                why.append(
+                    f"incomplete ({record.missing}) but younger than "
+                    f"{policy.incomplete_grace_hours} h: it may still be uploading"
+                )
+            elif not policy.delete_incomplete:
+                why.append(
+                    f"incomplete ({record.missing}): kept for an operator to look at "
+                    "(delete_incomplete is off)"
+                )
+            else:
+                decisions.append(
+                    Decision(
+                        record,
+                        keep=False,
+                        reasons=[
+                            f"incomplete debris ({record.missing}) older than "
+                            f"{policy.incomplete_grace_hours} h"
+                        ],
+                    )
+                )
+                continue
+        elif record.kind == "hourly":
+            if age <= hourly_window:
+                why.append(f"within {policy.hourly_hours} h")
+            elif not why:
+                decisions.append(
+                    Decision(record, keep=False, reasons=[f"hourly older than {policy.hourly_hours} h"])
+                )
+                continue
+        elif not why:
+            decisions.append(
+                Decision(
+                    record,
+                    keep=False,
+                    reasons=["full outside retention: not the newest of a kept day, week or month"],
+                )
+            )
+            continue
+        decisions.append(Decision(record, keep=True, reasons=list(why)))
+    return decisions
+
+
+def plan_retention(
+    records: Iterable[BackupRecord], policy: RetentionPolicy, now: datetime
+) -> list[Decision]:
+    """Decide, for every backup, whether grandfather-father-son retention keeps it.
+
+    Each database is planned on its own. Full backups: the newest complete one of each of the
+    last ``daily`` days, ``weekly`` ISO weeks and ``monthly`` months (calendar periods ending
+    at ``now``, UTC) is kept. Hourly backups are kept ``hourly_hours``. The newest complete
+    backup (and the newest complete full) is always kept. If the newest backup of a database
+    is incomplete, nothing of that database is deleted. Incomplete backups younger than the
+    grace period are kept; older ones are deleted only when ``policy.delete_incomplete``.
+
+    Args:
+        records: the catalogue (any order, one or several databases).
+        policy: the retention policy.
+        now: the current time (timezone-aware), injected so the plan is reproducible.
+
+    Returns:
+        One decision per record, grouped by database (sorted), newest first.
+
+    Raises:
+        InvalidInputError: when ``now`` is naive.
+    """
+    if now.tzinfo is None:
+        raise InvalidInputError(
+            "now", "is a naive datetime", fix="pass a timezone-aware time, e.g. datetime.now(UTC)"
+        )
+    by_database: dict[str, list[BackupRecord]] = defaultdict(list)
+    for record in records:
+        by_database[record.database].append(record)
+    decisions: list[Decision] = []
+    for database in sorted(by_database):
+        decisions.extend(_plan_database(by_database[database], policy, now))
+    return decisions
+
+
+def decision_rows(decisions: Iterable[Decision], *, dry_run: bool) -> list[dict[str, str]]:
+    """Rows of the kept/deleted table artifact.
+
+    Args:
+        decisions: the plan.
+        dry_run: whether deletions are only planned.
+
+    Returns:
+        One row per decision: database, backup id, kind, started, action, reasons.
+    """
+    deleted = "would delete" if dry_run else "delete"
+    return [
+        {
+            "database": d.record.database,
+            "backup": d.record.backup_id,
+            "kind": d.record.kind,
+            "started (UTC)": f"{d.record.started_at:%Y-%m-%d %H:%M}",
+            "complete": "yes" if d.record.complete else "no",
+            "action": "keep" if d.keep else deleted,
+            "reasons": "; ".join(d.reasons),
+        }
+        for d in decisions
+    ]

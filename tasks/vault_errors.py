@@ -1,0 +1,93 @@
+"""The Vault boundary: hvac and requests errors become veza-ops errors, without payloads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import hvac.exceptions
+import requests
+
+from veza_ops.errors import (
+    AuthenticationError,
+    ExternalSystemError,
+    NotFoundError,
+    PermanentSystemError,
+    SealedError,
+    TransientSystemError,
+    UnreachableError,
+)
+
+SYSTEM = "vault"
+MAX_DETAIL = 160
+
+
+def _clip(text: str, limit: int = MAX_DETAIL) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def translate_vault_error(exc: BaseException, action: str) -> ExternalSystemError:
+    """Map an hvac or transport error to the veza-ops error tree.
+
+    Args:
+        exc: what hvac (or requests underneath) raised.
+        action: what was being done, e.g. ``"read secret/veza/staging/veza-web"``.
+
+    Returns:
+        The matching veza-ops error (not raised); Vault's error list is clipped, no payload.
+    """
+    if isinstance(exc, hvac.exceptions.VaultError):
+        errors = exc.errors if isinstance(exc.errors, list) else []
+        detail = f"{action}: {type(exc).__name__}"
+        if errors:
+            detail += f" ({_clip('; '.join(str(e) for e in errors))})"
+        if isinstance(exc, hvac.exceptions.Unauthorized | hvac.exceptions.Forbidden):
+            return AuthenticationError(
+                SYSTEM, detail, hint="check the token or AppRole of the VaultServer block"
+            )
+        if isinstance(exc, hvac.exceptions.VaultDown):
+            return SealedError(SYSTEM, detail, hint="unseal Vault (vault operator unseal)")
+        if isinstance(exc, hvac.exceptions.VaultNotInitialized):
+            return SealedError(SYSTEM, detail, hint="initialise and unseal Vault")
+        if isinstance(exc, hvac.exceptions.InvalidPath):
+            return NotFoundError(
+                SYSTEM, detail, hint="write the secret at this path or fix the catalogue's vault_path"
+            )
+        if isinstance(
+            exc,
+            hvac.exceptions.InternalServerError
+            | hvac.exceptions.BadGateway
+            | hvac.exceptions.RateLimitExceeded,
+        ):
+            return TransientSystemError(SYSTEM, detail, hint="retry; Vault is busy")
+        return PermanentSystemError(SYSTEM, detail)
+    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+        return UnreachableError(
+            SYSTEM,
+            f"{action}: cannot reach Vault ({type(exc).__name__})",
+            hint="check the address of the VaultServer block and that Vault is up",
+        )
+    return TransientSystemError(SYSTEM, f"{action}: {type(exc).__name__}", hint="retry")
+
+
+TRANSLATED = (hvac.exceptions.VaultError, requests.exceptions.RequestException, OSError)
+
+
+@contextmanager
+def translate_vault_errors(action: str) -> Iterator[None]:
+    """Context manager (and decorator) translating Vault errors raised inside it.
+
+    Args:
+        action: what is being done, named in the error message.
+
+    Yields:
+        Nothing.
+
+    Raises:
+        ExternalSystemError: the translated error, not chained to the original.
+    """
+    try:
+        yield
+    except TRANSLATED as exc:
+        raise translate_vault_error(exc, action) from None
