@@ -68,7 +68,8 @@ def parse_colons(listing: str) -> list[KeyInfo]:
         rec = line.split(":")
         kind = rec[0]
         if kind in ("pub", "sec"):
-            keys.append(KeyInfo("", kind == "sec", _epoch(rec[6]), rec[1] if rec[1] in "er" else ""))
+            validity = rec[1] if rec[1] in ("e", "r") else ""
+            keys.append(KeyInfo("", kind == "sec", _epoch(rec[6]), validity))
             want_fpr = True
             caps = rec[11] if len(rec) > 11 else ""
             if "e" in caps:
@@ -259,7 +260,8 @@ class GpgDecryptionKey(Block):
             raise InvalidInputError(
                 "passphrase",
                 f"does not unlock private key {fingerprint}",
-                fix="set the passphrase field of the GpgDecryptionKey block to the key's passphrase",
+                fix="set the passphrase field of the GpgDecryptionKey block to the key's "
+                "passphrase",
             )
 
     @contextlib.contextmanager

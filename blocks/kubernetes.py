@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
+from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from prefect.blocks.core import Block
 from veza_ops.errors import InvalidInputError
 
 
@@ -22,7 +22,9 @@ class KubernetesCluster(Block):
 
     _block_type_name = "Veza Kubernetes Cluster"
     _block_type_slug = "veza-kubernetes-cluster"
-    _description = "A Kubernetes cluster reached through a kubeconfig (content or path) or in-cluster."
+    _description = (
+        "A Kubernetes cluster reached through a kubeconfig (content or path) or in-cluster."
+    )
 
     kubeconfig: SecretStr | None = Field(
         default=None, description="Content of a kubeconfig file (YAML); kept secret."
@@ -49,7 +51,7 @@ class KubernetesCluster(Block):
                     "is not a YAML kubeconfig document",
                     fix="paste the content of a kubeconfig file (apiVersion: v1, kind: Config)",
                 )
-            config.load_kube_config_from_dict(
+            config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
                 content, context=self.context, client_configuration=configuration
             )
         elif self.kubeconfig_path is not None:
@@ -60,11 +62,13 @@ class KubernetesCluster(Block):
                     f"no file at {path}",
                     fix="give the path of an existing kubeconfig file, or its content",
                 )
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(path), context=self.context, client_configuration=configuration
             )
         elif self.in_cluster:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
         else:
             raise InvalidInputError(
                 "kubeconfig",
@@ -118,4 +122,3 @@ class KubernetesCluster(Block):
             ``CoordinationV1Api`` bound to a new API client.
         """
         return client.CoordinationV1Api(self.get_api_client())
-

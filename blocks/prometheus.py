@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from prefect.blocks.core import Block
 from veza_ops.errors import (
     AccessDeniedError,
     AuthenticationError,

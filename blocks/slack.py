@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from prefect.blocks.core import Block
 from veza_ops.errors import PermanentSystemError, TransientSystemError, UnreachableError
 
 SYSTEM = "slack"
@@ -34,10 +34,18 @@ class SlackWebhook(Block):
             TransientSystemError: Slack answered 429 or 5xx.
             PermanentSystemError: Slack refused the message (4xx).
         """
+        # The URL is the credential: go through the transport directly, because the httpx
+        # client logs every request URL at INFO level.
+        request = httpx.Request(
+            "POST",
+            self.url.get_secret_value(),
+            json=payload,
+            extensions={"timeout": httpx.Timeout(self.timeout_s).as_dict()},
+        )
         try:
-            response = httpx.post(
-                self.url.get_secret_value(), json=payload, timeout=self.timeout_s
-            )
+            with httpx.HTTPTransport() as transport:
+                response = transport.handle_request(request)
+                response.read()
         except httpx.TimeoutException:
             raise UnreachableError(SYSTEM, "the webhook timed out") from None
         except httpx.HTTPError as exc:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hvac
+from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from prefect.blocks.core import Block
 from veza_ops.errors import InvalidInputError
 
 
@@ -38,7 +38,9 @@ class VaultServer(Block):
         """
         if not self.address.startswith(("http://", "https://")):
             raise InvalidInputError(
-                "address", f"{self.address!r} is not an http(s) URL", fix="e.g. http://127.0.0.1:8200"
+                "address",
+                f"{self.address!r} is not an http(s) URL",
+                fix="e.g. http://127.0.0.1:8200",
             )
         client = hvac.Client(url=self.address, namespace=self.namespace, timeout=self.timeout_s)
         if self.token is not None:

@@ -20,9 +20,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from typing import Any
 
 from sandbox.registry import Behaviour
 
@@ -79,6 +77,9 @@ class Workload:
     namespace: str
 
     def __post_init__(self) -> None:
+        # Imported here, once the port is bound: pods must open their port fast.
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.paths = frozenset(api_paths_for(self.image))
         self.is_web = repository_of(self.image) == "veza/web"
         self.metrics = CollectorRegistry()
@@ -154,6 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, b"ready", "text/plain")
             return
         if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
             self._send(200, generate_latest(wl.metrics), CONTENT_TYPE_LATEST)
             return
         self._api(path)
@@ -208,21 +211,34 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
 
-def make_server(host: str, port: int, workload: Workload) -> ThreadingHTTPServer:
+def make_server(host: str, port: int, workload: Workload | None = None) -> ThreadingHTTPServer:
     """Build (and bind) the HTTP server of ``workload``.
 
     Args:
         host: address to listen on.
         port: port to listen on (0 picks one).
-        workload: what to serve.
+        workload: what to serve; may be set later with :func:`attach` (before serving).
 
     Returns:
         The bound server; call ``serve_forever``.
     """
-    handler = type("WorkloadHandler", (_Handler,), {"workload": workload})
+    handler = type("WorkloadHandler", (_Handler,), {})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    if workload is not None:
+        attach(server, workload)
     return server
+
+
+def attach(server: ThreadingHTTPServer, workload: Workload) -> None:
+    """Give a server built by :func:`make_server` the workload it serves.
+
+    Args:
+        server: the server.
+        workload: what to serve.
+    """
+    handler: Any = server.RequestHandlerClass
+    handler.workload = workload
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,13 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     if behaviour.crash_on_start:
         print(f"{args.image}: crash_on_start, exiting with status 1", file=sys.stderr)
         return 1
-    workload = Workload(
-        image=args.image,
-        behaviour=behaviour,
-        pod=os.environ.get("POD_NAME", "local"),
-        namespace=os.environ.get("POD_NAMESPACE", "default"),
+    server = make_server(args.host, args.port)
+    attach(
+        server,
+        Workload(
+            image=args.image,
+            behaviour=behaviour,
+            pod=os.environ.get("POD_NAME", "local"),
+            namespace=os.environ.get("POD_NAMESPACE", "default"),
+        ),
     )
-    server = make_server(args.host, args.port, workload)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

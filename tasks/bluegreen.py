@@ -298,7 +298,7 @@ def smoke_test(
     *,
     port: int,
     paths: list[str],
-    attempts: int = 3,
+    attempts: int = 5,
     timeout_s: float = 5.0,
     transport: httpx.BaseTransport | None = None,
 ) -> list[str]:

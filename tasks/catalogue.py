@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
 from tasks.manifest import DATA_NAME, MANIFEST_NAME, BackupKind, Manifest, parse_backup_id
+from tasks.s3errors import s3_errors
 from veza_ops.errors import (
     AccessDeniedError,
-    AuthenticationError,
-    ExternalSystemError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
     PermanentSystemError,
-    TransientSystemError,
-    UnreachableError,
 )
 
 _DELETE_BATCH = 1000  # S3 DeleteObjects accepts at most 1000 keys per request
@@ -86,59 +84,23 @@ def _check_database(database: str | None) -> None:
         )
 
 
-def translate_s3_error(exc: Exception, *, bucket: str, what: str) -> ExternalSystemError:
-    """Turn a botocore error into the veza-ops error tree (names the bucket, never secrets).
-
-    Args:
-        exc: the botocore exception.
-        bucket: the bucket being used.
-        what: the operation, e.g. "list backups".
-
-    Returns:
-        The error to raise.
-    """
-    if isinstance(exc, EndpointConnectionError):
-        return UnreachableError("S3", f"cannot reach the store to {what}", hint="check endpoint_url")
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code == "NoSuchBucket":
-            return NotFoundError(
-                "S3", f"bucket {bucket!r} does not exist", hint="create it or fix the block's bucket"
-            )
-        if code in ("NoSuchKey", "404"):
-            return NotFoundError("S3", f"object not found in bucket {bucket!r} ({what})")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-            return AuthenticationError(
-                "S3", f"credentials refused to {what} in {bucket!r} ({code})",
-                hint="fix the store block's credentials",
-            )
-        if code == "AccessDenied" or status == 403:
-            return AccessDeniedError(
-                "S3", f"access denied to {what} in bucket {bucket!r}",
-                hint="grant s3:ListBucket, s3:GetObject and s3:DeleteObject on the prefix",
-            )
-        if status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError"):
-            return TransientSystemError("S3", f"{code or status} while trying to {what}")
-        return PermanentSystemError("S3", f"{code or status} while trying to {what} in {bucket!r}")
-    if isinstance(exc, BotoCoreError):
-        return TransientSystemError("S3", f"{type(exc).__name__} while trying to {what}")
-    return PermanentSystemError("S3", f"{type(exc).__name__} while trying to {what}")
-
-
-def _list_keys(client: Any, bucket: str, root: str) -> list[tuple[str, int]]:
+def _list_keys(client: Any, bucket: str, root: str, page_size: int | None) -> list[tuple[str, int]]:
     keys: list[tuple[str, int]] = []
-    try:
+    config = {"PageSize": page_size} if page_size else {}
+    with s3_errors(action="list backups", bucket=bucket):
         paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=root):
+        for page in paginator.paginate(Bucket=bucket, Prefix=root, PaginationConfig=config):
             keys.extend((obj["Key"], int(obj["Size"])) for obj in page.get("Contents", []))
-    except (ClientError, BotoCoreError) as exc:
-        raise translate_s3_error(exc, bucket=bucket, what="list backups") from None
     return keys
 
 
 def list_backups(
-    client: Any, bucket: str, prefix: str, *, database: str | None = None
+    client: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    database: str | None = None,
+    page_size: int | None = None,
 ) -> list[BackupRecord]:
     """List the backups under ``prefix`` by listing keys (paginated) and grouping them by id.
 
@@ -149,6 +111,7 @@ def list_backups(
         bucket: the bucket.
         prefix: the store's key prefix (may be empty).
         database: one database, or None for every database under the prefix.
+        page_size: keys per list request (S3's default, 1000, when None).
 
     Returns:
         The backups, sorted by database then start time (oldest first).
@@ -159,10 +122,10 @@ def list_backups(
     """
     _check_database(database)
     root = _root(prefix)
-    listing = _list_keys(client, bucket, _root(prefix, database))
+    listing = _list_keys(client, bucket, _root(prefix, database), page_size)
     groups: dict[tuple[str, str], dict[str, tuple[str, int]]] = defaultdict(dict)
     for key, size in listing:
-        parts = key[len(root):].split("/")
+        parts = key[len(root) :].split("/")
         if len(parts) != 3 or not all(parts):
             continue
         db, bid, name = parts
@@ -237,10 +200,8 @@ def read_manifest(client: Any, bucket: str, record: BackupRecord) -> Manifest:
             f"backup {record.backup_id} of {record.database} has no manifest (incomplete)",
             hint="pick a complete backup from the catalogue",
         )
-    try:
+    with s3_errors(action="read manifest", bucket=bucket, key=record.manifest_key):
         body = client.get_object(Bucket=bucket, Key=record.manifest_key)["Body"].read()
-    except (ClientError, BotoCoreError) as exc:
-        raise translate_s3_error(exc, bucket=bucket, what=f"read {record.manifest_key}") from None
     try:
         manifest = Manifest.model_validate_json(body)
     except ValidationError as exc:
@@ -259,13 +220,11 @@ def read_manifest(client: Any, bucket: str, record: BackupRecord) -> Manifest:
 def _delete_keys(client: Any, bucket: str, keys: Sequence[str], *, backup: str) -> None:
     for start in range(0, len(keys), _DELETE_BATCH):
         batch = keys[start : start + _DELETE_BATCH]
-        try:
+        with s3_errors(action=f"delete backup {backup}", bucket=bucket):
             response = client.delete_objects(
                 Bucket=bucket,
                 Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate_s3_error(exc, bucket=bucket, what=f"delete backup {backup}") from None
         errors = response.get("Errors") or []
         if errors:
             first = errors[0]
@@ -374,7 +333,9 @@ def list_backups_task(store: BackupStore, *, database: str | None = None) -> lis
     records = list_backups(store.get_client(), store.bucket, store.prefix, database=database)
     get_run_logger().info(
         "found %d backups (%d complete) in bucket %s",
-        len(records), sum(r.complete for r in records), store.bucket,
+        len(records),
+        sum(r.complete for r in records),
+        store.bucket,
     )
     return records
 
@@ -398,3 +359,32 @@ def delete_backups_task(store: BackupStore, records: Sequence[BackupRecord]) -> 
         logger.info("deleted backup %s of %s", record.backup_id, record.database)
         done.append(f"{record.database}/{record.backup_id}")
     return done
+
+
+@task(name="publish-catalogue", cache_policy=NO_CACHE)
+def publish_catalogue_task(records: Sequence[BackupRecord], *, key: str) -> None:
+    """Prefect task: publish the catalogue as a markdown artifact.
+
+    Args:
+        records: the catalogue.
+        key: artifact key (lowercase letters, digits, dashes).
+
+    """
+    create_markdown_artifact(
+        markdown=catalogue_markdown(records),
+        key=key,
+        description=f"{len(records)} backups, {sum(r.complete for r in records)} complete",
+    )
+
+
+def artifact_key(*parts: str) -> str:
+    """Build a valid artifact key (lowercase letters, digits, dashes) from free text.
+
+    Args:
+        parts: pieces joined by dashes, e.g. ("prune-backups", "veza_db").
+
+    Returns:
+        For example ``prune-backups-veza-db``.
+    """
+    text = "-".join(p for p in parts if p).lower()
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-") or "backups"

@@ -7,6 +7,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
 from tasks.catalogue import BackupRecord
 from veza_ops.errors import InvalidInputError
 
@@ -106,11 +110,11 @@ def _plan_database(
     ordered = _newest_first(records)
     newest = ordered[0]
     if not newest.complete:
-        why = (
+        frozen = (
             f"frozen: the newest backup {newest.backup_id} of {newest.database} is incomplete "
             f"({newest.missing}); nothing is deleted until an operator looks"
         )
-        return [Decision(r, keep=True, reasons=[why]) for r in ordered]
+        return [Decision(r, keep=True, reasons=[frozen]) for r in ordered]
 
     reasons: dict[str, list[str]] = defaultdict(list)
     complete = [r for r in ordered if r.complete]
@@ -165,7 +169,9 @@ def _plan_database(
                 why.append(f"within {policy.hourly_hours} h")
             elif not why:
                 decisions.append(
-                    Decision(record, keep=False, reasons=[f"hourly older than {policy.hourly_hours} h"])
+                    Decision(
+                        record, keep=False, reasons=[f"hourly older than {policy.hourly_hours} h"]
+                    )
                 )
                 continue
         elif not why:
@@ -240,3 +246,46 @@ def decision_rows(decisions: Iterable[Decision], *, dry_run: bool) -> list[dict[
         }
         for d in decisions
     ]
+
+
+@task(name="plan-retention", cache_policy=NO_CACHE)
+def plan_retention_task(
+    records: list[BackupRecord], policy: RetentionPolicy, now: datetime
+) -> list[Decision]:
+    """Prefect task: see :func:`plan_retention`; logs the counts.
+
+    Args:
+        records: the catalogue.
+        policy: the retention policy.
+        now: the current time.
+
+    Returns:
+        The decisions.
+    """
+    decisions = plan_retention(records, policy, now)
+    get_run_logger().info(
+        "retention: keep %d, delete %d of %d backups",
+        sum(d.keep for d in decisions),
+        sum(not d.keep for d in decisions),
+        len(decisions),
+    )
+    return decisions
+
+
+@task(name="publish-prune-report", cache_policy=NO_CACHE)
+def publish_decisions_task(decisions: list[Decision], *, key: str, dry_run: bool) -> None:
+    """Prefect task: publish the kept/deleted table artifact.
+
+    Args:
+        decisions: the plan.
+        key: artifact key (lowercase letters, digits, dashes).
+        dry_run: whether deletions are only planned.
+
+    """
+    deleted = sum(not d.keep for d in decisions)
+    mode = "dry run: nothing deleted" if dry_run else "deleting"
+    create_table_artifact(
+        table=decision_rows(decisions, dry_run=dry_run),
+        key=key,
+        description=f"prune-backups ({mode}): keep {len(decisions) - deleted}, delete {deleted}",
+    )

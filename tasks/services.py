@@ -129,7 +129,9 @@ class ServiceSpec(_Model):
     def _vault_path(cls, value: str) -> str:
         for name in PLACEHOLDER.findall(value):
             if name not in ("environment", "service"):
-                raise ValueError(f"unknown placeholder {{{name}}}; use {{environment}}, {{service}}")
+                raise ValueError(
+                    f"unknown placeholder {{{name}}}; use {{environment}}, {{service}}"
+                )
         return value.strip("/")
 
     @field_validator("e2e_command")
@@ -168,9 +170,7 @@ class ServiceSpec(_Model):
         Returns:
             The path below the KV mount.
         """
-        return self.vault_path.replace("{environment}", environment).replace(
-            "{service}", self.name
-        )
+        return self.vault_path.replace("{environment}", environment).replace("{service}", self.name)
 
 
 class EnvironmentSpec(_Model):

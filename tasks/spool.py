@@ -42,11 +42,14 @@ def check_spool(directory: str, *, max_age_days: int) -> Path:
     path = Path(directory)
     if not path.is_absolute():
         raise InvalidInputError(
-            "local_spool", f"{directory!r} is not an absolute path", fix="pass an absolute directory"
+            "local_spool",
+            f"{directory!r} is not an absolute path",
+            fix="pass an absolute directory",
         )
     if not path.is_dir():
         raise InvalidInputError(
-            "local_spool", f"{directory!r} is not a directory",
+            "local_spool",
+            f"{directory!r} is not a directory",
             fix="create it, or leave local_spool empty to skip the spool cleanup",
         )
     resolved = path.resolve()
@@ -83,9 +86,7 @@ def stale_files(directory: Path, *, max_age_days: int, now: datetime) -> list[Pa
     return sorted(found)
 
 
-def clean_spool(
-    directory: str, *, max_age_days: int, now: datetime, dry_run: bool
-) -> SpoolCleanup:
+def clean_spool(directory: str, *, max_age_days: int, now: datetime, dry_run: bool) -> SpoolCleanup:
     """Remove (or, in a dry run, only list) stray spool files older than N days.
 
     Args:
@@ -133,7 +134,9 @@ def clean_spool_task(
     """
     result = clean_spool(directory, max_age_days=max_age_days, now=now, dry_run=dry_run)
     get_run_logger().info(
-        "spool %s: %d stale file(s), %d removed", result.directory, len(result.stale),
+        "spool %s: %d stale file(s), %d removed",
+        result.directory,
+        len(result.stale),
         len(result.removed),
     )
     return result

@@ -32,7 +32,8 @@ def translate_vault_error(exc: BaseException, action: str) -> ExternalSystemErro
 
     Args:
         exc: what hvac (or requests underneath) raised.
-        action: what was being done, e.g. ``"read secret/veza/staging/veza-web"``.
+        action: what was being done, e.g. ``"read secret/veza/staging/veza-web"``; an action
+            starting with ``"log in"`` turns a 400 answer into an AuthenticationError.
 
     Returns:
         The matching veza-ops error (not raised); Vault's error list is clipped, no payload.
@@ -42,7 +43,12 @@ def translate_vault_error(exc: BaseException, action: str) -> ExternalSystemErro
         detail = f"{action}: {type(exc).__name__}"
         if errors:
             detail += f" ({_clip('; '.join(str(e) for e in errors))})"
-        if isinstance(exc, hvac.exceptions.Unauthorized | hvac.exceptions.Forbidden):
+        login_refused = isinstance(exc, hvac.exceptions.InvalidRequest) and action.startswith(
+            "log in"
+        )  # Vault answers 400 "invalid role or secret ID" to a bad AppRole login
+        if login_refused or isinstance(
+            exc, hvac.exceptions.Unauthorized | hvac.exceptions.Forbidden
+        ):
             return AuthenticationError(
                 SYSTEM, detail, hint="check the token or AppRole of the VaultServer block"
             )
@@ -52,7 +58,9 @@ def translate_vault_error(exc: BaseException, action: str) -> ExternalSystemErro
             return SealedError(SYSTEM, detail, hint="initialise and unseal Vault")
         if isinstance(exc, hvac.exceptions.InvalidPath):
             return NotFoundError(
-                SYSTEM, detail, hint="write the secret at this path or fix the catalogue's vault_path"
+                SYSTEM,
+                detail,
+                hint="write the secret at this path or fix the catalogue's vault_path",
             )
         if isinstance(
             exc,

@@ -131,11 +131,12 @@ class MethodNotAllowed(ApiError):
 class UnsupportedMediaType(ApiError):
     """The patch content type is not supported (415)."""
 
-    def __init__(self, content_type: str) -> None:
+    def __init__(self, content_type: str, hint: str = "") -> None:
         super().__init__(415, "UnsupportedMediaType", f"the body of the request was in an "
-                         f"unknown format - accepted media types include: "
+                         f"unknown format - accepted media types include: application/json, "
                          f"application/json-patch+json, application/merge-patch+json, "
-                         f"application/strategic-merge-patch+json (got {content_type!r})")
+                         f"application/strategic-merge-patch+json, application/apply-patch+yaml "
+                         f"(got {content_type!r}){hint}")
 
 
 def invalid_cause(field: str, message: str, reason: str = "FieldValueInvalid") -> dict[str, str]:

@@ -34,7 +34,7 @@ class Resource:
         return "status" in self.subresources
 
 
-PODS = Resource("", "v1", "pods", "Pod", True, ("po",), ("status",), "pod")
+PODS = Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "log"), "pod")
 SERVICES = Resource("", "v1", "services", "Service", True, ("svc",), ("status",), "service")
 ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints", True, ("ep",), (), "endpoints")
 SECRETS = Resource("", "v1", "secrets", "Secret", True, (), (), "secret")

@@ -140,7 +140,8 @@ def selector_from_dict(selector: dict[str, Any] | None) -> Callable[[dict[str, s
         if any(labels.get(k) != v for k, v in match_labels.items()):
             return False
         for expr in exprs:
-            key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+            key = str(expr.get("key") or "")
+            op, values = expr.get("operator"), expr.get("values") or []
             if op == "In" and labels.get(key) not in values:
                 return False
             if op == "NotIn" and labels.get(key) in values:

@@ -217,3 +217,30 @@ def apply_defaults(res: r.Resource, obj: dict[str, Any]) -> None:
         _default_service(obj)
     elif res == r.SECRETS:
         obj.setdefault("type", "Opaque")
+
+
+def check_update(res: r.Resource, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Apply the update rules of the real API: allocated values kept, immutable fields refused.
+
+    A Service updated without ``spec.clusterIP`` keeps its allocated address; a Deployment's
+    or ReplicaSet's ``spec.selector`` cannot change.
+
+    Args:
+        res: the resource type.
+        old: the stored object.
+        new: the proposed object (changed in place for carried-over values).
+
+    Raises:
+        Invalid: when an immutable field changed.
+    """
+    old_spec, new_spec = old.get("spec") or {}, new.setdefault("spec", {})
+    if res == r.SERVICES:
+        for field in ("clusterIP", "clusterIPs"):
+            if not new_spec.get(field) and old_spec.get(field):
+                new_spec[field] = old_spec[field]
+    elif res in (r.DEPLOYMENTS, r.REPLICASETS) and old_spec.get("selector") != \
+            new_spec.get("selector"):
+        name = str(old["metadata"]["name"])
+        raise Invalid(res.kind, name, [invalid_cause(
+            "spec.selector", f"Invalid value: {new_spec.get('selector')!r}: field is immutable")],
+            group=res.group)

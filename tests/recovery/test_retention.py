@@ -30,7 +30,9 @@ def record(
     )
 
 
-def calendar(days: int = 400, *, now: datetime = NOW, database: str = "veza_db") -> list[BackupRecord]:
+def calendar(
+    days: int = 400, *, now: datetime = NOW, database: str = "veza_db"
+) -> list[BackupRecord]:
     """A nightly full at 03:00 and an hourly every other hour, for ``days`` days up to ``now``."""
     records = []
     first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0)
@@ -69,12 +71,24 @@ def test_guide_policy_on_400_days_keeps_each_class():
     }
     # weekly: the newest full of each ISO week (Sunday's, or today's for this week)
     assert {d.record.started_at.date().isoformat() for d in weekly} == {
-        "2026-11-27", "2026-11-22", "2026-11-15", "2026-11-08", "2026-11-01", "2026-10-25",
-        "2026-10-18", "2026-10-11", "2026-10-04", "2026-09-27", "2026-09-20", "2026-09-13",
+        "2026-11-27",
+        "2026-11-22",
+        "2026-11-15",
+        "2026-11-08",
+        "2026-11-01",
+        "2026-10-25",
+        "2026-10-18",
+        "2026-10-11",
+        "2026-10-04",
+        "2026-09-27",
+        "2026-09-20",
+        "2026-09-13",
     }
     assert "weekly 2026-W46" in next(d for d in weekly if d.record.started_at.day == 15).reasons
     # monthly: the last day of each month
-    oct_2025 = next(d for d in monthly if d.record.started_at.month == 10 and d.record.started_at.year == 2025)
+    oct_2025 = next(
+        d for d in monthly if d.record.started_at.month == 10 and d.record.started_at.year == 2025
+    )
     assert oct_2025.record.started_at.date().isoformat() == "2025-10-31"
     assert "monthly 2025-10" in oct_2025.reasons
 
@@ -167,10 +181,21 @@ def test_custom_policy_changes_the_counts():
     # 06:00..12:00 today: 7 slots, none of them the 03:00 full
     assert len([d for d in kept(decisions) if d.record.kind == "hourly"]) == 7
     # daily 11-21..11-27; weekly adds 11-15 and 11-08 (Sundays); monthly adds 10-31, 09-30
-    fulls = sorted(d.record.started_at.date().isoformat() for d in kept(decisions) if d.record.kind == "full")
+    fulls = sorted(
+        d.record.started_at.date().isoformat() for d in kept(decisions) if d.record.kind == "full"
+    )
     assert fulls == [
-        "2026-09-30", "2026-10-31", "2026-11-08", "2026-11-15", "2026-11-21", "2026-11-22",
-        "2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27",
+        "2026-09-30",
+        "2026-10-31",
+        "2026-11-08",
+        "2026-11-15",
+        "2026-11-21",
+        "2026-11-22",
+        "2026-11-23",
+        "2026-11-24",
+        "2026-11-25",
+        "2026-11-26",
+        "2026-11-27",
     ]
 
 
@@ -179,15 +204,21 @@ def test_newest_of_a_day_is_the_one_kept():
     early = record(day.replace(hour=3))
     late = record(day.replace(hour=21))  # a manual full later the same day
     today = record(NOW.replace(hour=3))
-    decisions = {d.record.backup_id: d for d in plan_retention([early, late, today], RetentionPolicy(), NOW)}
-    assert decisions[late.backup_id].keep and "daily 2026-11-26" in decisions[late.backup_id].reasons
+    decisions = {
+        d.record.backup_id: d for d in plan_retention([early, late, today], RetentionPolicy(), NOW)
+    }
+    assert (
+        decisions[late.backup_id].keep and "daily 2026-11-26" in decisions[late.backup_id].reasons
+    )
     assert not decisions[early.backup_id].keep
 
 
-@pytest.mark.parametrize("field", ["daily", "weekly", "monthly", "hourly_hours", "incomplete_grace_hours"])
+@pytest.mark.parametrize(
+    "field", ["daily", "weekly", "monthly", "hourly_hours", "incomplete_grace_hours"]
+)
 def test_negative_policy_values_are_refused_naming_the_field(field):
     with pytest.raises(InvalidInputError) as caught:
-        RetentionPolicy(**{field: -1})
+        RetentionPolicy(**{field: -1})  # type: ignore[arg-type]
     assert caught.value.field == field
     assert "negative" in str(caught.value) and ">= 0" in str(caught.value)
 

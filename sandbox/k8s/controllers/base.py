@@ -1,4 +1,4 @@
-"""A minimal controller loop: a de-duplicating work queue, woken by store events and a resync tick."""
+"""A minimal controller loop: a de-duplicating work queue woken by store events and a resync."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Controller:
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failures: dict[Key, str] = {}
 
     def keys_for(self, event: str, res: Resource, obj: dict[str, Any]) -> Iterable[Key]:
         """Keys to reconcile after a store change.
@@ -99,6 +100,17 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def _report(self, key: Key, exc: Exception) -> None:
+        """Log a failed reconcile once per distinct error, not on every resync."""
+        text = f"{type(exc).__name__}: {exc}"
+        if self._failures.get(key) == text:
+            return
+        self._failures[key] = text
+        if isinstance(exc, ApiError | ValueError):
+            logger.warning("%s: reconcile %s/%s: %s", self.name, *key, text)
+        else:
+            logger.error("%s: reconcile %s/%s failed", self.name, *key, exc_info=exc)
+
     def _run(self) -> None:
         next_resync = 0.0
         while not self._stopping.is_set():
@@ -119,9 +131,8 @@ class Controller:
                     return
                 try:
                     self.reconcile(key)
+                    self._failures.pop(key, None)
                 except NotFound:
                     pass  # the object went away under us: the next event says what to do
-                except ApiError as exc:
-                    logger.warning("%s: reconcile %s/%s: %s", self.name, *key, exc)
-                except Exception:
-                    logger.exception("%s: reconcile %s/%s failed", self.name, *key)
+                except Exception as exc:
+                    self._report(key, exc)

@@ -18,7 +18,7 @@ _ALL: Key = ("", "file_sd")
 
 
 def label_name(key: str) -> str:
-    """A Kubernetes label key as a Prometheus label name (``pod-template-hash`` -> ``pod_template_hash``).
+    """A label key as a Prometheus label name (``pod-template-hash`` -> ``pod_template_hash``).
 
     Args:
         key: the label key.

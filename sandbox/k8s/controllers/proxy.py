@@ -26,6 +26,7 @@ UPSTREAM_TIMEOUT = 30.0
 class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], targets: Targets, name: str) -> None:
         super().__init__(address, _ProxyHandler)
@@ -38,7 +39,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _ProxyServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         logger.debug("proxy %s: " + format, self.server.name, *args)
 
     def _relay(self) -> None:

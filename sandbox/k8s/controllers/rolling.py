@@ -11,7 +11,7 @@ DEFAULT_MAX_UNAVAILABLE = "25%"
 
 
 def scaled_value(value: int | str | None, total: int, *, round_up: bool, default: str) -> int:
-    """Resolve an int-or-percent value against ``total``, as ``intstr.GetScaledValueFromIntOrPercent``.
+    """Resolve an int-or-percent against ``total`` (``intstr.GetScaledValueFromIntOrPercent``).
 
     Args:
         value: an int, a string such as ``"25%"`` or ``"3"``, or None for ``default``.

@@ -1,0 +1,1 @@
+"""Benchmarks of veza-ops (not tests): see bench/README.md."""

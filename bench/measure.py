@@ -1,0 +1,137 @@
+"""Run a command and measure it: wall time, peak RSS of its process tree, largest single RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Measured:
+    """What one measured run cost."""
+
+    wall_s: float
+    tree_peak_rss: int  # bytes: the largest sum of RSS over the whole process tree, sampled
+    max_rss: int  # bytes: the largest single process (getrusage of the waited-for tree)
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # the command name is in parentheses and may contain spaces: split after the last ")"
+        fields = stat[stat.rfind(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss(root: int) -> int:
+    """Sum of the RSS of ``root`` and all its descendants, now.
+
+    Args:
+        root: a pid.
+
+    Returns:
+        Bytes.
+    """
+    children = _children_map()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += _rss(pid)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, pid: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self.done.wait(self.interval)
+
+
+def measure(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    interval: float = 0.1,
+    timeout: float | None = None,
+) -> Measured:
+    """Run ``argv`` to completion, sampling the RSS of its process tree.
+
+    Args:
+        argv: the command (no shell unless argv is a shell).
+        env: its environment.
+        cwd: its working directory.
+        interval: seconds between RSS samples.
+        timeout: seconds before it is killed.
+
+    Returns:
+        The measurements; the caller checks ``returncode``.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        sampler = _Sampler(proc.pid, interval)
+        sampler.start()
+        killer = threading.Timer(timeout, os.killpg, (proc.pid, 9)) if timeout else None
+        if killer:
+            killer.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            if killer:
+                killer.cancel()
+        wall = time.monotonic() - start
+        sampler.done.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    return Measured(
+        wall_s=wall,
+        tree_peak_rss=sampler.peak,
+        max_rss=usage.ru_maxrss * 1024,
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr,
+    )

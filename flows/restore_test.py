@@ -1,0 +1,62 @@
+"""The restore-test flow: restore a backup into a scratch database, verify, report RTO/RPO."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from blocks.gpg import GpgDecryptionKey
+from blocks.loading import load_block
+from blocks.postgres import PostgresDatabase
+from blocks.s3 import S3BackupStore
+from tasks.restore_check import RestoreTestReport, publish_report, restore_test_task
+from veza_ops.errors import IntegrityError
+
+
+@flow(name="restore-test", log_prints=False)
+def restore_test_flow(
+    database_block: str,
+    store_block: str,
+    decryption_block: str,
+    backup_id: str | None = None,
+    *,
+    smoke_sql: list[str] | None = None,
+    jobs: int = 2,
+    rto_objective_hours: float = 4.0,
+    rpo_objective_hours: float = 1.0,
+    fail_on_problems: bool = True,
+) -> RestoreTestReport:
+    """Test that a backup restores: checksum, decryption, pg_restore, counts, amcheck, smoke SQL.
+
+    Args:
+        database_block: name of the PostgresDatabase block (server + backed-up database).
+        store_block: name of the S3BackupStore block.
+        decryption_block: name of the GpgDecryptionKey block.
+        backup_id: the backup to test (default: the newest complete one).
+        smoke_sql: queries that must each return a truthy first column.
+        jobs: pg_restore parallel jobs.
+        rto_objective_hours: RTO objective (guide: 4 h).
+        rpo_objective_hours: RPO objective (guide: 1 h).
+        fail_on_problems: fail the run when the report did not pass (default).
+
+    Returns:
+        The report (also published as a markdown artifact).
+    """
+    db = load_block(PostgresDatabase, database_block, field="database_block")
+    store = load_block(S3BackupStore, store_block, field="store_block")
+    decryption = load_block(GpgDecryptionKey, decryption_block, field="decryption_block")
+    report = restore_test_task(
+        db, store, decryption, backup_id=backup_id, smoke_sql=smoke_sql, jobs=jobs,
+        rto_objective_hours=rto_objective_hours, rpo_objective_hours=rpo_objective_hours,
+    )
+    publish_report(report)
+    if fail_on_problems and not report.passed:
+        problems = report.table_mismatches + report.amcheck_failures + report.smoke_failures
+        if not report.rto_met:
+            problems.append(f"RTO {report.rto_seconds:.0f}s over objective")
+        if not report.rpo_met:
+            problems.append(f"RPO {report.rpo_seconds:.0f}s (or backup interval) over objective")
+        raise IntegrityError(
+            f"restore test of backup {report.backup_id} failed: " + "; ".join(problems[:10]),
+            hint="see the restore-test report artifact",
+        )
+    return report

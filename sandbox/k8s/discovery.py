@@ -1,0 +1,122 @@
+"""Discovery documents: /version, /api, /apis and each group-version's resource list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.k8s import resources as r
+
+_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+_NS_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+_SUB_VERBS = ["get", "patch", "update"]
+
+
+def version() -> dict[str, Any]:
+    """The ``/version`` document.
+
+    Returns:
+        A version.Info like a 1.32 API server's.
+    """
+    return {
+        "major": "1",
+        "minor": "32",
+        "gitVersion": "v1.32.0-veza-sandbox",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.23.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
+
+
+def core_versions(server_address: str) -> dict[str, Any]:
+    """The ``/api`` document (legacy APIVersions form, so kubectl skips aggregated discovery).
+
+    Args:
+        server_address: ``host:port`` of this server.
+
+    Returns:
+        APIVersions.
+    """
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                        "serverAddress": server_address}],
+    }
+
+
+def _group(name: str) -> dict[str, Any]:
+    versions = [{"groupVersion": f"{g}/{v}", "version": v}
+                for g, v in r.GROUP_VERSIONS if g == name]
+    return {"name": name, "versions": versions, "preferredVersion": versions[0]}
+
+
+def group_list() -> dict[str, Any]:
+    """The ``/apis`` document.
+
+    Returns:
+        APIGroupList with every non-core group served.
+    """
+    names = sorted({g for g, _ in r.GROUP_VERSIONS if g})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(n) for n in names]}
+
+
+def group(name: str) -> dict[str, Any] | None:
+    """The ``/apis/{group}`` document.
+
+    Args:
+        name: the group.
+
+    Returns:
+        APIGroup, or None when the group is not served.
+    """
+    if name not in {g for g, _ in r.GROUP_VERSIONS if g}:
+        return None
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name)}
+
+
+def _api_resource(res: r.Resource) -> list[dict[str, Any]]:
+    main: dict[str, Any] = {
+        "name": res.plural,
+        "singularName": res.singular,
+        "namespaced": res.namespaced,
+        "kind": res.kind,
+        "verbs": _VERBS if res.namespaced else _NS_VERBS,
+    }
+    if res.short_names:
+        main["shortNames"] = list(res.short_names)
+    if res.plural in r.IN_CATEGORY_ALL:
+        main["categories"] = ["all"]
+    entries = [main]
+    for sub in res.subresources:
+        entry: dict[str, Any] = {"name": f"{res.plural}/{sub}", "singularName": "",
+                                 "namespaced": res.namespaced, "kind": res.kind,
+                                 "verbs": ["get"] if sub == "log" else _SUB_VERBS}
+        if sub == "scale":
+            entry.update({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+        entries.append(entry)
+    return entries
+
+
+def resource_list(group_name: str, version_name: str) -> dict[str, Any] | None:
+    """The ``/api/v1`` or ``/apis/{group}/{version}`` document.
+
+    Args:
+        group_name: the group ("" for core).
+        version_name: the version.
+
+    Returns:
+        APIResourceList, or None when the group-version is not served.
+    """
+    served = r.by_group_version(group_name, version_name)
+    if not served:
+        return None
+    group_version = f"{group_name}/{version_name}" if group_name else version_name
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [entry for res in served for entry in _api_resource(res)],
+    }

@@ -1,0 +1,511 @@
+"""The in-memory object store: CRUD with API semantics, cascading delete, watches, subscribers."""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import copy
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sandbox.k8s import resources as r
+from sandbox.k8s.errors import AlreadyExists, BadRequest, Conflict, NotFound
+from sandbox.k8s.selectors import parse_field_selector, parse_label_selector
+from sandbox.k8s.validation import (
+    apply_defaults,
+    check_immutable_secret,
+    check_update,
+    validate,
+)
+from sandbox.k8s.watching import Event, EventLog
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+Subscriber = Callable[[str, r.Resource, Obj], None]
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+_BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def now_timestamp() -> str:
+    """The current time as the API formats timestamps (RFC 3339, seconds, UTC).
+
+    Returns:
+        e.g. ``2026-11-27T09:30:00Z``.
+    """
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def random_suffix(length: int = 5) -> str:
+    """Random characters as the API uses for generateName and pod names.
+
+    Args:
+        length: how many characters.
+
+    Returns:
+        The suffix.
+    """
+    return "".join(random.choice(_NAME_CHARS) for _ in range(length))
+
+
+def _body(obj: Obj) -> Obj:
+    """The parts of an object whose change bumps ``metadata.generation``."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _fold_string_data(obj: Obj) -> None:
+    string_data = obj.pop("stringData", None)
+    if string_data:
+        data = obj.setdefault("data", {}) or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+
+
+class Store:
+    """Objects of every served resource, with one global resourceVersion counter."""
+
+    def __init__(self, *, history: int = 10000) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._objects: dict[str, dict[tuple[str, str], Obj]] = {res.key: {} for res in r.ALL}
+        self._rv = 0
+        self._log = EventLog(self._cond, history)
+        self._subscribers: list[Subscriber] = []
+        for name in _BUILTIN_NAMESPACES:
+            self.create(r.NAMESPACES, None, {"metadata": {"name": name}})
+
+    # ----------------------------------------------------------------- helpers
+    def _bucket(self, res: r.Resource) -> dict[tuple[str, str], Obj]:
+        return self._objects[res.key]
+
+    @staticmethod
+    def _ns(res: r.Resource, namespace: str | None) -> str:
+        if not res.namespaced:
+            return ""
+        if not namespace:
+            raise BadRequest(f"{res.plural} is namespaced: a namespace is required")
+        return namespace
+
+    def _find(self, res: r.Resource, namespace: str | None, name: str) -> Obj:
+        obj = self._bucket(res).get((self._ns(res, namespace), name))
+        if obj is None:
+            raise NotFound(res.plural, name, group=res.group)
+        return obj
+
+    def _record(self, res: r.Resource, kind: str, obj: Obj, old: Obj | None,
+                pending: builtins.list[tuple[str, r.Resource, Obj]]) -> None:
+        self._log.record(Event(self._rv, res, kind, obj, old))
+        pending.append((kind, res, obj))
+
+    def _notify(self, pending: builtins.list[tuple[str, r.Resource, Obj]]) -> None:
+        for kind, res, obj in pending:
+            for callback in list(self._subscribers):
+                try:
+                    callback(kind, res, copy.deepcopy(obj))
+                except Exception:
+                    log.exception("store subscriber failed on %s %s", kind, res.plural)
+
+    # ----------------------------------------------------------------- reads
+    def get(self, res: r.Resource, namespace: str | None, name: str) -> Obj:
+        """Return a deep copy of one object.
+
+        Args:
+            res: the resource type.
+            namespace: its namespace (ignored for cluster-scoped types).
+            name: its name.
+
+        Returns:
+            The object.
+
+        Raises:
+            NotFound: when it does not exist.
+        """
+        with self._cond:
+            return copy.deepcopy(self._find(res, namespace, name))
+
+    def list(
+        self,
+        res: r.Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[builtins.list[Obj], str]:
+        """List objects, optionally in one namespace and filtered by selectors.
+
+        Args:
+            res: the resource type.
+            namespace: restrict to this namespace (None: all namespaces).
+            label_selector: label selector string.
+            field_selector: field selector string (e.g. ``metadata.name=x``).
+
+        Returns:
+            (items sorted by namespace and name, the list's resourceVersion).
+        """
+        labels_match = parse_label_selector(label_selector)
+        fields_match = parse_field_selector(field_selector)
+        with self._cond:
+            items = [
+                copy.deepcopy(obj)
+                for (ns, _), obj in sorted(self._bucket(res).items())
+                if (not namespace or not res.namespaced or ns == namespace)
+                and labels_match(obj["metadata"].get("labels") or {})
+                and fields_match(obj)
+            ]
+            return items, str(self._rv)
+
+    @property
+    def resource_version(self) -> str:
+        """The current global resourceVersion."""
+        with self._cond:
+            return str(self._rv)
+
+    # ----------------------------------------------------------------- writes
+    def create(self, res: r.Resource, namespace: str | None, obj: Obj, *,
+               dry_run: bool = False) -> Obj:
+        """Create an object, assigning uid, resourceVersion, timestamps and generation 1.
+
+        Args:
+            res: the resource type.
+            namespace: the namespace of the request (namespaced types).
+            obj: the object; ``metadata.generateName`` is honoured.
+            dry_run: check and return the object without storing it.
+
+        Returns:
+            The stored object.
+
+        Raises:
+            AlreadyExists: when the name is taken.
+            NotFound: when the namespace does not exist.
+            Invalid: when validation fails.
+        """
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        ns = self._ns(res, namespace)
+        if res.namespaced and meta.get("namespace") not in (None, "", ns):
+            raise BadRequest("the namespace of the provided object does not match the "
+                             "namespace sent on the request")
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{meta['generateName']}{random_suffix()}"
+        obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+        apply_defaults(res, obj)
+        if res == r.SECRETS:
+            _fold_string_data(obj)
+        validate(res, obj)
+        pending: builtins.list[tuple[str, r.Resource, Obj]] = []
+        with self._cond:
+            if res.namespaced and ("", ns) not in self._bucket(r.NAMESPACES):
+                raise NotFound("namespaces", ns)
+            key = (ns, meta["name"])
+            if key in self._bucket(res):
+                raise AlreadyExists(res.plural, meta["name"], group=res.group)
+            self._rv += 1
+            if res.namespaced:
+                meta["namespace"] = ns
+            else:
+                meta.pop("namespace", None)
+            meta["uid"] = str(uuid.uuid4())
+            meta["resourceVersion"] = str(self._rv)
+            meta["creationTimestamp"] = now_timestamp()
+            meta["generation"] = 1
+            for transient in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+                meta.pop(transient, None)
+            if res == r.NAMESPACES:
+                meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
+                obj["spec"] = {"finalizers": ["kubernetes"]}
+                obj["status"] = {"phase": "Active"}
+            elif res == r.PODS:
+                obj["status"] = obj.get("status") or {"phase": "Pending", "qosClass": "BestEffort"}
+            elif res == r.REPLICASETS:
+                obj["status"] = obj.get("status") or {"replicas": 0}
+            elif res.has_status:
+                obj.setdefault("status", {})
+            if dry_run:
+                self._rv -= 1
+                return copy.deepcopy(obj)
+            self._bucket(res)[key] = obj
+            self._record(res, "ADDED", obj, None, pending)
+            result = copy.deepcopy(obj)
+        self._notify(pending)
+        return result
+
+    def _commit(self, res: r.Resource, current: Obj, new: Obj,
+                pending: builtins.list[tuple[str, r.Resource, Obj]], *,
+                dry_run: bool = False) -> Obj:
+        """Store ``new`` in place of ``current`` (lock held); no-op writes change nothing."""
+        meta, old_meta = new.setdefault("metadata", {}), current["metadata"]
+        for fixed in ("name", "namespace", "uid", "creationTimestamp"):
+            if fixed in old_meta:
+                meta[fixed] = old_meta[fixed]
+        meta["generation"] = old_meta.get("generation", 1)
+        meta["resourceVersion"] = old_meta["resourceVersion"]
+        new["apiVersion"], new["kind"] = res.api_version, res.kind
+        if new == current:
+            return copy.deepcopy(current)
+        if _body(new) != _body(current):
+            meta["generation"] = int(old_meta.get("generation", 1)) + 1
+        if dry_run:
+            return copy.deepcopy(new)
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        self._bucket(res)[(meta.get("namespace", ""), meta["name"])] = new
+        self._record(res, "MODIFIED", new, current, pending)
+        return copy.deepcopy(new)
+
+    def _proposed(self, res: r.Resource, current: Obj, obj: Obj,
+                  subresource: str | None) -> Obj:
+        """What an API write of ``obj`` turns into: status-only, or everything but status."""
+        if subresource == "status":
+            new = copy.deepcopy(current)
+            new["status"] = copy.deepcopy(obj.get("status"))
+            if new["status"] is None:
+                new.pop("status")
+            return new
+        if subresource is not None:
+            raise BadRequest(f"subresource {subresource!r} cannot be written this way")
+        new = copy.deepcopy(obj)
+        new.setdefault("metadata", {})
+        if res.has_status:
+            if "status" in current:
+                new["status"] = copy.deepcopy(current["status"])
+            else:
+                new.pop("status", None)
+        apply_defaults(res, new)
+        if res == r.SECRETS:
+            _fold_string_data(new)
+        if res in (r.SECRETS, r.CONFIGMAPS):
+            check_immutable_secret(current, new)
+        check_update(res, current, new)
+        new["metadata"]["name"] = current["metadata"]["name"]
+        validate(res, new)
+        return new
+
+    def update(self, res: r.Resource, namespace: str | None, obj: Obj, *,
+               subresource: str | None = None, dry_run: bool = False) -> Obj:
+        """Replace an object (PUT), with optimistic concurrency on ``metadata.resourceVersion``.
+
+        Args:
+            res: the resource type.
+            namespace: its namespace.
+            obj: the new object; its ``metadata.name`` names it.
+            subresource: ``"status"`` to change only the status (generation untouched).
+            dry_run: check and return the result without storing it.
+
+        Returns:
+            The stored object.
+
+        Raises:
+            Conflict: when the given resourceVersion is stale.
+            NotFound: when the object does not exist.
+            Invalid: when validation fails.
+        """
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        pending: builtins.list[tuple[str, r.Resource, Obj]] = []
+        with self._cond:
+            current = self._find(res, namespace, name)
+            if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
+                raise Conflict(res.plural, name, group=res.group)
+            result = self._commit(res, current, self._proposed(res, current, obj, subresource),
+                                  pending, dry_run=dry_run)
+        self._notify(pending)
+        return result
+
+    def patch(self, res: r.Resource, namespace: str | None, name: str,
+              fn: Callable[[Obj], Obj], *, subresource: str | None = None,
+              dry_run: bool = False) -> Obj:
+        """Apply a patch function atomically with API semantics (validation, status rules).
+
+        Args:
+            res: the resource type.
+            namespace: its namespace.
+            name: its name.
+            fn: takes a copy of the current object and returns the patched object.
+            subresource: ``"status"`` to change only the status.
+            dry_run: check and return the result without storing it.
+
+        Returns:
+            The stored object.
+
+        Raises:
+            Conflict: when the patch carries a stale ``metadata.resourceVersion``.
+        """
+        pending: builtins.list[tuple[str, r.Resource, Obj]] = []
+        with self._cond:
+            current = self._find(res, namespace, name)
+            patched = fn(copy.deepcopy(current))
+            rv = (patched.get("metadata") or {}).get("resourceVersion")
+            if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
+                raise Conflict(res.plural, name, group=res.group)
+            result = self._commit(res, current,
+                                  self._proposed(res, current, patched, subresource), pending,
+                                  dry_run=dry_run)
+        self._notify(pending)
+        return result
+
+    def mutate(self, res: r.Resource, namespace: str | None, name: str,
+               fn: Callable[[Obj], None], *, subresource: str | None = None) -> Obj:
+        """Atomic read-modify-write for controllers (no validation, no Conflict).
+
+        Args:
+            res: the resource type.
+            namespace: its namespace.
+            name: its name.
+            fn: modifies the object in place.
+            subresource: ``"status"`` to keep only the status changes.
+
+        Returns:
+            The stored object (unchanged, with no new resourceVersion, if ``fn`` changed nothing).
+
+        Raises:
+            NotFound: when the object does not exist.
+        """
+        pending: builtins.list[tuple[str, r.Resource, Obj]] = []
+        with self._cond:
+            current = self._find(res, namespace, name)
+            new = copy.deepcopy(current)
+            fn(new)
+            if subresource == "status":
+                status = new.get("status")
+                new = copy.deepcopy(current)
+                new["status"] = status
+            result = self._commit(res, current, new, pending)
+        self._notify(pending)
+        return result
+
+    def delete(self, res: r.Resource, namespace: str | None, name: str, *,
+               propagation: str = "Background", dry_run: bool = False) -> Obj:
+        """Delete an object; its dependents (by ownerReferences uid) go too, unless orphaned.
+
+        Deleting a namespace deletes everything in it.
+
+        Args:
+            res: the resource type.
+            namespace: its namespace.
+            name: its name.
+            propagation: ``Background``/``Foreground`` (cascade) or ``Orphan``.
+            dry_run: return the object without deleting anything.
+
+        Returns:
+            The deleted object.
+
+        Raises:
+            NotFound: when it does not exist.
+        """
+        pending: builtins.list[tuple[str, r.Resource, Obj]] = []
+        with self._cond:
+            current = self._find(res, namespace, name)
+            if dry_run:
+                return copy.deepcopy(current)
+            result = self._delete_locked(res, current, propagation, pending)
+        self._notify(pending)
+        return result
+
+    def _delete_locked(self, res: r.Resource, current: Obj, propagation: str,
+                       pending: builtins.list[tuple[str, r.Resource, Obj]]) -> Obj:
+        meta = current["metadata"]
+        self._bucket(res).pop((meta.get("namespace", ""), meta["name"]), None)
+        self._rv += 1
+        gone = copy.deepcopy(current)
+        gone["metadata"]["resourceVersion"] = str(self._rv)
+        self._record(res, "DELETED", gone, current, pending)
+        if res == r.NAMESPACES:
+            for other in r.ALL:
+                if other.namespaced:
+                    for (ns, _), obj in list(self._bucket(other).items()):
+                        if ns == meta["name"]:
+                            self._delete_locked(other, obj, "Background", pending)
+        uid = meta["uid"]
+        for other in r.ALL:
+            for obj in list(self._bucket(other).values()):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if not any(ref.get("uid") == uid for ref in refs):
+                    continue
+                if propagation == "Orphan":
+                    new = copy.deepcopy(obj)
+                    new["metadata"]["ownerReferences"] = [
+                        ref for ref in refs if ref.get("uid") != uid]
+                    self._commit(other, obj, new, pending)
+                else:
+                    self._delete_locked(other, obj, propagation, pending)
+        return copy.deepcopy(gone)
+
+    # ----------------------------------------------------------------- watch
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback(type, resource, object)`` after every change (outside the lock).
+
+        Args:
+            callback: receives "ADDED"/"MODIFIED"/"DELETED", the resource and a copy.
+        """
+        self._subscribers.append(callback)
+
+    def close(self) -> None:
+        """Wake and end every watch (server shutdown)."""
+        self._log.close()
+
+    def watch(
+        self,
+        res: r.Resource,
+        namespace: str | None,
+        *,
+        resource_version: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout: float | None = None,
+        stop: threading.Event | None = None,
+        bookmark_interval: float | None = None,
+    ) -> Iterator[tuple[str, Obj]]:
+        """Stream changes after ``resource_version`` (or every current object first, as ADDED).
+
+        An object that stops matching the selectors is reported DELETED, one that starts
+        matching ADDED, like the real API server.
+
+        Args:
+            res: the resource type.
+            namespace: restrict to this namespace (None: all).
+            resource_version: start after this version; None, "" or "0" sends current state.
+            label_selector: label selector string.
+            field_selector: field selector string.
+            timeout: seconds after which the stream ends.
+            stop: ends the stream when set.
+            bookmark_interval: when set, yield ("BOOKMARK", obj) after that many idle seconds.
+
+        Yields:
+            (event type, object copy).
+
+        Raises:
+            Gone: when ``resource_version`` is older than the kept history.
+        """
+        labels_match = parse_label_selector(label_selector)
+        fields_match = parse_field_selector(field_selector)
+
+        def matches(obj: Obj | None) -> bool:
+            if obj is None:
+                return False
+            if namespace and res.namespaced and obj["metadata"].get("namespace") != namespace:
+                return False
+            return labels_match(obj["metadata"].get("labels") or {}) and fields_match(obj)
+
+        deadline = time.monotonic() + (timeout if timeout is not None else 1800.0)
+        with self._cond:
+            if resource_version in (None, "", "0"):
+                initial = [copy.deepcopy(o) for _, o in sorted(self._bucket(res).items())
+                           if matches(o)]
+                pos = self._rv
+            else:
+                try:
+                    pos = int(str(resource_version))
+                except ValueError:
+                    raise BadRequest(f"invalid resourceVersion {resource_version!r}") from None
+                self._log.check(pos)
+                initial = []
+        for obj in initial:
+            yield "ADDED", obj
+        yield from self._log.follow(res, after=pos, matches=matches, deadline=deadline,
+                                    stop=stop, bookmark_interval=bookmark_interval)

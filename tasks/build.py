@@ -1,0 +1,213 @@
+"""Build one service: test, lint, scan, build, push (retried), then confirm the image exists."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from tasks.services import ServiceSpec, substitute
+from veza_ops.errors import BuildError, InvalidInputError
+
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+STEPS = ("test", "lint", "scan", "build", "push", "inspect")
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "PYTHONPATH", "VIRTUAL_ENV")
+TAIL_LINES = 20
+
+
+def get_logger(name: str = __name__) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run logger inside a run, else the stdlib logger ``name``.
+
+    Args:
+        name: logger name used outside a run (the calling module's ``__name__``).
+
+    Returns:
+        A logger.
+    """
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger(name)
+
+
+class StepResult(BaseModel):
+    """Outcome of one build step."""
+
+    step: str
+    argv: list[str] = Field(default_factory=list)
+    status: str = "ok"  # ok | failed | skipped
+    returncode: int | None = None
+    attempts: int = 0
+    duration_s: float = 0.0
+    output_tail: str = ""
+
+
+class BuildResult(BaseModel):
+    """Outcome of the build of one service."""
+
+    service: str
+    version: str
+    image: str
+    steps: list[StepResult]
+    duration_s: float
+
+
+def check_version(version: str) -> str:
+    """Check that a version can be an image tag.
+
+    Args:
+        version: the tag.
+
+    Returns:
+        The version unchanged.
+
+    Raises:
+        InvalidInputError: it is not a valid tag.
+    """
+    if not VERSION_RE.match(version):
+        raise InvalidInputError(
+            "version",
+            f"{version!r} is not a valid image tag",
+            fix="use letters, digits, '.', '_' or '-', at most 128 characters, e.g. 1.4.2",
+        )
+    return version
+
+
+def build_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of build commands: a few basics from ours, plus ``extra``.
+
+    Args:
+        extra: variables to set (registry credentials, sandbox paths...).
+
+    Returns:
+        The complete environment passed to the commands.
+    """
+    env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+    env.update(extra or {})
+    return env
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.splitlines()[-TAIL_LINES:])
+
+
+def _run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout: float) -> StepResult:
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError:
+        return StepResult(
+            step="",
+            argv=argv,
+            status="failed",
+            returncode=127,
+            output_tail=f"program not found: {argv[0]}",
+        )
+    except subprocess.TimeoutExpired:
+        return StepResult(
+            step="",
+            argv=argv,
+            status="failed",
+            returncode=None,
+            duration_s=time.monotonic() - started,
+            output_tail=f"timed out after {timeout:.0f} s",
+        )
+    output = _tail((proc.stdout or "") + (proc.stderr or ""))
+    return StepResult(
+        step="",
+        argv=argv,
+        status="ok" if proc.returncode == 0 else "failed",
+        returncode=proc.returncode,
+        duration_s=time.monotonic() - started,
+        output_tail=output,
+    )
+
+
+def run_build(
+    spec: ServiceSpec,
+    version: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    cwd: str | Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BuildResult:
+    """Run the build steps of one service; push is retried with backoff, then inspected.
+
+    Args:
+        spec: the service.
+        version: the image tag to build.
+        env: extra environment variables for the commands.
+        cwd: directory to run in (overrides the catalogue's ``build.cwd``).
+        sleep: how to wait between push attempts.
+
+    Returns:
+        The result of every step.
+
+    Raises:
+        InvalidInputError: the version is not a valid tag.
+        BuildError: a step failed (names the service, the step and the output's tail).
+    """
+    check_version(version)
+    logger = get_logger()
+    commands = spec.build
+    image = spec.image(version)
+    values = {"image": image, "version": version, "service": spec.name, "python": sys.executable}
+    full_env = build_env(env)
+    workdir = str(cwd) if cwd is not None else commands.cwd
+    started = time.monotonic()
+    results: list[StepResult] = []
+    for step in STEPS:
+        template = getattr(commands, step)
+        if template is None:
+            results.append(StepResult(step=step, status="skipped"))
+            continue
+        argv = substitute(template, values)
+        attempts = commands.push_attempts if step == "push" else 1
+        for attempt in range(1, attempts + 1):
+            logger.info("build %s: %s (attempt %d/%d)", spec.name, step, attempt, attempts)
+            result = _run(argv, env=full_env, cwd=workdir, timeout=commands.timeout_s)
+            result = result.model_copy(update={"step": step, "attempts": attempt})
+            if result.status == "ok" or attempt == attempts:
+                break
+            delay = commands.push_backoff_s * 2 ** (attempt - 1)
+            logger.warning(
+                "build %s: push failed (exit %s), retrying in %.1f s",
+                spec.name,
+                result.returncode,
+                delay,
+            )
+            sleep(delay)
+        results.append(result)
+        if result.output_tail:
+            logger.info("build %s: %s output (tail):\n%s", spec.name, step, result.output_tail)
+        if result.status != "ok":
+            what = "the image is not in the registry" if step == "inspect" else "failed"
+            raise BuildError(
+                f"build of {spec.name} {version}: step {step!r} {what} "
+                f"(exit {result.returncode}, {result.attempts} attempt(s)): "
+                f"{result.output_tail[-400:]}",
+                hint=f"fix the {step} step of {spec.name}; nothing was changed in the cluster",
+            )
+    return BuildResult(
+        service=spec.name,
+        version=version,
+        image=image,
+        steps=results,
+        duration_s=time.monotonic() - started,
+    )
+
+
+run_build_task = task(name="build-service", cache_policy=NO_CACHE)(run_build)

@@ -1,0 +1,195 @@
+"""The psycopg boundary: connections with translated errors, snapshots, counts, databases."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from blocks.postgres import PostgresDatabase
+from tasks.manifest import TableCount
+from veza_ops.errors import (
+    AuthenticationError,
+    ExternalSystemError,
+    NotFoundError,
+    PermanentSystemError,
+    TransientSystemError,
+    UnreachableError,
+)
+
+logger = logging.getLogger(__name__)
+SYSTEM = "PostgreSQL"
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+def translate(exc: psycopg.Error, db: PostgresDatabase, dbname: str) -> ExternalSystemError:
+    """Turn a psycopg error into a veza-ops error naming the server, user and database.
+
+    Args:
+        exc: the psycopg error.
+        db: the block (for host, port, user; never the password).
+        dbname: the database we were talking to.
+
+    Returns:
+        The error to raise ``from None``.
+    """
+    where = f"{db.user}@{db.host}:{db.port}/{dbname}"
+    text = str(exc).lower()
+    state = getattr(exc, "sqlstate", None) or ""
+    if state in ("28P01", "28000") or "password authentication failed" in text:
+        return AuthenticationError(
+            SYSTEM, f"login refused for {where}",
+            hint="fix the user/password fields of the PostgresDatabase block",
+        )
+    if state == "3D000" or ("database" in text and "does not exist" in text):
+        return NotFoundError(
+            SYSTEM, f"database {dbname!r} does not exist on {db.host}:{db.port}",
+            hint="fix the dbname field of the PostgresDatabase block",
+        )
+    if isinstance(exc, psycopg.OperationalError) and not state:
+        return UnreachableError(
+            SYSTEM, f"cannot reach {db.host}:{db.port} ({_first_line(exc)})",
+            hint="check host/port/sslmode of the PostgresDatabase block and that the server runs",
+        )
+    if state.startswith(("08", "53", "57", "40")):
+        return TransientSystemError(SYSTEM, f"{where}: {_first_line(exc)}")
+    return PermanentSystemError(SYSTEM, f"{where}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def connect(
+    db: PostgresDatabase, dbname: str | None = None, *, autocommit: bool = False
+) -> Iterator[psycopg.Connection]:
+    """Open a connection; psycopg errors inside the block are translated.
+
+    Args:
+        db: the database block.
+        dbname: another database on that server.
+        autocommit: autocommit mode.
+
+    Yields:
+        The open connection (closed afterwards).
+    """
+    name = dbname or db.dbname
+    try:
+        with db.connect(name, autocommit=autocommit) as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise translate(exc, db, name) from None
+
+
+def server_version(conn: psycopg.Connection) -> str:
+    """The server's version string (``SHOW server_version``)."""
+    row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+def count_rows(conn: psycopg.Connection) -> list[TableCount]:
+    """Count the rows of every user table (relkind r), in the connection's snapshot.
+
+    Args:
+        conn: an open connection (inside the transaction whose snapshot counts).
+
+    Returns:
+        Counts sorted by schema and table.
+    """
+    tables = conn.execute(
+        """SELECT n.nspname, c.relname FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind = 'r' AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'
+           ORDER BY 1, 2""",
+        (list(_SYSTEM_SCHEMAS),),
+    ).fetchall()
+    counts: list[TableCount] = []
+    for schema, table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        row = conn.execute(query).fetchone()
+        counts.append(TableCount(schema_name=schema, table=table, rows=int(row[0]) if row else 0))
+    return counts
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An exported snapshot held open, with what was counted in it."""
+
+    snapshot_id: str
+    server_version: str
+    tables: list[TableCount]
+    database_bytes: int
+
+
+@contextlib.contextmanager
+def exported_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
+    """Open a REPEATABLE READ transaction, export its snapshot, count rows in it.
+
+    The transaction stays open until the block exits, so ``pg_dump --snapshot=ID`` sees
+    exactly the rows counted.
+
+    Args:
+        db: the database block.
+
+    Yields:
+        The snapshot id and the counts.
+    """
+    with connect(db) as conn:
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.transaction():
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                snap_id = str(row[0]) if row else ""
+                size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+                yield Snapshot(
+                    snapshot_id=snap_id,
+                    server_version=server_version(conn),
+                    tables=count_rows(conn),
+                    database_bytes=int(size_row[0]) if size_row else 0,
+                )
+        except psycopg.Error as exc:
+            raise translate(exc, db, db.dbname) from None
+
+
+def database_exists(db: PostgresDatabase, name: str) -> bool:
+    """Tell whether database ``name`` exists on the block's server."""
+    with connect(db, "postgres") as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def user_table_count(db: PostgresDatabase, name: str) -> int:
+    """Number of user tables in database ``name`` (0 = empty)."""
+    with connect(db, name) as conn:
+        row = conn.execute(
+            """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'""",
+            (list(_SYSTEM_SCHEMAS),),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def create_database(db: PostgresDatabase, name: str) -> None:
+    """CREATE DATABASE ``name`` (from template0)."""
+    with connect(db, "postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    logger.info("created database %s", name)
+
+
+def drop_database(db: PostgresDatabase, name: str) -> None:
+    """DROP DATABASE IF EXISTS ``name`` WITH (FORCE) (disconnects its sessions)."""
+    with connect(db, "postgres", autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+    logger.info("dropped database %s", name)

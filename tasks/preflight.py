@@ -1,0 +1,313 @@
+"""The pre-deployment checklist gate: each item checked and recorded in order, before any change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from blocks.prometheus import PrometheusServer
+from blocks.vault import VaultServer
+from tasks.build import check_version, get_logger
+from tasks.k8s_errors import translate_api_errors
+from tasks.locking import lock_holder
+from tasks.services import Catalogue, EnvironmentSpec, ServiceSpec
+from tasks.vault_errors import translate_vault_errors
+from veza_ops.errors import PreflightError, VezaOpsError
+
+
+class ChecklistItem(BaseModel):
+    """One item of the checklist."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+class LiveTarget(BaseModel):
+    """What a service runs now: the rollback target of the release."""
+
+    colour: str | None
+    deployment: str
+    image: str | None
+
+
+class Checklist(BaseModel):
+    """The recorded pre-deployment checklist."""
+
+    environment: str
+    version: str
+    items: list[ChecklistItem] = Field(default_factory=list)
+    live: dict[str, LiveTarget] = Field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every item passed."""
+        return all(item.passed for item in self.items)
+
+    def failures(self) -> list[ChecklistItem]:
+        """The failed items.
+
+        Returns:
+            Failed items in order.
+        """
+        return [item for item in self.items if not item.passed]
+
+    def to_markdown(self) -> str:
+        """Render as a markdown task list.
+
+        Returns:
+            Markdown text.
+        """
+        lines = [f"## Pre-deployment checklist: {self.version} to {self.environment}", ""]
+        for item in self.items:
+            box = "x" if item.passed else " "
+            verdict = "" if item.passed else " **FAILED**"
+            lines.append(f"- [{box}] {item.name}{verdict}: {item.detail}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class PreflightContext:
+    """Everything the checklist looks at (clients built by the flow from its blocks)."""
+
+    catalogue: Catalogue
+    environment: str
+    version: str
+    services: list[str] | None = None
+    prometheus: PrometheusServer | None = None
+    vault: VaultServer | None = None
+    core_v1: client.CoreV1Api | None = None
+    apps_v1: client.AppsV1Api | None = None
+    coordination_v1: client.CoordinationV1Api | None = None
+    staging_core_v1: client.CoreV1Api | None = None
+    staging_apps_v1: client.AppsV1Api | None = None
+    holder: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _container_image(deployment: client.V1Deployment, container: str) -> str | None:
+    spec = deployment.spec
+    containers = spec.template.spec.containers if spec and spec.template.spec else []
+    for item in containers:
+        if item.name == container:
+            return item.image
+    return containers[0].image if len(containers) == 1 else None
+
+
+def deployment_available(deployment: client.V1Deployment) -> tuple[bool, str]:
+    """Tell whether a Deployment is fully rolled out and available.
+
+    Args:
+        deployment: the Deployment.
+
+    Returns:
+        (available, why not).
+    """
+    meta, spec, status = deployment.metadata, deployment.spec, deployment.status
+    wanted = spec.replicas if spec and spec.replicas is not None else 1
+    if status is None:
+        return False, "no status yet"
+    if (status.observed_generation or 0) < ((meta.generation if meta else 0) or 0):
+        return False, "spec not observed yet"
+    if (status.updated_replicas or 0) < wanted:
+        return False, f"{status.updated_replicas or 0}/{wanted} updated"
+    if (status.available_replicas or 0) < wanted:
+        return False, f"{status.available_replicas or 0}/{wanted} available"
+    return True, f"{wanted}/{wanted} available"
+
+
+def live_target(
+    core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+    env: EnvironmentSpec,
+    spec: ServiceSpec,
+) -> tuple[LiveTarget, client.V1Deployment]:
+    """Find what serves a service now: the colour in its Service selector and that Deployment.
+
+    Args:
+        core_v1: Kubernetes core API.
+        apps_v1: Kubernetes apps API.
+        env: the environment.
+        spec: the service.
+
+    Returns:
+        The live target and its Deployment.
+    """
+    ns = env.namespace
+    with translate_api_errors(f"read Service {spec.service_name} in {ns}"):
+        service = core_v1.read_namespaced_service(spec.service_name, ns)
+    selector = (service.spec.selector or {}) if service.spec else {}
+    colour = selector.get(env.colour_label)
+    name = spec.deployment_name(colour) if colour else spec.deployment_base
+    with translate_api_errors(f"read Deployment {name} in {ns}"):
+        deployment = apps_v1.read_namespaced_deployment(name, ns)
+    target = LiveTarget(
+        colour=colour, deployment=name, image=_container_image(deployment, spec.container)
+    )
+    return target, deployment
+
+
+def _check(name: str, checklist: Checklist, fn: Callable[[], str]) -> None:
+    try:
+        detail = fn()
+        checklist.items.append(ChecklistItem(name=name, passed=True, detail=detail))
+    except VezaOpsError as exc:
+        checklist.items.append(ChecklistItem(name=name, passed=False, detail=str(exc)))
+    except Exception as exc:
+        checklist.items.append(
+            ChecklistItem(name=name, passed=False, detail=f"unexpected {type(exc).__name__}")
+        )
+
+
+def build_checklist(ctx: PreflightContext) -> Checklist:
+    """Check every item in order and record each; raises nothing.
+
+    Args:
+        ctx: what to look at.
+
+    Returns:
+        The checklist (see ``passed`` and ``failures()``).
+    """
+    checklist = Checklist(environment=ctx.environment, version=ctx.version)
+    state: dict[str, Any] = {}
+
+    def parameters() -> str:
+        check_version(ctx.version)
+        state["env"] = ctx.catalogue.environment(ctx.environment)
+        state["specs"] = ctx.catalogue.select(ctx.services)
+        return f"version {ctx.version}, services {[s.name for s in state['specs']]}"
+
+    _check("parameters valid", checklist, parameters)
+    env: EnvironmentSpec | None = state.get("env")
+    specs: list[ServiceSpec] = state.get("specs", [])
+
+    def prometheus() -> str:
+        if ctx.prometheus is None:
+            raise PreflightError("no Prometheus block given")
+        ctx.prometheus.is_ready()
+        return f"{ctx.prometheus.url} ready"
+
+    def rules() -> str:
+        if ctx.prometheus is None:
+            raise PreflightError("no Prometheus block given")
+        data = ctx.prometheus.api_get("/api/v1/rules")
+        groups = data.get("groups", []) if isinstance(data, dict) else []
+        alerts = {
+            str(rule.get("name"))
+            for group in groups
+            for rule in group.get("rules", [])
+            if rule.get("type") == "alerting"
+        }
+        if not groups:
+            raise PreflightError("no rule group is loaded", hint="load the Veza alert rules")
+        missing = sorted(set(env.required_alerts if env else []) - alerts)
+        if missing:
+            raise PreflightError(f"alert rules not loaded: {missing}", hint="load them")
+        return f"{len(groups)} group(s), {len(alerts)} alert(s)"
+
+    def vault() -> str:
+        if ctx.vault is None:
+            raise PreflightError("no Vault block given")
+        with translate_vault_errors(f"log in to {ctx.vault.address}"):
+            hv = ctx.vault.get_client()
+        with translate_vault_errors(f"seal status of {ctx.vault.address}"):
+            sealed = hv.sys.is_sealed()
+        if sealed:
+            raise PreflightError(f"{ctx.vault.address} is sealed", hint="unseal Vault")
+        with translate_vault_errors(f"token lookup at {ctx.vault.address}"):
+            hv.auth.token.lookup_self()
+        return f"{ctx.vault.address} unsealed, credentials accepted"
+
+    _check("prometheus reachable", checklist, prometheus)
+    _check("alert rules loaded", checklist, rules)
+    _check("vault reachable and unsealed", checklist, vault)
+    if env is not None and env.staging_environment:
+        staging = ctx.catalogue.environment(env.staging_environment)
+
+        def staging_runs() -> str:
+            if ctx.staging_core_v1 is None or ctx.staging_apps_v1 is None:
+                raise PreflightError("no client for the staging cluster given")
+            problems, oks = [], []
+            for spec in specs:
+                target, deployment = live_target(
+                    ctx.staging_core_v1, ctx.staging_apps_v1, staging, spec
+                )
+                ok, why = deployment_available(deployment)
+                if target.image != spec.image(ctx.version):
+                    problems.append(f"{spec.name} runs {target.image}")
+                elif not ok:
+                    problems.append(f"{spec.name} {ctx.version} not healthy ({why})")
+                else:
+                    oks.append(spec.name)
+            if problems:
+                raise PreflightError(
+                    f"staging does not run {ctx.version} healthily: " + "; ".join(problems),
+                    hint="release to staging first",
+                )
+            return f"{staging.namespace} runs {ctx.version} healthily: {', '.join(oks)}"
+
+        _check(f"{staging.name} runs this version", checklist, staging_runs)
+
+    def rollback_target() -> str:
+        if env is None or ctx.core_v1 is None or ctx.apps_v1 is None:
+            raise PreflightError("no cluster client or environment")
+        for spec in specs:
+            target, _ = live_target(ctx.core_v1, ctx.apps_v1, env, spec)
+            if env.strategy == "blue-green" and target.colour not in env.colours:
+                raise PreflightError(
+                    f"Service {spec.service_name} selects no colour ({env.colour_label})",
+                    hint=f"set its selector to one of {list(env.colours)}",
+                )
+            checklist.live[spec.name] = target
+        return "; ".join(
+            f"{name}: {t.colour or '-'} {t.image}" for name, t in checklist.live.items()
+        )
+
+    def no_other_release() -> str:
+        if env is None or ctx.coordination_v1 is None:
+            raise PreflightError("no cluster client or environment")
+        holder = lock_holder(ctx.coordination_v1, env.namespace)
+        if holder is not None and holder != ctx.holder:
+            raise PreflightError(f"release {holder} is running on {env.namespace}")
+        return "lock held by us" if holder else "no release running"
+
+    _check("rollback target known", checklist, rollback_target)
+    _check("no other release running", checklist, no_other_release)
+    return checklist
+
+
+def run_preflight(ctx: PreflightContext) -> Checklist:
+    """Run the checklist; fail listing every failed item.
+
+    Args:
+        ctx: what to look at.
+
+    Returns:
+        The checklist, all passed.
+
+    Raises:
+        PreflightError: one or more items failed; ``.checklist`` holds the full checklist.
+    """
+    checklist = build_checklist(ctx)
+    for item in checklist.items:
+        get_logger(__name__).info(
+            "preflight: [%s] %s: %s", "ok" if item.passed else "FAIL", item.name, item.detail
+        )
+    if not checklist.passed:
+        error = PreflightError(
+            "pre-deployment checklist failed: "
+            + "; ".join(f"{i.name} ({i.detail})" for i in checklist.failures()),
+            hint="fix these items; nothing was changed",
+        )
+        error.checklist = checklist  # type: ignore[attr-defined]
+        raise error
+    return checklist
+
+
+run_preflight_task = task(name="preflight", cache_policy=NO_CACHE)(run_preflight)

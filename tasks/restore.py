@@ -1,0 +1,162 @@
+"""Fetch a backup (download, verify, decrypt, decompress) and pg_restore it into a database."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from blocks.gpg import GpgDecryptionKey, Keyring
+from blocks.postgres import PostgresDatabase
+from tasks.manifest import Manifest
+from tasks.pipeline import Pipeline, Stage
+from tasks.s3errors import s3_errors
+from veza_ops.errors import IntegrityError, InvalidInputError
+
+logger = logging.getLogger(__name__)
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def check_key_matches(keyring: Keyring, manifest: Manifest) -> None:
+    """Fail before downloading when the private key is not one the backup was encrypted to.
+
+    Args:
+        keyring: the imported decryption key.
+        manifest: the backup's manifest.
+
+    Raises:
+        InvalidInputError: naming the decryption block and the expected fingerprints.
+    """
+    if not set(keyring.fingerprints) & set(manifest.recipients):
+        raise InvalidInputError(
+            "decryption_block",
+            f"its key {', '.join(keyring.fingerprints)} is not a recipient of backup "
+            f"{manifest.backup_id} (encrypted to {', '.join(manifest.recipients)})",
+            fix="use the GpgDecryptionKey block holding one of those private keys",
+        )
+
+
+@contextlib.contextmanager
+def _passphrase_fd(decryption: GpgDecryptionKey) -> Iterator[int]:
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, decryption.passphrase_bytes())
+    finally:
+        os.close(write_fd)
+    try:
+        yield read_fd
+    finally:
+        os.close(read_fd)
+
+
+@contextlib.contextmanager
+def fetched_dump(
+    client: Any,
+    *,
+    bucket: str,
+    manifest: Manifest,
+    decryption: GpgDecryptionKey,
+    keyring: Keyring,
+) -> Iterator[Path]:
+    """Download, verify and decrypt a backup into a private temp dir removed afterwards.
+
+    The object is streamed (never held in memory) through SHA-256 and ``gpg --decrypt``
+    and ``zstd -d`` into ``dump.pgc`` in a fresh 0700 directory (pg_restore -j needs a
+    seekable file). Size and checksum are compared with the manifest before the path is
+    handed out, so nothing is restored from a corrupted or altered object.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: the bucket.
+        manifest: the backup's manifest.
+        decryption: the private-key block (for the passphrase).
+        keyring: its imported keyring.
+
+    Yields:
+        Path of the plain pg_dump archive.
+
+    Raises:
+        IntegrityError: size or SHA-256 differs from the manifest.
+        PipelineError: gpg or zstd failed.
+    """
+    key = manifest.data_key
+    with s3_errors(action="read backup", bucket=bucket, key=key):
+        head = client.head_object(Bucket=bucket, Key=key)
+    if int(head["ContentLength"]) != manifest.size_bytes:
+        raise IntegrityError(
+            f"backup {manifest.backup_id}: s3://{bucket}/{key} has {head['ContentLength']} bytes, "
+            f"the manifest says {manifest.size_bytes}",
+            hint="the object or its manifest was altered; nothing was restored; use another backup",
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="veza-restore-"))
+    os.chmod(workdir, 0o700)
+    try:
+        path = workdir / "dump.pgc"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out, _passphrase_fd(decryption) as pass_fd:
+            stages = [
+                Stage(
+                    "gpg",
+                    ["gpg", "--batch", "--no-tty", "--quiet", "--homedir", str(keyring.home),
+                     "--pinentry-mode", "loopback", "--passphrase-fd", str(pass_fd),
+                     "--decrypt", "--output", "-"],
+                    pass_fds=(pass_fd,),
+                ),
+                Stage("zstd", ["zstd", "-d", "-q", "-c"]),
+            ]
+            with Pipeline(stages, stdin=subprocess.PIPE, stdout=out) as pipe:
+                with s3_errors(action="download backup", bucket=bucket, key=key):
+                    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+                    for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        try:
+                            pipe.input.write(chunk)
+                        except BrokenPipeError:
+                            break  # gpg stopped; its exit status says why
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.input.close()
+                results = pipe.wait(timeout=3600)
+                if size != manifest.size_bytes or digest.hexdigest() != manifest.sha256:
+                    raise IntegrityError(
+                        f"backup {manifest.backup_id}: SHA-256 of s3://{bucket}/{key} is "
+                        f"{digest.hexdigest()} ({size} bytes); the manifest says "
+                        f"{manifest.sha256} ({manifest.size_bytes} bytes)",
+                        hint="the object or its manifest was altered; nothing was restored; "
+                        "use another backup",
+                    )
+                del results
+                pipe.check()
+        logger.info("backup %s downloaded and verified (%d bytes)", manifest.backup_id, size)
+        yield path
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pg_restore(db: PostgresDatabase, target: str, dump: Path, *, jobs: int = 1) -> None:
+    """Run ``pg_restore`` of ``dump`` into database ``target`` (stops at the first error).
+
+    Args:
+        db: the server (block); the password goes through the environment.
+        target: the database to restore into (must exist).
+        dump: path of the plain pg_dump archive.
+        jobs: parallel jobs (``-j``).
+
+    Raises:
+        PipelineError: pg_restore failed.
+    """
+    argv = ["pg_restore", "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}",
+            f"--dbname={target}", str(dump)]
+    with Pipeline(
+        [Stage("pg_restore", argv, env=db.subprocess_env(target))], stdout=subprocess.DEVNULL
+    ) as pipe:
+        pipe.check(timeout=4 * 3600)
+    logger.info("pg_restore into %s finished", target)

@@ -1,0 +1,68 @@
+"""Fault injection on the API emulator: per-verb, per-resource errors, cleared on demand."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _faults(server, method: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{server.url}/sandbox/faults", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def faults(k8s_server, k8s_namespace) -> Iterator[object]:
+    """The server, with every fault cleared afterwards (before the namespace is deleted)."""
+    yield k8s_server
+    _faults(k8s_server, "DELETE")
+
+
+def test_error_rate_one_fails_only_the_chosen_verb_and_resource(faults, k8s_api_client,
+                                                                 k8s_namespace):
+    core, ns = client.CoreV1Api(k8s_api_client), k8s_namespace
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cfg")))
+    active = _faults(faults, "POST", {"verb": "list", "resource": "configmaps",
+                                      "error_rate": 1.0, "latency_ms": 0, "status": 503})
+    assert active["faults"][0]["verb"] == "list"
+    with pytest.raises(client.ApiException) as exc_info:
+        core.list_namespaced_config_map(ns)
+    assert exc_info.value.status == 503
+    assert json.loads(exc_info.value.body)["reason"] == "ServiceUnavailable"
+    assert core.read_namespaced_config_map("cfg", ns).metadata.name == "cfg"  # get unaffected
+    assert core.list_namespaced_secret(ns).items == []  # other resources unaffected
+    _faults(faults, "DELETE")
+    assert [c.metadata.name for c in core.list_namespaced_config_map(ns).items] == ["cfg"]
+
+
+def test_wildcard_fault_with_latency_still_answers(faults, k8s_api_client, k8s_namespace):
+    core, ns = client.CoreV1Api(k8s_api_client), k8s_namespace
+    _faults(faults, "POST", {"verb": "*", "resource": "leases", "error_rate": 0.0,
+                             "latency_ms": 50})
+    coord = client.CoordinationV1Api(k8s_api_client)
+    assert coord.list_namespaced_lease(ns).items == []
+    _faults(faults, "POST", {"verb": "*", "resource": "*", "error_rate": 1.0, "latency_ms": 0})
+    with pytest.raises(client.ApiException) as exc_info:
+        core.read_namespace(ns)
+    assert exc_info.value.status == 500
+    assert len(_faults(faults, "GET")["faults"]) == 2
+
+
+def test_a_bad_fault_is_refused_naming_the_field(faults):
+    with pytest.raises(urllib.error.HTTPError) as exc_info:
+        _faults(faults, "POST", {"verb": "list", "resource": "pods", "error_rate": 2})
+    assert exc_info.value.code == 400
+    assert "error_rate" in json.loads(exc_info.value.read())["message"]
+    assert _faults(faults, "GET")["faults"] == []

@@ -1,0 +1,124 @@
+"""The backup, restore-test and restore flows end to end under a real Prefect API."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import psycopg
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.logging.handlers import APILogWorker
+
+from flows.backup import backup_flow
+from flows.restore import restore_flow
+from flows.restore_test import restore_test_flow
+from tasks.manifest import Manifest
+from tests.fixtures.recovery import SEED_COUNTS, drop_db
+from veza_ops.errors import BlockNotFoundError, IntegrityError
+
+
+def _checksum(server, dbname):
+    with psycopg.connect(server.conninfo(dbname)) as conn:
+        counts = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("artists", "tracks", "chat.messages", "empty_table")
+        }
+        digest = conn.execute(
+            "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM tracks t"
+        ).fetchone()[0]
+    return counts, digest
+
+
+def _run(flow_fn, **params):
+    state = flow_fn(return_state=True, **params)
+    return state.state_details.flow_run_id, state.result()
+
+
+def test_round_trip_through_the_flows_and_no_secret_in_any_log(
+    saved_blocks, seeded_db, store_block, gpg_key, pg_server, s3_server, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    blocks = saved_blocks
+    run_ids = []
+
+    run_id, manifest = _run(
+        backup_flow, database_block=blocks["database_block"],
+        store_block=blocks["store_block"], encryption_block=blocks["encryption_block"],
+    )
+    run_ids.append(run_id)
+    assert isinstance(manifest, Manifest)
+    assert {(t.schema_name, t.table): t.rows for t in manifest.tables} == SEED_COUNTS
+
+    # the catalogue lists it as complete
+    from tasks.catalogue import list_backups
+
+    records = list_backups(store_block.get_client(), store_block.bucket, store_block.prefix,
+                           database=seeded_db.dbname)
+    assert [(r.backup_id, r.complete) for r in records] == [(manifest.backup_id, True)]
+
+    run_id, report = _run(
+        restore_test_flow, database_block=blocks["database_block"],
+        store_block=blocks["store_block"], decryption_block=blocks["decryption_block"],
+        smoke_sql=["SELECT count(*) > 0 FROM tracks"],
+    )
+    run_ids.append(run_id)
+    assert report.passed and report.backup_id == manifest.backup_id
+    assert 0 <= report.rpo_seconds < 3600 and report.rto_seconds > 0
+
+    target = f"restored_{uuid.uuid4().hex[:8]}"
+    try:
+        run_id, outcome = _run(
+            restore_flow, database_block=blocks["database_block"],
+            store_block=blocks["store_block"], decryption_block=blocks["decryption_block"],
+            backup_id=manifest.backup_id, target_database=target,
+        )
+        run_ids.append(run_id)
+        assert outcome.target_database == target
+        assert _checksum(pg_server, target) == _checksum(pg_server, seeded_db.dbname)
+    finally:
+        drop_db(pg_server, target)
+
+    slug = seeded_db.dbname.replace("_", "-")
+    APILogWorker.drain_all(timeout=30)
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"backup-{slug}", f"restore-test-{slug}",
+                                        f"backup-progress-{slug}"])))}
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
+    assert keys == {f"backup-{slug}", f"restore-test-{slug}", f"backup-progress-{slug}"}
+    assert logs  # the flow runs did log
+    text = caplog.text + "\n".join(log.message for log in logs)
+    assert manifest.backup_id in text
+    secrets = [
+        pg_server.password,
+        gpg_key.passphrase,
+        s3_server.secret_key,
+        gpg_key.private_armored.splitlines()[3],
+    ]
+    for secret in secrets:
+        assert secret not in text
+
+
+def test_flow_fails_on_unknown_block_name(prefect_harness, saved_blocks):
+    with pytest.raises(BlockNotFoundError) as err:
+        backup_flow(database_block="no-such-db", store_block=saved_blocks["store_block"],
+                    encryption_block=saved_blocks["encryption_block"])
+    assert err.value.field == "database_block" and "no-such-db" in str(err.value)
+
+
+def test_restore_test_flow_fails_loudly_on_smoke_failure(saved_blocks):
+    backup_flow(database_block=saved_blocks["database_block"],
+                store_block=saved_blocks["store_block"],
+                encryption_block=saved_blocks["encryption_block"], kind="hourly")
+    with pytest.raises(IntegrityError, match="smoke query 1"):
+        restore_test_flow(database_block=saved_blocks["database_block"],
+                          store_block=saved_blocks["store_block"],
+                          decryption_block=saved_blocks["decryption_block"],
+                          smoke_sql=["SELECT false"])

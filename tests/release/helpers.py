@@ -1,0 +1,122 @@
+"""Helpers of the release tests: a per-test catalogue, blocks, images and cluster reads."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config
+
+SERVICES = {
+    "veza-backend-api": ("veza/backend-api", 8080, ["/health", "/api/v1/tracks"]),
+    "veza-chat-server": ("veza/chat-server", 8081, ["/health", "/api/v1/rooms"]),
+    "veza-stream-server": ("veza/stream-server", 8082, ["/health", "/api/v1/streams"]),
+    "veza-web": ("veza/web", 80, ["/health", "/"]),
+}
+ORDER = list(SERVICES)
+
+
+def register_blocks(sandbox: Any, *, prefix: str | None = None) -> str:
+    """Save the four blocks pointing at the sandbox; returns their common name."""
+    from blocks.kubernetes import KubernetesCluster
+    from blocks.prometheus import PrometheusServer
+    from blocks.vault import VaultServer
+
+    name = prefix or f"l2-{uuid.uuid4().hex[:8]}"
+    KubernetesCluster(kubeconfig_path=str(sandbox.kubeconfig), context="sandbox").save(
+        name, overwrite=True)
+    PrometheusServer(url=sandbox.prometheus_url).save(name, overwrite=True)
+    VaultServer(address=sandbox.vault_addr, token=sandbox.vault_token).save(name, overwrite=True)
+    return name
+
+
+def write_catalogue(
+    path: Path, *, staging_ns: str, production_ns: str, blocks: str,
+    interval_s: float = 2.0, intervals: int = 3, failure_limit: int = 0, max_no_data: int = 1,
+    keep_old_colour_s: float = 1.0, rollout_timeout_s: float = 25.0, lock_ttl_s: int = 15,
+    lock_wait_s: float = 0.0, build: dict[str, Any] | None = None,
+    e2e_command: list[str] | None = None,
+) -> Path:
+    """Write a catalogue YAML for one test's namespace pair."""
+    analysis = {"success_rate_min": 0.99, "p99_max_ms": 500, "interval_s": interval_s,
+                "intervals": intervals, "failure_limit": failure_limit,
+                "max_no_data": max_no_data}
+    common = {"kubernetes_block": blocks, "prometheus_block": blocks, "vault_block": blocks,
+              "rollout_timeout_s": rollout_timeout_s, "lock_ttl_s": lock_ttl_s,
+              "lock_wait_s": lock_wait_s, "required_alerts": ["VezaHighErrorRate"]}
+    data = {
+        "environments": {
+            "staging": {"namespace": staging_ns, "strategy": "rolling", **common},
+            "production": {"namespace": production_ns, "strategy": "blue-green",
+                           "keep_old_colour_s": keep_old_colour_s,
+                           "staging_environment": "staging", **common},
+        },
+        "services": {
+            name: {"image_repository": repo, "port": port, "smoke_paths": smoke,
+                   "analysis": analysis, **({"build": build} if build else {})}
+            for name, (repo, port, smoke) in SERVICES.items()
+        },
+        "switch_order": ORDER,
+    }
+    if e2e_command:
+        data["e2e_command"] = e2e_command
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def apis(sandbox: Any) -> tuple[Any, Any]:
+    """Apps and core APIs of the sandbox."""
+    api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(sandbox.kubeconfig), context="sandbox")
+    return k8s.AppsV1Api(api), k8s.CoreV1Api(api)
+
+
+def selectors(core: Any, namespace: str) -> dict[str, Any]:
+    """Service name -> colour it selects."""
+    return {name: core.read_namespaced_service(name, namespace).spec.selector.get("color")
+            for name in ORDER}
+
+
+def images(apps: Any, namespace: str, colour: str) -> dict[str, tuple[Any, Any]]:
+    """Service name -> (image, replicas) of its colour's Deployment."""
+    out = {}
+    for name in ORDER:
+        dep = apps.read_namespaced_deployment(f"{name}-{colour}", namespace)
+        out[name] = (dep.spec.template.spec.containers[0].image, dep.spec.replicas)
+    return out
+
+
+def push_all(sandbox: Any, version: str, **behaviour: Any) -> None:
+    """Register every service's image of a version with a behaviour."""
+    from sandbox.registry import Behaviour
+
+    for repo, _, _ in SERVICES.values():
+        sandbox.registry.push(f"{repo}:{version}", Behaviour(**behaviour))
+
+
+def wait_for(predicate: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll a condition under a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def snapshot(apps: Any, core: Any, namespace: str) -> dict[str, Any]:
+    """Spec-level state of a namespace's Deployments, Services, Secrets and ConfigMaps."""
+    deps = {d.metadata.name: (d.metadata.generation, d.spec.replicas,
+                              [c.image for c in d.spec.template.spec.containers])
+            for d in apps.list_namespaced_deployment(namespace).items}
+    svcs = {s.metadata.name: (dict(s.spec.selector or {}), dict(s.metadata.annotations or {}))
+            for s in core.list_namespaced_service(namespace).items}
+    secrets = sorted(s.metadata.name for s in core.list_namespaced_secret(namespace).items)
+    maps = sorted(m.metadata.name for m in core.list_namespaced_config_map(namespace).items)
+    return {"deployments": deps, "services": svcs, "secrets": secrets, "configmaps": maps}

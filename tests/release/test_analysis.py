@@ -1,0 +1,153 @@
+"""Prometheus analysis: PromQL text, the pure verdict, and the deadline-paced loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tasks.analysis import (
+    Measurement,
+    analyse,
+    evaluate,
+    p99_query,
+    raise_on_abort,
+    success_rate_query,
+)
+from veza_ops.errors import UnreachableError, VerificationError
+
+
+@dataclass
+class Settings:
+    success_rate_min: float = 0.99
+    p99_max_ms: float = 500.0
+    interval_s: float = 2.0
+    intervals: int = 3
+    failure_limit: int = 0
+    max_no_data: int = 1
+
+
+OK = Measurement(1.0, 20.0)
+ERRORS = Measurement(0.8, 20.0)
+SLOW = Measurement(1.0, 900.0)
+SILENT = Measurement(None, None, error="no data")
+
+
+def test_queries_select_the_colour():
+    rate = success_rate_query("prod", "veza-web", "green", 5)
+    assert 'namespace="prod",app="veza-web",color="green",status!~"5.."' in rate
+    assert "[5s]" in rate and rate.count("http_requests_total") == 2
+    p99 = p99_query("prod", "veza-web", "green", 5, colour_label="colour")
+    assert p99.startswith("histogram_quantile(0.99, sum by (le) (rate(")
+    assert 'colour="green"' in p99
+
+
+def test_healthy_intervals_promote():
+    verdict = evaluate([OK, OK, OK], Settings())
+    assert verdict.decision == "promote" and verdict.successes == 3
+
+
+def test_continue_until_enough_intervals():
+    assert evaluate([OK, OK], Settings()).decision == "continue"
+
+
+def test_error_rate_aborts_naming_the_metric():
+    verdict = evaluate([OK, ERRORS], Settings())
+    assert verdict.decision == "abort"
+    assert "success rate 0.800 < 0.99" in verdict.reason
+
+
+def test_latency_aborts_naming_the_metric():
+    verdict = evaluate([SLOW], Settings())
+    assert verdict.decision == "abort" and "p99 latency 900 ms > 500 ms" in verdict.reason
+
+
+def test_failure_limit_tolerates_that_many_failures():
+    settings = Settings(failure_limit=1)
+    assert evaluate([ERRORS, OK, OK, OK], settings).decision == "promote"
+    assert evaluate([ERRORS, OK, ERRORS], settings).decision == "abort"
+
+
+def test_short_silence_tolerated_but_never_promotes():
+    settings = Settings(max_no_data=1)
+    assert evaluate([OK, SILENT], settings).decision == "continue"
+    assert evaluate([OK, SILENT, OK], settings).decision == "continue"
+    assert evaluate([OK, SILENT, OK, OK], settings).decision == "promote"
+
+
+def test_long_silence_is_a_failure():
+    verdict = evaluate([OK, SILENT, SILENT], Settings(max_no_data=1))
+    assert verdict.decision == "abort"
+    assert "no data for 2 consecutive" in verdict.reason
+
+
+def test_only_silence_never_promotes():
+    settings = Settings(max_no_data=0, failure_limit=5)
+    verdicts = [evaluate([SILENT] * n, settings).decision for n in range(1, 10)]
+    assert "promote" not in verdicts
+    assert verdicts[-1] == "abort"
+
+
+class FakeClock:
+    """A clock that advances only when the analysis waits."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+class ScriptedPrometheus:
+    """Answers instant queries from a script of (success rate, p99 seconds) or an error."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.queries: list[str] = []
+        self.current = None
+
+    def query(self, promql):
+        self.queries.append(promql)
+        if promql.startswith("sum(rate"):
+            self.current = self.script.pop(0)
+        if isinstance(self.current, Exception):
+            raise self.current
+        rate, p99 = self.current
+        value = rate if promql.startswith("sum(rate") else p99
+        return [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
+
+
+def test_analyse_paces_by_deadline_and_promotes():
+    clock = FakeClock()
+    prom = ScriptedPrometheus([(1.0, 0.02)] * 3)
+    result = analyse(prom, service="veza-web", namespace="p", colour="green",
+                     settings=Settings(), clock=clock, sleeper=clock.sleep)
+    assert result.verdict.decision == "promote"
+    assert clock.waits == [2.0, 2.0, 2.0]
+    assert len(result.measurements) == 3 and result.measurements[0].p99_ms == pytest.approx(20.0)
+    raise_on_abort(result)
+
+
+def test_analyse_aborts_on_errors_and_raise_names_service_and_metric():
+    clock = FakeClock()
+    prom = ScriptedPrometheus([(1.0, 0.02), (0.8, 0.02)])
+    result = analyse(prom, service="veza-web", namespace="p", colour="green",
+                     settings=Settings(), clock=clock, sleeper=clock.sleep)
+    with pytest.raises(VerificationError, match=r"veza-web.*success rate"):
+        raise_on_abort(result)
+
+
+def test_prometheus_errors_and_nan_are_no_data():
+    clock = FakeClock()
+    down = UnreachableError("prometheus", "connection refused")
+    prom = ScriptedPrometheus([(1.0, 0.02), down, ("NaN", "NaN")])
+    result = analyse(prom, service="veza-web", namespace="p", colour="green",
+                     settings=Settings(max_no_data=1), clock=clock, sleeper=clock.sleep)
+    assert result.verdict.decision == "abort"
+    assert "prometheus error" in (result.measurements[1].error or "")
+    assert "no data" in result.verdict.reason

@@ -1,0 +1,105 @@
+"""Crash safety: the reconcile plan over observed states (pure part)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.reconcile import ColourState, ServiceState, plan
+
+READY = ColourState(exists=True, replicas=2, ready_replicas=2, image="i:1")
+DOWN = ColourState(exists=True, replicas=0, ready_replicas=0, image="i:1")
+GONE = ColourState(exists=False)
+
+
+def state(selected, blue, green, pending=None, previous=None, name="svc"):
+    return ServiceState(service=name, service_name=name, selected=selected,
+                        pending_release=pending, previous_colour=previous,
+                        colours={"blue": blue, "green": green})
+
+
+def test_consistent_state_needs_nothing():
+    actions, problems = plan([state("blue", READY, GONE), state("green", DOWN, READY)])
+    assert actions == [] and problems == []
+
+
+def test_uncommitted_switch_goes_back_to_the_previous_colour():
+    actions, _ = plan([state("green", READY, READY, pending="r1", previous="blue")])
+    assert [(a.service, a.to_colour) for a in actions] == [("svc", "blue")]
+    assert "never committed" in actions[0].reason
+
+
+def test_uncommitted_switch_kept_when_previous_not_ready():
+    actions, _ = plan([state("green", DOWN, READY, pending="r1", previous="blue")])
+    assert actions[0].to_colour == "green"
+
+
+def test_traffic_moves_off_a_colour_with_no_ready_pod():
+    actions, problems = plan([state("green", READY, DOWN)])
+    assert actions[0].to_colour == "blue" and problems == []
+
+
+def test_nothing_ready_is_a_problem_for_a_human():
+    actions, problems = plan([state("blue", DOWN, GONE)])
+    assert actions == [] and problems == ["svc: no colour has a ready pod"]
+
+
+# --- against the sandbox: SIGKILL of the flow process after the first switch ---------------
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from flows.release import release
+release(version=sys.argv[2], environment="production", catalogue_path=sys.argv[3],
+        skip_build=True)
+"""
+
+
+@pytest.mark.timeout(420)
+def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_stack,
+                                                      sandbox_namespaces, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.release import release
+    from tests.release import helpers as h
+
+    staging, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    blocks = h.register_blocks(sandbox_stack)
+    catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns=staging,
+                                  production_ns=production, blocks=blocks,
+                                  e2e_command=["{python}", "-c", "pass"], intervals=2,
+                                  keep_old_colour_s=0, lock_ttl_s=6, lock_wait_s=60)
+    h.push_all(sandbox_stack, "4.0.0")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, root, "4.0.0", str(catalogue)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        h.wait_for(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
+                   timeout=240, what="the first switch")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    # Killed mid-release: the first service is on green, uncommitted.
+    svc = core.read_namespaced_service("veza-backend-api", production)
+    assert svc.metadata.annotations.get("veza-ops.veza.io/pending-release")
+
+    summary = release(version="4.0.0", environment="production",
+                      catalogue_path=str(catalogue), skip_build=True)
+    assert any("never committed" in line for line in summary.reconciled)
+    assert summary.outcome == "succeeded"
+    assert h.selectors(core, production) == {s: "green" for s in h.ORDER}
+    for name in h.ORDER:
+        annotations = core.read_namespaced_service(name, production).metadata.annotations or {}
+        assert "veza-ops.veza.io/pending-release" not in annotations
+    assert all(n == 2 for _, n in h.images(apps, production, "green").values())

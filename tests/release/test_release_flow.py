@@ -1,0 +1,299 @@
+"""The release flow end to end on the sandbox: promotion, automatic rollback, safety gates."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+
+from tests.release import helpers as h
+from veza_ops.errors import (
+    InvalidInputError,
+    LockHeldError,
+    PreflightError,
+    RolloutError,
+    VerificationError,
+)
+
+pytestmark = pytest.mark.timeout(420)
+TRIVIAL_E2E = ["{python}", "-c", "pass"]
+
+
+@dataclass
+class Env:
+    sandbox: Any
+    staging: str
+    production: str
+    blocks: str
+    tmp: Path
+    apps: k8s.AppsV1Api
+    core: k8s.CoreV1Api
+
+    def catalogue(self, **kwargs: Any) -> str:
+        path = self.tmp / "catalogue.yaml"
+        h.write_catalogue(path, staging_ns=self.staging, production_ns=self.production,
+                          blocks=self.blocks, **kwargs)
+        return str(path)
+
+    def url(self, namespace: str, service: str) -> str:
+        svc = self.core.read_namespaced_service(service, namespace)
+        return svc.metadata.annotations["sandbox.veza.io/url"]
+
+
+@pytest.fixture(scope="module")
+def blocks(prefect_harness, sandbox_stack) -> str:
+    return h.register_blocks(sandbox_stack)
+
+
+@pytest.fixture
+def env(sandbox_stack, sandbox_namespaces, blocks, tmp_path) -> Env:
+    apps, core = h.apis(sandbox_stack)
+    staging, production = sandbox_namespaces
+    return Env(sandbox_stack, staging, production, blocks, tmp_path, apps, core)
+
+
+def run_release(catalogue: str, version: str, **kwargs: Any) -> Any:
+    from flows.release import release
+
+    return release(version=version, environment="production", catalogue_path=catalogue,
+                   **kwargs)
+
+
+def served_image(url: str, path: str = "/api/v1/tracks") -> str:
+    return httpx.get(url + path, timeout=5).json()["image"]
+
+
+def api_logs() -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler.flush()
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        while batch := client.read_logs(limit=200, offset=len(messages)):
+            messages += [log.message for log in batch]
+    return "\n".join(messages)
+
+
+def test_good_release_promoted_end_to_end(env, monkeypatch, capfd):
+    """Priority 1 (+10, secrets never in logs): build, staging, E2E, blue-green, commit."""
+    from sandbox.registry import REGISTRY_ENV
+    from tasks.records import last_release
+
+    monkeypatch.setenv(REGISTRY_ENV, str(env.sandbox.registry.path))
+    build = {"push": ["{python}", "-m", "sandbox.registry", "push", "{image}"],
+             "inspect": ["{python}", "-m", "sandbox.registry", "inspect", "{image}"],
+             "cwd": str(Path(__file__).resolve().parents[2])}
+    catalogue = env.catalogue(build=build, keep_old_colour_s=1.0)
+    summary = run_release(catalogue, "2.1.0", build_env_passthrough=[REGISTRY_ENV])
+
+    assert summary.outcome == "succeeded"
+    assert h.selectors(env.core, env.production) == {s: "green" for s in h.ORDER}
+    green = h.images(env.apps, env.production, "green")
+    assert all(img == f"{h.SERVICES[s][0]}:2.1.0" and n == 2 for s, (img, n) in green.items())
+    assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:2.1.0"
+    assert all(n == 0 for _, n in h.images(env.apps, env.production, "blue").values())
+    record = last_release(env.core, env.production)
+    assert record is not None and record.outcome == "succeeded" and record.version == "2.1.0"
+    assert record.colours == {s: "green" for s in h.ORDER}
+    assert record.previous_images["veza-web"] == "veza/web:1.0.0"
+    staging = env.apps.read_namespaced_deployment("veza-web-blue", env.staging)
+    assert staging.spec.template.spec.containers[0].image == "veza/web:2.1.0"
+
+    vault = env.sandbox.vault_client()
+    values = []
+    for environment in ("staging", "production"):
+        for service in h.ORDER:
+            data = vault.secrets.kv.v2.read_secret_version(
+                path=f"veza/{environment}/{service}", mount_point="secret",
+                raise_on_deleted_version=True)["data"]["data"]
+            values += [v for v in data.values() if len(str(v)) >= 8]
+    assert values
+    out, err = capfd.readouterr()
+    logs = out + err + api_logs()
+    assert "veza-web-secrets-" in logs and "traffic switched" in logs
+    leaked = [v for v in values if v in logs]
+    assert leaked == []
+
+
+def test_error_rate_green_rolled_back(env):
+    """Priority 2: a green answering 20 % errors is rolled back; blue keeps serving."""
+    h.push_all(env.sandbox, "2.2.0", error_rate=0.2)
+    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E)
+    with pytest.raises(VerificationError) as failure:
+        run_release(catalogue, "2.2.0", skip_build=True)
+    assert "veza-backend-api" in str(failure.value)
+    assert "success rate" in str(failure.value)
+    assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
+    for service in h.ORDER:
+        svc = env.core.read_namespaced_service(service, env.production)
+        assert "veza-ops.veza.io/pending-release" not in (svc.metadata.annotations or {})
+    assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:1.0.0"
+    assert all(n == 2 for _, n in h.images(env.apps, env.production, "blue").values())
+    from tasks.records import last_release
+
+    record = last_release(env.core, env.production)
+    assert record is not None and record.outcome == "rolled-back"
+    assert record.timings["restoration_s"] >= 0.0 and "detection_s" in record.timings
+
+
+def test_third_service_failing_rolls_back_the_first_two(env):
+    """Priority 3: the stream server's p99 breaks the threshold after two switches."""
+    from sandbox.registry import Behaviour
+
+    h.push_all(env.sandbox, "2.3.0")
+    env.sandbox.registry.push("veza/stream-server:2.3.0", Behaviour(latency_ms=900))
+    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=2)
+    with pytest.raises(VerificationError, match=r"veza-stream-server.*p99"):
+        run_release(catalogue, "2.3.0", skip_build=True)
+    assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
+    from tasks.records import last_release
+
+    record = last_release(env.core, env.production)
+    assert record is not None and record.outcome == "rolled-back"
+    names = [c.name for c in record.checks]
+    assert "verify veza-backend-api green" in names and "verify veza-chat-server green" in names
+    assert any("3 service(s) back on their old colour" in c.detail for c in record.checks)
+
+
+def test_never_ready_image_stopped_in_staging(env):
+    """Priority 4: staging is undone, production untouched."""
+    from sandbox.registry import Behaviour
+
+    h.push_all(env.sandbox, "2.4.0")
+    env.sandbox.registry.push("veza/web:2.4.0", Behaviour(never_ready=True))
+    before = h.snapshot(env.apps, env.core, env.production)
+    catalogue = env.catalogue(rollout_timeout_s=8.0)
+    with pytest.raises(RolloutError, match=r"veza-web-blue.*not ready.*undone"):
+        run_release(catalogue, "2.4.0", skip_build=True)
+    web = env.apps.read_namespaced_deployment("veza-web-blue", env.staging)
+    assert web.spec.template.spec.containers[0].image == "veza/web:1.0.0"
+    from tasks.rollout import rollout_status
+
+    h.wait_for(lambda: rollout_status(
+        env.apps.read_namespaced_deployment("veza-web-blue", env.staging)).done,
+        timeout=30, what="staging web rolled back")
+    assert served_image(env.url(env.staging, "veza-web"), "/") == "veza/web:1.0.0"
+    after = h.snapshot(env.apps, env.core, env.production)
+    assert after == before
+
+
+def test_prometheus_stopped_during_verification_rolls_back(env):
+    """Priority 5: silence is never a pass."""
+    h.push_all(env.sandbox, "2.5.0")
+    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=3, max_no_data=1)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_release(catalogue, "2.5.0", skip_build=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        h.wait_for(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
+                   timeout=120, what="first switch")
+        env.sandbox.stop_prometheus()
+        thread.join(timeout=120)
+    finally:
+        env.sandbox.start_prometheus()
+    assert not thread.is_alive()
+    assert errors and isinstance(errors[0], VerificationError)
+    assert "no data" in str(errors[0])
+    assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
+
+
+def test_vault_sealed_changes_nothing(env):
+    """Priority 6: the preflight gate refuses before any change."""
+    h.push_all(env.sandbox, "2.6.0")
+    before = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
+    env.sandbox.seal_vault()
+    try:
+        with pytest.raises(PreflightError, match="sealed"):
+            run_release(env.catalogue(), "2.6.0", skip_build=True)
+    finally:
+        env.sandbox.unseal_vault()
+    after = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
+    assert after == before
+    assert env.core.list_namespaced_config_map(
+        env.production, field_selector="metadata.name=veza-ops-releases").items == []
+
+
+def test_two_releases_do_not_interleave(env):
+    """Priority 7: the second release fails fast naming the holder."""
+    from tasks.locking import lock_holder
+
+    h.push_all(env.sandbox, "2.7.0")
+    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=1, keep_old_colour_s=0)
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(
+        run_release(catalogue, "2.7.0", skip_build=True)))
+    thread.start()
+    coordination = k8s.CoordinationV1Api(env.core.api_client)
+    holder = h.wait_for(lambda: lock_holder(coordination, env.production), timeout=60,
+                        what="first release to take the lock")
+    with pytest.raises(LockHeldError, match=holder.split("/")[-1]):
+        run_release(catalogue, "2.7.0", skip_build=True)
+    thread.join(timeout=180)
+    assert done and done[0].outcome == "succeeded"
+    assert h.selectors(env.core, env.production) == {s: "green" for s in h.ORDER}
+
+
+def test_manual_rollback_after_good_release(env):
+    """Priority 9: the rollback flow scales the old colour back up and switches to it."""
+    from flows.rollback import rollback
+    from tasks.records import last_release
+
+    h.push_all(env.sandbox, "2.9.0")
+    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=1, keep_old_colour_s=0)
+    assert run_release(catalogue, "2.9.0", skip_build=True).outcome == "succeeded"
+    assert all(n == 0 for _, n in h.images(env.apps, env.production, "blue").values())
+    summary = rollback(environment="production", catalogue_path=catalogue,
+                       triggered_by="test")
+    assert summary.outcome == "succeeded"
+    assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
+    assert all(img.endswith(":1.0.0") and n == 2
+               for img, n in h.images(env.apps, env.production, "blue").values())
+    assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:1.0.0"
+    record = last_release(env.core, env.production)
+    assert record is not None and record.kind == "rollback" and record.outcome == "succeeded"
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"version": "bad version!"}, "version"),
+    ({"environment": "moon"}, "environment"),
+    ({"services": ["veza-nope"]}, "services"),
+    ({"catalogue_path": "/nonexistent/catalogue.yaml"}, "catalogue"),
+])
+def test_bad_input_refused_before_any_change(env, kwargs, field):
+    """Priority 10: every bad input names its field, and nothing changes."""
+    from flows.release import release
+
+    before = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
+    params = {"version": "3.0.0", "environment": "production",
+              "catalogue_path": env.catalogue(), "skip_build": True, **kwargs}
+    with pytest.raises(InvalidInputError) as failure:
+        release(**params)
+    assert field in str(failure.value)
+    after = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
+    assert after == before
+
+
+def test_unknown_block_and_bad_overrides_refused(env, tmp_path):
+    from flows.release import release
+
+    path = Path(env.catalogue()).read_text().replace(env.blocks, "no-such-block")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path)
+    with pytest.raises(InvalidInputError, match="kubernetes_block"):
+        release(version="3.0.0", catalogue_path=str(bad), skip_build=True)
+    with pytest.raises(Exception, match="interval_s"):
+        release(version="3.0.0", catalogue_path=env.catalogue(), skip_build=True,
+                analysis={"interval_s": -1})
