@@ -12,16 +12,15 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import hvac
-import hvac.exceptions
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any
 
 from sandbox.procs import wait_until
 from sandbox.registry import ImageRegistry
 from veza_ops.errors import InvalidInputError
+
+if TYPE_CHECKING:  # the clients are imported when seeding: `veza-ops sandbox status` stays quick
+    import hvac
+    from kubernetes import client
 
 TRAFFIC_LABEL = "sandbox.veza.io/traffic"
 URL_ANNOTATION = "sandbox.veza.io/url"
@@ -152,6 +151,8 @@ def service_body(service: VezaService) -> dict[str, Any]:
 
 
 def _vault_secret(vault: hvac.Client, environment: str, service: VezaService) -> dict[str, str]:
+    import hvac.exceptions
+
     path = f"veza/{environment}/{service.name}"
     try:
         read = vault.secrets.kv.v2.read_secret_version(path=path, raise_on_deleted_version=True)
@@ -185,6 +186,8 @@ def _secret_body(service: VezaService, environment: str, data: dict[str, str]) -
 
 
 def _created(call: Any, *args: Any, on_conflict: Any = None) -> None:
+    from kubernetes.client.exceptions import ApiException
+
     try:
         call(*args)
     except ApiException as error:
@@ -246,6 +249,8 @@ def seed_environment(
         raise InvalidInputError(
             "environment", f"{environment!r} is not known", fix=f"use one of {ENVIRONMENTS}"
         )
+    from kubernetes import client, config
+
     api = config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=str(kubeconfig), context="sandbox"
     )

@@ -16,16 +16,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import hvac
 
 from sandbox.ipclaims import claim_prefix, release_prefix
 from sandbox.procs import SandboxError, free_port, pid_alive, spawn, stop_pid, wait_until
 from sandbox.prometheus import PrometheusServer, configure_prometheus, targets_path
 from sandbox.registry import REGISTRY_ENV, ImageRegistry
 from sandbox.seeding import ENVIRONMENTS, SERVICES, seed_environment, url_variable
+
+if TYPE_CHECKING:
+    import hvac
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = PROJECT_ROOT / ".sandbox"
@@ -144,6 +146,8 @@ class Sandbox:
         Returns:
             The client.
         """
+        import hvac
+
         return hvac.Client(url=self.vault_addr, token=self.vault_token)
 
     def seed_environment(

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from sandbox.cli import add_sandbox_commands
 from sandbox.cli import run as run_sandbox
+from veza_ops.trigger import add_trigger_command, run_trigger_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,10 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_sandbox_commands(subparsers)
+    add_trigger_command(subparsers)
     return parser
 
 
-RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"sandbox": run_sandbox}
+RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sandbox": run_sandbox,
+    "trigger": run_trigger_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -212,7 +212,6 @@ def add_trigger_command(subparsers: Any) -> None:
     p.add_argument("--idempotency-key", help="e.g. the commit SHA: never creates a second run")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (with --wait)")
-    p.set_defaults(func=run_trigger_command)
 
 
 def run_trigger_command(args: argparse.Namespace) -> int:

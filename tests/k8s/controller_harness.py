@@ -52,7 +52,13 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, what: str) 
 
 
 def probe(path: str, port: int = 8080) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": 1, "failureThreshold": 2}
+    # A generous timeout: a loaded CI machine must not turn slow answers into restarts.
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": 1,
+        "failureThreshold": 2,
+        "timeoutSeconds": 5,
+    }
 
 
 def deployment(

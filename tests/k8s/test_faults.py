@@ -66,3 +66,14 @@ def test_a_bad_fault_is_refused_naming_the_field(faults):
     assert exc_info.value.code == 400
     assert "error_rate" in json.loads(exc_info.value.read())["message"]
     assert _faults(faults, "GET")["faults"] == []
+
+
+def test_the_launcher_refuses_a_bad_ip_prefix_before_starting(tmp_path):
+    from sandbox.k8s.launcher import start_k8s
+    from veza_ops.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as exc_info:
+        start_k8s(tmp_path, registry_path=tmp_path / "r.json", file_sd_path=tmp_path / "t.json",
+                  ip_prefix="10.0.0")
+    assert exc_info.value.field == "ip_prefix"
+    assert not (tmp_path / "k8s.log").exists()

@@ -297,3 +297,16 @@ def test_unknown_block_and_bad_overrides_refused(env, tmp_path):
     with pytest.raises(Exception, match="interval_s"):
         release(version="3.0.0", catalogue_path=env.catalogue(), skip_build=True,
                 analysis={"interval_s": -1})
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(env):
+    from flows.release import release
+
+    before = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
+    summary = release(version="3.1.0", catalogue_path=env.catalogue(), dry_run=True)
+    assert summary.outcome == "dry-run"
+    assert any(line.startswith("build veza/web:3.1.0") for line in summary.plan)
+    assert any("veza-backend-api live blue (veza/backend-api:1.0.0); clone to green" in line
+               for line in summary.plan)
+    after = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
+    assert after == before

@@ -1,4 +1,19 @@
-"""The controllers of the Kubernetes emulator, started together by :class:`ControllerManager`."""
+"""The controllers of the Kubernetes emulator, started together by :class:`ControllerManager`.
+
+What they emulate, and where they differ from a real cluster:
+
+- Deployment and ReplicaSet controllers follow kube-controller-manager's arithmetic (pod-template
+  hash, revisions, maxSurge/maxUnavailable rounding, conditions and their reasons, progress
+  deadline, revisionHistoryLimit). Not emulated: adoption of orphaned ReplicaSets, proportional
+  scaling of several active ReplicaSets (a scale during a rollout goes to the new ReplicaSet).
+- The kubelet runs every container as ``python -m sandbox.workload`` on the pod's own loopback IP;
+  ``command``/``args``, volumes and resources are ignored. Back-offs (CrashLoopBackOff,
+  ImagePullBackOff) start at 1 s and cap at 10 s (real: 10 s to 5 min). Probe timers start once the
+  container's port accepts connections (at most 10 s after start). Only httpGet probes are
+  executed. A running pod's image is not changed in place. Grace periods are capped at 3 s.
+- Services get a clusterIP in ``127.A.(B+1).0/24`` and a real HTTP reverse proxy per port
+  (HTTP only, no TCP/UDP passthrough), choosing a ready pod per request, round-robin.
+"""
 
 from __future__ import annotations
 
