@@ -14,6 +14,7 @@ from tasks.catalogue import (
     delete_backups_task,
     list_backups_task,
     publish_catalogue_task,
+    verify_newest_task,
 )
 from tasks.retention import RetentionPolicy, plan_retention_task, publish_decisions_task
 from tasks.spool import check_spool, clean_spool_task
@@ -87,7 +88,7 @@ def prune_backups(
         check_spool(local_spool, max_age_days=spool_max_age_days)
     store = load_block(S3BackupStore, store_block, field="store_block")
 
-    records = list_backups_task(store, database=database)
+    records = verify_newest_task(store, list_backups_task(store, database=database))
     now = datetime.now(UTC)
     decisions = plan_retention_task(records, policy, now)
     key = artifact_key("prune-backups", database or "all")

@@ -122,8 +122,9 @@ def _registry_from(args: argparse.Namespace) -> ImageRegistry:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``push IMAGE [--error-rate R --latency-ms MS --never-ready --crash]``
-    and ``inspect IMAGE``.
+    """Command line: ``push IMAGE [behaviour flags]`` and ``inspect IMAGE``.
+
+    Behaviour flags: ``--error-rate R --latency-ms MS --never-ready --crash``.
 
     Args:
         argv: arguments (defaults to ``sys.argv[1:]``).

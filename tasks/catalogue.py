@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -53,11 +53,16 @@ class BackupRecord:
     data_size: int | None
     manifest_key: str | None
     keys: tuple[str, ...] = field(default=())
+    manifest_problem: str | None = None
 
     @property
     def complete(self) -> bool:
-        """True when the data object and the manifest are both present."""
-        return self.data_key is not None and self.manifest_key is not None
+        """True when the data object and a manifest (not found faulty) are both present."""
+        return (
+            self.data_key is not None
+            and self.manifest_key is not None
+            and self.manifest_problem is None
+        )
 
     @property
     def missing(self) -> str:
@@ -67,6 +72,8 @@ class BackupRecord:
             for what, key in (("no manifest", self.manifest_key), ("no data", self.data_key))
             if key is None
         ]
+        if self.manifest_problem:
+            lacks.append(self.manifest_problem)
         return ", ".join(lacks)
 
 
@@ -217,6 +224,49 @@ def read_manifest(client: Any, bucket: str, record: BackupRecord) -> Manifest:
     return manifest
 
 
+def verify_newest(client: Any, bucket: str, records: Sequence[BackupRecord]) -> list[BackupRecord]:
+    """Check the manifest of the newest backup of each database against its data object.
+
+    The newest backup is the one retention never deletes; a faulty manifest there (not valid,
+    another backup's, or a size that is not the data object's) makes the record incomplete,
+    so retention freezes that database instead of trusting it.
+
+    Args:
+        client: a boto3 S3 client.
+        bucket: the bucket.
+        records: the catalogue.
+
+    Returns:
+        The same records, the newest of each database marked when its manifest is faulty.
+    """
+    newest: dict[str, BackupRecord] = {}
+    for record in records:
+        best = newest.get(record.database)
+        if best is None or (record.started_at, record.backup_id) > (
+            best.started_at,
+            best.backup_id,
+        ):
+            newest[record.database] = record
+    checked: dict[tuple[str, str], BackupRecord] = {}
+    for record in newest.values():
+        if not record.complete:
+            continue
+        problem = None
+        try:
+            manifest = read_manifest(client, bucket, record)
+        except IntegrityError as exc:
+            problem = f"faulty manifest: {exc.message}"
+        else:
+            if manifest.data_key != record.data_key or manifest.size_bytes != record.data_size:
+                problem = (
+                    f"manifest does not match the data object (manifest says "
+                    f"{manifest.size_bytes} bytes, the object has {record.data_size})"
+                )
+        if problem:
+            checked[(record.database, record.backup_id)] = replace(record, manifest_problem=problem)
+    return [checked.get((r.database, r.backup_id), r) for r in records]
+
+
 def _delete_keys(client: Any, bucket: str, keys: Sequence[str], *, backup: str) -> None:
     for start in range(0, len(keys), _DELETE_BATCH):
         batch = keys[start : start + _DELETE_BATCH]
@@ -338,6 +388,29 @@ def list_backups_task(store: BackupStore, *, database: str | None = None) -> lis
         store.bucket,
     )
     return records
+
+
+@task(name="verify-newest-backups", cache_policy=NO_CACHE)
+def verify_newest_task(store: BackupStore, records: list[BackupRecord]) -> list[BackupRecord]:
+    """Prefect task: see :func:`verify_newest`; logs each faulty manifest found.
+
+    Args:
+        store: the S3 backup store block.
+        records: the catalogue.
+
+    Returns:
+        The catalogue with faulty newest manifests marked.
+    """
+    checked = verify_newest(store.get_client(), store.bucket, records)
+    for record in checked:
+        if record.manifest_problem:
+            get_run_logger().warning(
+                "newest backup %s of %s: %s",
+                record.backup_id,
+                record.database,
+                record.manifest_problem,
+            )
+    return checked
 
 
 @task(name="delete-backups", cache_policy=NO_CACHE)

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 from sandbox.cli import add_sandbox_commands
 from sandbox.cli import run as run_sandbox
+from veza_ops.blocks_setup import add_blocks_command, run_blocks_command
+from veza_ops.demo import add_demo_command, run_demo_command
 from veza_ops.trigger import add_trigger_command, run_trigger_command
 
 
@@ -22,12 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_sandbox_commands(subparsers)
     add_trigger_command(subparsers)
+    add_demo_command(subparsers)
+    add_blocks_command(subparsers)
     return parser
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sandbox": run_sandbox,
     "trigger": run_trigger_command,
+    "demo": run_demo_command,
+    "blocks": run_blocks_command,
 }
 
 

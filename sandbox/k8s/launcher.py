@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from sandbox.procs import SandboxError, pid_alive, spawn, stop_pid, wait_until
+from veza_ops.errors import InvalidInputError
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +75,15 @@ def start_k8s(
         The running server.
 
     Raises:
+        InvalidInputError: when ``ip_prefix`` is not a loopback ``127.A.B`` prefix.
         SandboxError: when it exits or does not answer in time (the log path is named).
     """
+    octets = ip_prefix.split(".")
+    if len(octets) != 3 or octets[0] != "127" or not all(
+            o.isdigit() and int(o) <= 254 for o in octets):
+        raise InvalidInputError("ip_prefix", f"{ip_prefix!r} is not a loopback prefix",
+                                fix="pass three octets like '127.37.0' (pods get 127.37.0.N, "
+                                    "Services 127.37.1.N)")
     dir = Path(dir).resolve()
     dir.mkdir(parents=True, exist_ok=True)
     state_path = dir / "k8s.json"

@@ -2,70 +2,33 @@
 
 from __future__ import annotations
 
-import base64
 import builtins
 import copy
 import logging
-import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.k8s import resources as r
 from sandbox.k8s.errors import AlreadyExists, BadRequest, Conflict, NotFound
-from sandbox.k8s.selectors import parse_field_selector, parse_label_selector
-from sandbox.k8s.validation import (
-    apply_defaults,
-    check_immutable_secret,
-    check_update,
-    validate,
+from sandbox.k8s.objects import (
+    generation_body,
+    initialise,
+    now_timestamp,
+    prepare_create,
+    proposed,
+    random_suffix,
 )
+from sandbox.k8s.selectors import parse_field_selector, parse_label_selector
 from sandbox.k8s.watching import Event, EventLog
 
 log = logging.getLogger(__name__)
+__all__ = ["Store", "now_timestamp", "random_suffix"]
 
 Obj = dict[str, Any]
 Subscriber = Callable[[str, r.Resource, Obj], None]
-_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-def now_timestamp() -> str:
-    """The current time as the API formats timestamps (RFC 3339, seconds, UTC).
-
-    Returns:
-        e.g. ``2026-11-27T09:30:00Z``.
-    """
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def random_suffix(length: int = 5) -> str:
-    """Random characters as the API uses for generateName and pod names.
-
-    Args:
-        length: how many characters.
-
-    Returns:
-        The suffix.
-    """
-    return "".join(random.choice(_NAME_CHARS) for _ in range(length))
-
-
-def _body(obj: Obj) -> Obj:
-    """The parts of an object whose change bumps ``metadata.generation``."""
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-
-
-def _fold_string_data(obj: Obj) -> None:
-    string_data = obj.pop("stringData", None)
-    if string_data:
-        data = obj.setdefault("data", {}) or {}
-        for key, value in string_data.items():
-            data[key] = base64.b64encode(str(value).encode()).decode()
-        obj["data"] = data
 
 
 class Store:
@@ -185,19 +148,9 @@ class Store:
             NotFound: when the namespace does not exist.
             Invalid: when validation fails.
         """
-        obj = copy.deepcopy(obj)
-        meta = obj.setdefault("metadata", {})
         ns = self._ns(res, namespace)
-        if res.namespaced and meta.get("namespace") not in (None, "", ns):
-            raise BadRequest("the namespace of the provided object does not match the "
-                             "namespace sent on the request")
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = f"{meta['generateName']}{random_suffix()}"
-        obj["apiVersion"], obj["kind"] = res.api_version, res.kind
-        apply_defaults(res, obj)
-        if res == r.SECRETS:
-            _fold_string_data(obj)
-        validate(res, obj)
+        obj = prepare_create(res, ns, obj)
+        meta = obj["metadata"]
         pending: builtins.list[tuple[str, r.Resource, Obj]] = []
         with self._cond:
             if res.namespaced and ("", ns) not in self._bucket(r.NAMESPACES):
@@ -205,30 +158,10 @@ class Store:
             key = (ns, meta["name"])
             if key in self._bucket(res):
                 raise AlreadyExists(res.plural, meta["name"], group=res.group)
-            self._rv += 1
-            if res.namespaced:
-                meta["namespace"] = ns
-            else:
-                meta.pop("namespace", None)
-            meta["uid"] = str(uuid.uuid4())
-            meta["resourceVersion"] = str(self._rv)
-            meta["creationTimestamp"] = now_timestamp()
-            meta["generation"] = 1
-            for transient in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
-                meta.pop(transient, None)
-            if res == r.NAMESPACES:
-                meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
-                obj["spec"] = {"finalizers": ["kubernetes"]}
-                obj["status"] = {"phase": "Active"}
-            elif res == r.PODS:
-                obj["status"] = obj.get("status") or {"phase": "Pending", "qosClass": "BestEffort"}
-            elif res == r.REPLICASETS:
-                obj["status"] = obj.get("status") or {"replicas": 0}
-            elif res.has_status:
-                obj.setdefault("status", {})
+            initialise(res, obj, resource_version=self._rv + 1)
             if dry_run:
-                self._rv -= 1
                 return copy.deepcopy(obj)
+            self._rv += 1
             self._bucket(res)[key] = obj
             self._record(res, "ADDED", obj, None, pending)
             result = copy.deepcopy(obj)
@@ -248,7 +181,7 @@ class Store:
         new["apiVersion"], new["kind"] = res.api_version, res.kind
         if new == current:
             return copy.deepcopy(current)
-        if _body(new) != _body(current):
+        if generation_body(new) != generation_body(current):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         if dry_run:
             return copy.deepcopy(new)
@@ -257,34 +190,6 @@ class Store:
         self._bucket(res)[(meta.get("namespace", ""), meta["name"])] = new
         self._record(res, "MODIFIED", new, current, pending)
         return copy.deepcopy(new)
-
-    def _proposed(self, res: r.Resource, current: Obj, obj: Obj,
-                  subresource: str | None) -> Obj:
-        """What an API write of ``obj`` turns into: status-only, or everything but status."""
-        if subresource == "status":
-            new = copy.deepcopy(current)
-            new["status"] = copy.deepcopy(obj.get("status"))
-            if new["status"] is None:
-                new.pop("status")
-            return new
-        if subresource is not None:
-            raise BadRequest(f"subresource {subresource!r} cannot be written this way")
-        new = copy.deepcopy(obj)
-        new.setdefault("metadata", {})
-        if res.has_status:
-            if "status" in current:
-                new["status"] = copy.deepcopy(current["status"])
-            else:
-                new.pop("status", None)
-        apply_defaults(res, new)
-        if res == r.SECRETS:
-            _fold_string_data(new)
-        if res in (r.SECRETS, r.CONFIGMAPS):
-            check_immutable_secret(current, new)
-        check_update(res, current, new)
-        new["metadata"]["name"] = current["metadata"]["name"]
-        validate(res, new)
-        return new
 
     def update(self, res: r.Resource, namespace: str | None, obj: Obj, *,
                subresource: str | None = None, dry_run: bool = False) -> Obj:
@@ -312,7 +217,7 @@ class Store:
             current = self._find(res, namespace, name)
             if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
                 raise Conflict(res.plural, name, group=res.group)
-            result = self._commit(res, current, self._proposed(res, current, obj, subresource),
+            result = self._commit(res, current, proposed(res, current, obj, subresource),
                                   pending, dry_run=dry_run)
         self._notify(pending)
         return result
@@ -344,7 +249,7 @@ class Store:
             if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
                 raise Conflict(res.plural, name, group=res.group)
             result = self._commit(res, current,
-                                  self._proposed(res, current, patched, subresource), pending,
+                                  proposed(res, current, patched, subresource), pending,
                                   dry_run=dry_run)
         self._notify(pending)
         return result

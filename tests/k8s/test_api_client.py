@@ -365,3 +365,36 @@ def test_scale_and_status_subresources(k8s_api_client, k8s_namespace):
     assert after.metadata.generation == before  # status writes never bump generation
     ignored = core.patch_namespaced_service("svc", ns, {"status": {"loadBalancer": {}}})
     assert ignored.status.load_balancer.ingress[0].ip == "10.0.0.1"  # main resource ignores status
+
+
+def test_watch_from_an_expired_resource_version_raises_410():
+    """A tiny in-process server whose history keeps 3 changes; the client's Watch sees 410."""
+    import threading
+
+    from sandbox.k8s import resources
+    from sandbox.k8s.server import ApiHTTPServer
+    from sandbox.k8s.store import Store
+
+    store = Store(history=3)
+    server = ApiHTTPServer(("127.0.0.1", 0), store=store, token="t0ken")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              daemon=True)
+    thread.start()
+    try:
+        start = store.resource_version
+        for i in range(5):
+            store.create(resources.CONFIGMAPS, "default", {"metadata": {"name": f"c{i}"}})
+        config = client.Configuration(host=server.url)
+        config.api_key = {"authorization": "t0ken"}
+        config.api_key_prefix = {"authorization": "Bearer"}
+        with client.ApiClient(config) as api:
+            core = client.CoreV1Api(api)
+            with pytest.raises(client.ApiException) as exc_info:
+                for _ in watch.Watch().stream(core.list_namespaced_config_map, "default",
+                                              resource_version=start, timeout_seconds=5):
+                    pass
+            assert exc_info.value.status == 410
+    finally:
+        store.close()
+        server.shutdown()
+        server.server_close()

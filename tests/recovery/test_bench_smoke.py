@@ -20,8 +20,19 @@ def test_bench_runs_tiny(prefect_harness, tmp_path):
     env_api = PREFECT_API_URL.value()  # reuse the session's API: no second server to start
     proc = subprocess.run(
         [
-            sys.executable, "-m", "bench.recovery_bench", "--rows", "3000", "--random-bytes", "64",
-            "--prefect-api-url", env_api, "--json", str(out), "--workdir", str(tmp_path / "work"),
+            sys.executable,
+            "-m",
+            "bench.recovery_bench",
+            "--rows",
+            "3000",
+            "--random-bytes",
+            "64",
+            "--prefect-api-url",
+            env_api,
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
         ],
         cwd=tmp_path,
         env={**_clean_env(), "PYTHONPATH": str(ROOT)},

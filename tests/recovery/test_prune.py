@@ -283,6 +283,24 @@ def test_real_run_deletes_exactly_the_plan(s3_client, s3_bucket, scenario, store
     assert again.deleted == [], "a second run finds nothing more to delete"
 
 
+def test_faulty_newest_manifest_freezes_its_database(s3_client, s3_bucket, scenario, store_block):
+    key = backup_prefix(PREFIX, "veza_db", scenario["hourly-new"]) + "manifest.json"
+    doc = Manifest.model_validate_json(
+        s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    )
+    s3_client.put_object(
+        Bucket=s3_bucket, Key=key, Body=doc.model_copy(update={"size_bytes": 999}).model_dump_json()
+    )
+    before = all_keys(s3_client, s3_bucket)
+    report, run_id = run_prune(store_block=store_block, dry_run=False, **POLICY)
+    assert report.deleted == [] and report.to_delete == []
+    assert report.frozen == ["chat_db", "veza_db"]
+    assert all_keys(s3_client, s3_bucket) == before
+    _, rows = read_table(run_id)
+    reasons = {r["backup"]: r["reasons"] for r in rows if r["database"] == "veza_db"}
+    assert "manifest does not match the data object" in reasons[scenario["full-5"]]
+
+
 def test_one_database_only(s3_client, s3_bucket, scenario, store_block):
     report, run_id = run_prune(store_block=store_block, database="veza_db", dry_run=False, **POLICY)
     assert report.deleted and all(label.startswith("veza_db/") for label in report.deleted)

@@ -72,7 +72,7 @@ def api_logs() -> str:
     from prefect.client.orchestration import get_client
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()
+    APILogHandler().flush()
     messages: list[str] = []
     with get_client(sync_client=True) as client:
         while batch := client.read_logs(limit=200, offset=len(messages)):
