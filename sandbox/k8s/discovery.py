@@ -120,3 +120,52 @@ def resource_list(group_name: str, version_name: str) -> dict[str, Any] | None:
         "groupVersion": group_version,
         "resources": [entry for res in served for entry in _api_resource(res)],
     }
+
+
+def _gv_path(group_name: str, version_name: str) -> str:
+    return f"apis/{group_name}/{version_name}" if group_name else f"api/{version_name}"
+
+
+def openapi_v3_root() -> dict[str, Any]:
+    """The ``/openapi/v3`` index: one document per served group-version.
+
+    Returns:
+        The index kubectl reads to find each group-version's document.
+    """
+    return {"paths": {
+        _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash=sandbox1"}
+        for g, v in r.GROUP_VERSIONS
+    }}
+
+
+def openapi_v3(path: str) -> dict[str, Any] | None:
+    """A minimal OpenAPI v3 document for one group-version: PATCH operations only.
+
+    It carries just what kubectl checks before ``create -f``/``apply -f``: that the server
+    accepts the ``fieldValidation`` query parameter (so kubectl skips client-side schema
+    validation, which needs full schemas the emulator does not publish).
+
+    Args:
+        path: ``api/v1`` or ``apis/{group}/{version}``.
+
+    Returns:
+        The document, or None when the group-version is not served.
+    """
+    for group_name, version_name in r.GROUP_VERSIONS:
+        if _gv_path(group_name, version_name) != path:
+            continue
+        paths: dict[str, Any] = {}
+        for res in r.by_group_version(group_name, version_name):
+            where = f"/{path}/namespaces/{{namespace}}/{res.plural}/{{name}}" if res.namespaced \
+                else f"/{path}/{res.plural}/{{name}}"
+            paths[where] = {"patch": {
+                "x-kubernetes-group-version-kind": {
+                    "group": group_name, "version": version_name, "kind": res.kind},
+                "parameters": [{"name": "fieldValidation", "in": "query",
+                                "schema": {"type": "string", "uniqueItems": True}}],
+                "responses": {"200": {"description": "OK"}},
+            }}
+        return {"openapi": "3.0.0",
+                "info": {"title": "Kubernetes (veza sandbox)", "version": "v1.32.0"},
+                "paths": paths, "components": {"schemas": {}}}
+    return None

@@ -19,6 +19,7 @@ from sandbox.k8s.routing import Route
 from sandbox.k8s.selectors import selector_to_string
 from sandbox.k8s.store import Store
 from sandbox.k8s.tables import table, wants_table
+from sandbox.k8s.validation import check_unknown_fields
 
 Obj = dict[str, Any]
 
@@ -78,9 +79,9 @@ def verb_of(req: Request, route: Route) -> str:
         get, list, watch, create, update, patch or delete.
     """
     if req.method == "GET":
-        if route.name:
-            return "get"
-        return "watch" if _is_true(req.query.get("watch")) else "list"
+        if _is_true(req.query.get("watch")):
+            return "watch"
+        return "get" if route.name else "list"
     return {"POST": "create", "PUT": "update", "PATCH": "patch",
             "DELETE": "delete"}.get(req.method, req.method.lower())
 
@@ -274,9 +275,16 @@ def handle(store: Store, req: Request, route: Route, *, logs_dir: Path | None = 
     if req.method == "POST" and not name:
         if res.namespaced and not ns:
             raise MethodNotAllowed(f"create {res.plural} needs a namespace in the path")
-        return Response(201, store.create(res, ns, _body_object(req), dry_run=dry_run))
+        body = _body_object(req)
+        if req.query.get("fieldValidation") == "Strict":
+            check_unknown_fields(res, body)
+        if res.has_status:
+            body.pop("status", None)  # the API ignores status on create
+        return Response(201, store.create(res, ns, body, dry_run=dry_run))
     if req.method == "PUT" and name:
         body = _body_object(req)
+        if req.query.get("fieldValidation") == "Strict":
+            check_unknown_fields(res, body)
         meta = body.setdefault("metadata", {})
         if meta.get("name") not in (None, "", name):
             raise BadRequest(f"the name of the object ({meta['name']}) does not match the "

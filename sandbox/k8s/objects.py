@@ -103,6 +103,32 @@ def prepare_create(res: r.Resource, namespace: str, obj: Obj) -> Obj:
     return obj
 
 
+def sandbox_node() -> Obj:
+    """The one Node of the sandbox (the kubelet runs pods on this machine).
+
+    Returns:
+        A Ready node named ``sandbox`` at 127.0.0.1.
+    """
+    now = now_timestamp()
+    return {
+        "metadata": {"name": "sandbox", "labels": {
+            "kubernetes.io/hostname": "sandbox", "kubernetes.io/os": "linux",
+            "node-role.kubernetes.io/control-plane": ""}},
+        "spec": {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "sandbox kubelet is posting ready status",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                          {"type": "Hostname", "address": "sandbox"}],
+            "nodeInfo": {"kubeletVersion": "v1.32.0-veza-sandbox", "operatingSystem": "linux",
+                         "architecture": "amd64", "containerRuntimeVersion": "sandbox://1",
+                         "osImage": "veza sandbox", "kernelVersion": "", "machineID": "",
+                         "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
+        },
+    }
+
+
 def initialise(res: r.Resource, obj: Obj, *, resource_version: int) -> None:
     """Give a new object its uid, resourceVersion, timestamp, generation and first status.
 

@@ -47,9 +47,11 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, ("deploy
 REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",),
                        ("status", "scale"), "replicaset")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), "lease")
+# One read-mostly node, "sandbox", so that "kubectl get nodes" answers like a cluster.
+NODES = Resource("", "v1", "nodes", "Node", False, ("no",), ("status",), "node")
 
 ALL: tuple[Resource, ...] = (
-    PODS, SERVICES, ENDPOINTS, SECRETS, CONFIGMAPS, EVENTS, NAMESPACES,
+    PODS, SERVICES, ENDPOINTS, SECRETS, CONFIGMAPS, EVENTS, NAMESPACES, NODES,
     DEPLOYMENTS, REPLICASETS, LEASES,
 )
 

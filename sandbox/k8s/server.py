@@ -57,16 +57,23 @@ class ApiHTTPServer(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Serve one connection, in TLS when its first byte is a TLS handshake."""
-        if self.tls is not None:
-            try:
-                request.settimeout(10)
-                first = request.recv(1, socket.MSG_PEEK)
+        if self.tls is None:
+            ApiRequestHandler(request, client_address, self)
+            return
+        try:
+            request.settimeout(10)  # a silent client (a port probe) does not hold a thread
+            if request.recv(1, socket.MSG_PEEK) != b"\x16":
                 request.settimeout(None)
-                if first == b"\x16":
-                    request = self.tls.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError):
+                ApiRequestHandler(request, client_address, self)
                 return
-        ApiRequestHandler(request, client_address, self)
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+            wrapped.settimeout(None)
+        except (OSError, ssl.SSLError):
+            return
+        try:
+            ApiRequestHandler(wrapped, client_address, self)
+        finally:
+            wrapped.close()
 
 
 def _discovery(parts: list[str], address: str) -> Any:
@@ -81,6 +88,10 @@ def _discovery(parts: list[str], address: str) -> Any:
         return discovery.group(parts[1]) or False
     if parts[:1] in (["healthz"], ["livez"], ["readyz"]):
         return "ok"
+    if parts == ["openapi", "v3"]:
+        return discovery.openapi_v3_root()
+    if parts[:2] == ["openapi", "v3"]:
+        return discovery.openapi_v3("/".join(parts[2:])) or False
     gv = split_group_version(parts)
     if gv is not None and not gv[2]:
         return discovery.resource_list(gv[0], gv[1]) or False
@@ -120,7 +131,11 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------- plumbing
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return b""
         if length:
             return self.rfile.read(length)
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -160,7 +175,8 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         try:
             if not self._authorized():
                 raise Unauthorized()
-            req = Request(self.command, split.path, query, dict(self.headers.items()), body)
+            headers = {k.title(): v for k, v in self.headers.items()}  # case-insensitive
+            req = Request(self.command, split.path, query, headers, body)
             if parts[:2] == ["sandbox", "faults"]:
                 self._send_json(*self._faults(req))
                 return

@@ -19,6 +19,7 @@ from sandbox.k8s.objects import (
     prepare_create,
     proposed,
     random_suffix,
+    sandbox_node,
 )
 from sandbox.k8s.selectors import parse_field_selector, parse_label_selector
 from sandbox.k8s.watching import Event, EventLog
@@ -42,6 +43,7 @@ class Store:
         self._subscribers: list[Subscriber] = []
         for name in _BUILTIN_NAMESPACES:
             self.create(r.NAMESPACES, None, {"metadata": {"name": name}})
+        self.create(r.NODES, None, sandbox_node())
 
     # ----------------------------------------------------------------- helpers
     def _bucket(self, res: r.Resource) -> dict[tuple[str, str], Obj]:

@@ -164,6 +164,18 @@ COLUMNS: dict[str, list[Column]] = {
             (o.get("involvedObject") or {}).get("name", ""))),
         ("Message", "string", 0, lambda o: o.get("message", "")),
     ],
+    "nodes": [
+        _NAME,
+        ("Status", "string", 0, lambda o: "Ready" if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in _status(o).get("conditions") or []) else "NotReady"),
+        ("Roles", "string", 0, lambda o: ",".join(sorted(
+            k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {})
+            if k.startswith("node-role.kubernetes.io/"))) or "<none>"),
+        _AGE,
+        ("Version", "string", 0,
+         lambda o: (_status(o).get("nodeInfo") or {}).get("kubeletVersion", "")),
+    ],
     "leases": [_NAME, ("Holder", "string", 0,
                        lambda o: _spec(o).get("holderIdentity", "")), _AGE],
 }

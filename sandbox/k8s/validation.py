@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from sandbox.k8s import resources as r
-from sandbox.k8s.errors import Invalid, invalid_cause
+from sandbox.k8s.errors import BadRequest, Invalid, invalid_cause
 from sandbox.k8s.selectors import selector_from_dict
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -244,3 +244,39 @@ def check_update(res: r.Resource, old: dict[str, Any], new: dict[str, Any]) -> N
         raise Invalid(res.kind, name, [invalid_cause(
             "spec.selector", f"Invalid value: {new_spec.get('selector')!r}: field is immutable")],
             group=res.group)
+
+
+_COMMON_FIELDS = frozenset({"apiVersion", "kind", "metadata"})
+_TOP_FIELDS: dict[str, frozenset[str]] = {
+    "secrets": frozenset({"data", "stringData", "type", "immutable"}),
+    "configmaps": frozenset({"data", "binaryData", "immutable"}),
+    "endpoints": frozenset({"subsets"}),
+    "events": frozenset({
+        "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp",
+        "count", "type", "eventTime", "series", "action", "related", "reportingComponent",
+        "reportingInstance"}),
+}
+_META_FIELDS = frozenset({
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+    "annotations", "ownerReferences", "finalizers", "managedFields"})
+
+
+def check_unknown_fields(res: r.Resource, obj: dict[str, Any]) -> None:
+    """Refuse unknown top-level and metadata fields (``fieldValidation=Strict``).
+
+    Only the first level of the object and of ``metadata`` is checked.
+
+    Args:
+        res: the resource type.
+        obj: the object as sent.
+
+    Raises:
+        BadRequest: naming the unknown field, like the real API's strict decoding error.
+    """
+    allowed = _COMMON_FIELDS | _TOP_FIELDS.get(res.plural, frozenset({"spec", "status"}))
+    unknown = [f'unknown field "{k}"' for k in obj if k not in allowed]
+    unknown += [f'unknown field "metadata.{k}"' for k in (obj.get("metadata") or {})
+                if k not in _META_FIELDS]
+    if unknown:
+        raise BadRequest(f"strict decoding error: {', '.join(unknown)}")

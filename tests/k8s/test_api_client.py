@@ -298,7 +298,8 @@ def test_watch_without_resource_version_starts_with_current_objects(k8s_api_clie
     core.create_namespaced_config_map(ns, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="exists")))
     w = watch.Watch()
-    for event in w.stream(core.list_namespaced_config_map, ns, timeout_seconds=10):
+    for event in w.stream(core.list_namespaced_config_map, ns, timeout_seconds=10,
+                          allow_watch_bookmarks=True):
         assert (event["type"], event["object"].metadata.name) == ("ADDED", "exists")
         w.stop()
 

@@ -64,6 +64,9 @@ def test_get_tables_and_json(kubectl, k8s_namespace):
     assert replicasets[1].startswith("web-")
     names = kubectl("get", "namespaces", "-o", "name").stdout.split()
     assert f"namespace/{ns}" in names
+    nodes = kubectl("get", "nodes").stdout.splitlines()
+    assert nodes[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert nodes[1].split()[:3] == ["sandbox", "Ready", "control-plane"]
 
 
 def test_patch_scale_set_image_and_delete(kubectl, k8s_namespace):
@@ -128,6 +131,17 @@ def test_imperative_create_of_namespaces_secrets_and_configmaps(kubectl, k8s_api
         assert base64.b64decode(secret.data["password"]) == b"s3cret"
         assert secret.type == "Opaque"
         assert core.read_namespaced_config_map("settings", ns).data == {"mode": "fast"}
+        kubectl("create", "deployment", "hello", "-n", ns, "--image=veza/never-pushed:1",
+                "--port=8080", "--replicas=0", "--", "sh", "-c", "echo hi")
+        kubectl("expose", "deployment", "hello", "-n", ns, "--port=80", "--target-port=8080")
+        dep = client.AppsV1Api(k8s_api_client).read_namespaced_deployment("hello", ns)
+        assert dep.spec.replicas == 0 and dep.spec.selector.match_labels == {"app": "hello"}
+        container = dep.spec.template.spec.containers[0]
+        assert (container.image, container.command) == ("veza/never-pushed:1",
+                                                        ["sh", "-c", "echo hi"])
+        assert container.ports[0].container_port == 8080
+        port = core.read_namespaced_service("hello", ns).spec.ports[0]
+        assert (port.port, port.target_port) == (80, 8080)
     finally:
         kubectl("delete", "namespace", ns)
 
@@ -135,15 +149,43 @@ def test_imperative_create_of_namespaces_secrets_and_configmaps(kubectl, k8s_api
 def test_apply_server_side_apply_and_server_dry_run(kubectl, k8s_namespace):
     ns = k8s_namespace
     manifest = _manifest("web", "veza/never-pushed:1", replicas=0)
-    assert "created" in kubectl("apply", "-n", ns, "-f", "-", "--validate=false",
-                                input=manifest).stdout
-    kubectl("apply", "-n", ns, "-f", "-", "--validate=false",
+    # no --validate=false: the minimal OpenAPI v3 documents say fieldValidation is supported
+    assert "created" in kubectl("apply", "-n", ns, "-f", "-", input=manifest).stdout
+    kubectl("apply", "-n", ns, "-f", "-",
             input=manifest.replace("never-pushed:1", "never-pushed:2"))
     kubectl("apply", "--server-side", "-n", ns, "-f", "-", "--validate=false",
             input=manifest.replace("never-pushed:1", "never-pushed:3"))
     image = kubectl("get", "deploy", "web", "-n", ns, "-o",
                     "jsonpath={.spec.template.spec.containers[0].image}").stdout
     assert image == "veza/never-pushed:3"
+    typo = kubectl("create", "-n", ns, "-f", "-", check=False, input=json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "dta": {}}))
+    assert typo.returncode == 1 and 'unknown field "dta"' in typo.stderr
     kubectl("delete", "deploy", "web", "-n", ns, "--dry-run=server")
     kubectl("scale", "deploy", "web", "-n", ns, "--replicas=4", "--dry-run=server")
     assert _get(kubectl, ns, "deploy", "web")["spec"]["replicas"] == 0
+
+
+def test_get_watch_prints_table_rows_as_objects_change(kubectl, k8s_server, k8s_namespace,
+                                                       tmp_path):
+    import subprocess
+
+    ns = k8s_namespace
+    kubectl("create", "-n", ns, "-f", "-", input=_manifest("web", "veza/never-pushed:1",
+                                                           replicas=0))
+    watcher = subprocess.Popen(
+        ["kubectl", "--kubeconfig", str(k8s_server.kubeconfig), "--cache-dir", str(tmp_path),
+         "get", "deployments", "-n", ns, "--watch", "--request-timeout=30s"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split()[:2] == ["NAME", "READY"]
+        assert watcher.stdout.readline().split()[:2] == ["web", "0/0"]
+        kubectl("scale", "deployment/web", "-n", ns, "--replicas=0")  # no change: no row
+        kubectl("patch", "deployment", "web", "-n", ns, "-p", '{"spec":{"paused":true}}')
+        assert watcher.stdout.readline().split()[:2] == ["web", "0/0"]
+        kubectl("delete", "deployment", "web", "-n", ns)
+        assert watcher.stdout.readline().split()[0] == "web"
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)

@@ -11,6 +11,7 @@ import boto3
 import httpx
 import pytest
 from prefect_aws import AwsCredentials
+from pydantic import SecretStr
 
 from blocks.gpg import GpgDecryptionKey, GpgEncryption
 from blocks.s3 import S3BackupStore
@@ -42,7 +43,7 @@ def test_unreachable_database(pg_server, seeded_db, store_block, encryption_bloc
 
 
 def test_wrong_password(pg_server, seeded_db, store_block, encryption_block, s3_client):
-    db = seeded_db.model_copy(update={"password": "not-the-password"})
+    db = seeded_db.model_copy(update={"password": SecretStr("not-the-password")})
     with pytest.raises(AuthenticationError) as err:
         run_backup(db, store_block, encryption_block)
     assert "login refused" in str(err.value) and "user/password" in str(err.value)

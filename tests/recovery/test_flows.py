@@ -122,3 +122,25 @@ def test_restore_test_flow_fails_loudly_on_smoke_failure(saved_blocks):
                           store_block=saved_blocks["store_block"],
                           decryption_block=saved_blocks["decryption_block"],
                           smoke_sql=["SELECT false"])
+
+
+@pytest.mark.parametrize(("change", "attempts"), [("port", 2), ("password", 1)])
+def test_transient_failures_retry_the_whole_attempt(saved_blocks, seeded_db, change, attempts):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from pydantic import SecretStr
+
+    from sandbox.procs import free_port
+
+    update = ({"port": free_port(), "connect_timeout": 1} if change == "port"
+              else {"password": SecretStr("wrong")})
+    name = f"db-bad-{uuid.uuid4().hex[:8]}"
+    seeded_db.model_copy(update=update).save(name)
+    state = backup_flow(database_block=name, store_block=saved_blocks["store_block"],
+                        encryption_block=saved_blocks["encryption_block"],
+                        retries=1, retry_delay_seconds=0, return_state=True)
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    attempt = next(r for r in runs if r.name.startswith("backup-attempt"))
+    assert attempt.run_count == attempts  # unreachable (transient) retried; bad login not

@@ -1,0 +1,184 @@
+"""CI's path end to end: a real Prefect server with basic auth, a worker, `veza-ops trigger`."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from tests.fixtures.recovery import SEED_SQL, create_empty_db
+from tests.release import helpers as h
+
+pytestmark = pytest.mark.timeout(300)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+RUN_ID = re.compile(r"flow run \S+ \(([0-9a-f-]{36})\)")
+
+
+@dataclass
+class Platform:
+    """The module's Prefect server (basic auth), its worker, and what was registered on it."""
+
+    server: Any
+    sandbox: Any
+    blocks: str
+    bucket: str
+    s3: Any
+
+    def env(self, *, with_auth: bool = True) -> dict[str, str]:
+        env = self.server.client_env(with_auth=with_auth)
+        env["PYTHONPATH"] = str(PROJECT_ROOT)
+        return env
+
+    def trigger(self, *args: str, with_auth: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the real ``veza-ops trigger`` CLI in a subprocess."""
+        return subprocess.run(
+            [sys.executable, "-m", "veza_ops", "trigger", *args],
+            cwd=PROJECT_ROOT, env=self.env(with_auth=with_auth), capture_output=True,
+            text=True, timeout=240, check=False,
+        )
+
+    def count_runs(self) -> int:
+        """How many flow runs the server has, read over HTTP with basic auth."""
+        user, password = self.server.auth_string.split(":", 1)
+        answer = httpx.post(f"{self.server.api_url}/flow_runs/count", json={},
+                            auth=(user, password), timeout=10)
+        answer.raise_for_status()
+        return int(answer.json())
+
+
+def _prefect(argv: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run([PREFECT, "--no-prompt", *argv], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, sandbox_stack: Any, pg_server: Any,
+    s3_server: Any, gpg_key: Any,
+) -> Iterator[Platform]:
+    from sandbox.prefect_server import start_prefect_server
+    from veza_ops.blocks_setup import (
+        register_recovery_blocks,
+        register_release_blocks,
+        sandbox_recovery_blocks,
+    )
+    from veza_ops.demo import prefect_settings
+
+    home = tmp_path_factory.mktemp("prefect-e2e")
+    server = start_prefect_server(home, auth_string=f"ci:{secrets.token_urlsafe(16)}", ui=False)
+    try:
+        env = {**server.client_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+        _prefect(["work-pool", "create", "veza-ops", "--type", "process"], env)
+        _prefect(["deploy", "--all"], env)
+        dbname = f"veza_{uuid.uuid4().hex[:8]}"
+        create_empty_db(pg_server, dbname)
+        import psycopg
+
+        with psycopg.connect(pg_server.conninfo(dbname)) as conn:
+            conn.execute(SEED_SQL)
+        bucket = f"veza-backups-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3", endpoint_url=s3_server.endpoint_url,
+                     aws_access_key_id=s3_server.access_key,
+                     aws_secret_access_key=s3_server.secret_key,
+                     region_name=s3_server.region).create_bucket(Bucket=bucket)
+        blocks = f"e2e-{uuid.uuid4().hex[:8]}"
+        with prefect_settings(server):
+            register_release_blocks(sandbox_stack, name=blocks)
+            register_recovery_blocks(**sandbox_recovery_blocks(
+                pg=pg_server, dbname=dbname, s3=s3_server, bucket=bucket, key=gpg_key))
+        server.start_worker(cwd=PROJECT_ROOT, log_dir=home,
+                            extra_env={**sandbox_stack.env(), "PYTHONPATH": str(PROJECT_ROOT)})
+        yield Platform(server, sandbox_stack, blocks, bucket, s3_server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def catalogue(platform: Platform, sandbox_namespaces: tuple[str, str], tmp_path: Path) -> str:
+    staging, production = sandbox_namespaces
+    path = h.write_catalogue(tmp_path / "catalogue.yaml", staging_ns=staging,
+                             production_ns=production, blocks=platform.blocks,
+                             interval_s=2.0, intervals=3, keep_old_colour_s=1.0)
+    return str(path)
+
+
+def _selectors(platform: Platform, catalogue_path: str) -> dict[str, Any]:
+    import yaml
+
+    namespace = yaml.safe_load(Path(catalogue_path).read_text())["environments"]["production"][
+        "namespace"]
+    _, core = h.apis(platform.sandbox)
+    return h.selectors(core, namespace)
+
+
+def test_release_to_production_exits_0(platform: Platform, catalogue: str) -> None:
+    h.push_all(platform.sandbox, "7.1.0")
+    done = platform.trigger("release/production", "--param", "version=7.1.0",
+                            "--param", "skip_build=true", "--param", f"catalogue_path={catalogue}",
+                            "--wait", "--timeout", "200")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Completed" in done.stdout and "/runs/flow-run/" in done.stdout
+    assert _selectors(platform, catalogue) == {s: "green" for s in h.ORDER}
+
+
+def test_failing_release_exits_1(platform: Platform, catalogue: str) -> None:
+    h.push_all(platform.sandbox, "7.2.0", error_rate=1.0)
+    done = platform.trigger("release/production", "--param", "version=7.2.0",
+                            "--param", "skip_build=true", "--param", f"catalogue_path={catalogue}",
+                            "--wait", "--timeout", "200")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Failed" in done.stderr
+    assert _selectors(platform, catalogue) == {s: "blue" for s in h.ORDER}
+
+
+def test_backup_exits_0_and_leaves_a_manifest(platform: Platform) -> None:
+    done = platform.trigger("backup/nightly-full", "--wait", "--timeout", "200")
+    assert done.returncode == 0, done.stdout + done.stderr
+    s3 = boto3.client("s3", endpoint_url=platform.s3.endpoint_url,
+                      aws_access_key_id=platform.s3.access_key,
+                      aws_secret_access_key=platform.s3.secret_key, region_name=platform.s3.region)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=platform.bucket).get("Contents", [])]
+    assert any("manifest" in key for key in keys), keys
+
+
+def test_trigger_without_credentials_is_refused_clearly(platform: Platform) -> None:
+    before = platform.count_runs()
+    done = platform.trigger("backup/hourly", "--wait", with_auth=False)
+    assert done.returncode == 2
+    assert "PREFECT_API_AUTH_STRING" in done.stderr and "401" in done.stderr
+    assert platform.server.auth_string.split(":", 1)[1] not in done.stdout + done.stderr
+    assert platform.count_runs() == before
+
+
+def test_same_idempotency_key_reuses_the_run(platform: Platform) -> None:
+    key = f"sha-{uuid.uuid4().hex}"
+    first = platform.trigger("prune-backups/daily", "--idempotency-key", key, "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    count = platform.count_runs()
+    second = platform.trigger("prune-backups/daily", "--idempotency-key", key, "--wait")
+    assert second.returncode == 0, second.stdout + second.stderr
+    first_id = RUN_ID.search(first.stdout)
+    second_id = RUN_ID.search(second.stdout)
+    assert first_id and second_id and first_id.group(1) == second_id.group(1)
+    assert platform.count_runs() == count
+
+
+def test_unknown_parameter_is_refused_before_any_run(platform: Platform) -> None:
+    before = platform.count_runs()
+    done = platform.trigger("backup/hourly", "--param", "kindd=full", "--wait")
+    assert done.returncode == 2
+    assert "unknown parameter" in done.stderr and "kindd" in done.stderr
+    assert platform.count_runs() == before
+
