@@ -312,7 +312,7 @@ def handle(store: Store, req: Request, route: Route, *, logs_dir: Path | None = 
             meta = item["metadata"]
             try:
                 deleted.append(store.delete(res, meta.get("namespace"), meta["name"],
-                                            propagation=policy))
+                                            propagation=policy, dry_run=dry_run))
             except ApiError as exc:
                 if exc.code != 404:
                     raise

@@ -19,12 +19,18 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class K8sServer:
-    """A running emulator process."""
+    """A running emulator process.
+
+    ``url`` is plain HTTP; the same port also speaks TLS (``https_url``, certificate
+    ``ca_cert``), which is what the kubeconfig uses because kubectl sends tokens only over TLS.
+    """
 
     url: str
     token: str
     kubeconfig: Path
     pid: int
+    https_url: str = ""
+    ca_cert: Path | None = None
 
     def stop(self, *, timeout: float = 15.0) -> None:
         """Stop the emulator and its pods (SIGTERM to its process group, then SIGKILL).
@@ -123,4 +129,5 @@ def start_k8s(
         if pid_alive(proc.pid):
             stop_pid(proc.pid, timeout=5)
         raise
-    return K8sServer(url=url, token=token, kubeconfig=kubeconfig, pid=proc.pid)
+    return K8sServer(url=url, token=token, kubeconfig=kubeconfig, pid=proc.pid,
+                     https_url=str(state.get("https_url", "")), ca_cert=dir / "k8s-tls.crt")

@@ -399,3 +399,16 @@ def test_watch_from_an_expired_resource_version_raises_410():
         store.close()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_one_port_speaks_plain_http_and_tls(k8s_server, scheme):
+    config = client.Configuration(host=k8s_server.url if scheme == "http"
+                                  else k8s_server.https_url)
+    if scheme == "https":
+        config.ssl_ca_cert = str(k8s_server.ca_cert)
+    config.api_key = {"authorization": k8s_server.token}
+    config.api_key_prefix = {"authorization": "Bearer"}
+    with client.ApiClient(config) as api:
+        names = [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
+    assert "default" in names

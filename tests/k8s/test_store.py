@@ -90,3 +90,26 @@ def test_json_patch_move_copy_and_append():
                            {"op": "move", "from": "/b/c", "path": "/e"}])
     assert out == {"a": [1, 2, 3], "b": {}, "d": {"c": 1}, "e": 1}
     assert doc == {"a": [1, 2], "b": {"c": 1}}
+
+
+def test_concurrent_patches_are_atomic_and_stale_updates_conflict():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sandbox.k8s.errors import Conflict
+
+    store = Store()
+    store.create(r.NAMESPACES, None, {"metadata": {"name": "ns"}})
+    first = store.create(r.CONFIGMAPS, "ns", {"metadata": {"name": "c"}, "data": {}})
+
+    def add(i: int) -> None:
+        store.patch(r.CONFIGMAPS, "ns", "c",
+                    lambda cur: strategic_merge(cur, {"data": {f"k{i}": str(i)}}))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(add, range(40)))
+    final = store.get(r.CONFIGMAPS, "ns", "c")
+    assert len(final["data"]) == 40
+    assert int(final["metadata"]["resourceVersion"]) == int(
+        first["metadata"]["resourceVersion"]) + 40
+    with pytest.raises(Conflict):
+        store.update(r.CONFIGMAPS, "ns", first)

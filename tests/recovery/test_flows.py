@@ -88,13 +88,15 @@ def test_round_trip_through_the_flows_and_no_secret_in_any_log(
     slug = seeded_db.dbname.replace("_", "-")
     APILogWorker.drain_all(timeout=30)
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[f"backup-{slug}", f"restore-test-{slug}",
-                                        f"backup-progress-{slug}"])))}
+                                        f"backup-progress-{slug}"])))
+        keys = {a.key for a in artifacts}
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
     assert keys == {f"backup-{slug}", f"restore-test-{slug}", f"backup-progress-{slug}"}
     assert logs  # the flow runs did log
     text = caplog.text + "\n".join(log.message for log in logs)
+    text += "\n".join(str(a.data) + str(a.description) for a in artifacts)
     assert manifest.backup_id in text
     secrets = [
         pg_server.password,

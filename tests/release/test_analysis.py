@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ def test_only_silence_never_promotes():
 class FakeClock:
     """A clock that advances only when the analysis waits."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.now = 1000.0
         self.waits: list[float] = []
 
@@ -106,10 +107,10 @@ class FakeClock:
 class ScriptedPrometheus:
     """Answers instant queries from a script of (success rate, p99 seconds) or an error."""
 
-    def __init__(self, script):
+    def __init__(self, script) -> None:
         self.script = list(script)
         self.queries: list[str] = []
-        self.current = None
+        self.current: Any = None
 
     def query(self, promql):
         self.queries.append(promql)

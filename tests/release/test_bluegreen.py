@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from kubernetes import client as k8s
 
@@ -9,7 +11,7 @@ from tasks.bluegreen import clone_for_colour, live_colour, other_colour
 from veza_ops.errors import InvalidInputError
 
 
-def live_deployment():
+def live_deployment() -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "veza-web-blue", "namespace": "p", "uid": "u1",
@@ -77,6 +79,6 @@ def test_colours():
     svc = k8s.V1Service(metadata=k8s.V1ObjectMeta(name="veza-web"),
                         spec=k8s.V1ServiceSpec(selector={"app": "veza-web", "color": "green"}))
     assert live_colour(svc) == "green"
-    svc.spec.selector = {"app": "veza-web"}
+    svc.spec = k8s.V1ServiceSpec(selector={"app": "veza-web"})
     with pytest.raises(InvalidInputError, match=r"selector\.color"):
         live_colour(svc)

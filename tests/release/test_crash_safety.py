@@ -17,7 +17,7 @@ DOWN = ColourState(exists=True, replicas=0, ready_replicas=0, image="i:1")
 GONE = ColourState(exists=False)
 
 
-def state(selected, blue, green, pending=None, previous=None, name="svc"):
+def state(selected, blue, green, pending=None, previous=None, name="svc") -> ServiceState:
     return ServiceState(service=name, service_name=name, selected=selected,
                         pending_release=pending, previous_colour=previous,
                         colours={"blue": blue, "green": green})

@@ -42,7 +42,7 @@ class Env:
 
     def url(self, namespace: str, service: str) -> str:
         svc = self.core.read_namespaced_service(service, namespace)
-        return svc.metadata.annotations["sandbox.veza.io/url"]
+        return str((svc.metadata.annotations or {})["sandbox.veza.io/url"])
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def run_release(catalogue: str, version: str, **kwargs: Any) -> Any:
 
 
 def served_image(url: str, path: str = "/api/v1/tracks") -> str:
-    return httpx.get(url + path, timeout=5).json()["image"]
+    return str(httpx.get(url + path, timeout=5).json()["image"])
 
 
 def api_logs() -> str:
@@ -178,9 +178,18 @@ def test_never_ready_image_stopped_in_staging(env):
     h.wait_for(lambda: rollout_status(
         env.apps.read_namespaced_deployment("veza-web-blue", env.staging)).done,
         timeout=30, what="staging web rolled back")
-    assert served_image(env.url(env.staging, "veza-web"), "/") == "veza/web:1.0.0"
+    page = httpx.get(env.url(env.staging, "veza-web") + "/", timeout=5).text
+    assert "veza/web:1.0.0" in page and "veza/web:2.4.0" not in page
     after = h.snapshot(env.apps, env.core, env.production)
+    # Production objects untouched; only the release history records the failure.
+    assert after.pop("configmaps") == ["veza-ops-releases"]
+    before.pop("configmaps")
     assert after == before
+    from tasks.records import last_release
+
+    record = last_release(env.core, env.production)
+    assert record is not None and record.outcome == "failed"
+    assert "veza-web-blue" in (record.reason or "")
 
 
 def test_prometheus_stopped_during_verification_rolls_back(env):
@@ -296,7 +305,7 @@ def test_unknown_block_and_bad_overrides_refused(env, tmp_path):
         release(version="3.0.0", catalogue_path=str(bad), skip_build=True)
     with pytest.raises(Exception, match="interval_s"):
         release(version="3.0.0", catalogue_path=env.catalogue(), skip_build=True,
-                analysis={"interval_s": -1})
+                analysis={"interval_s": -1})  # type: ignore[call-overload]
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(env):

@@ -8,7 +8,7 @@ from tasks.rollout import pod_problems, rollout_status
 
 
 def deployment(*, generation=2, observed=2, spec_replicas=2, replicas=2, updated=2,
-               available=2, conditions=None):
+               available=2, conditions=None) -> k8s.V1Deployment:
     return k8s.V1Deployment(
         metadata=k8s.V1ObjectMeta(name="web", generation=generation),
         spec=k8s.V1DeploymentSpec(
@@ -71,13 +71,13 @@ def test_updated_replicas_not_available():
 def test_missing_status_fields_count_as_zero():
     dep = deployment()
     dep.status = None
-    dep.metadata.generation = None
+    dep.metadata = k8s.V1ObjectMeta(name="web")
     status = rollout_status(dep)
     assert not status.done
     assert "0 out of 2" in status.message
 
 
-def pod(name, *, waiting=None, ready=False, phase="Running", terminated=None):
+def pod(name, *, waiting=None, ready=False, phase="Running", terminated=None) -> k8s.V1Pod:
     state = k8s.V1ContainerState(
         waiting=k8s.V1ContainerStateWaiting(reason=waiting) if waiting else None,
         terminated=k8s.V1ContainerStateTerminated(exit_code=1, reason=terminated)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tasks.staging import image_patch, previous_revision_template
 from veza_ops.errors import RolloutError
 
 
-def rs(name, revision, image, uid="dep-uid"):
+def rs(name, revision, image, uid="dep-uid") -> dict[str, Any]:
     return {
         "metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision":
                                                    str(revision)},
@@ -38,7 +40,7 @@ def test_undo_without_previous_revision_fails_clearly():
 
 
 def test_image_patch_is_a_strategic_merge_on_the_container_name():
-    dep = {"spec": {"template": {"spec": {"containers": [
+    dep: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [
         {"name": "web", "image": "web:1", "envFrom": [{"secretRef": {"name": "web-secrets"}}]},
     ]}}}}
     assert image_patch(dep, container="web", image="web:2") == {
