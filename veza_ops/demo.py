@@ -262,7 +262,8 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
                 pg=pg, dbname=DATABASE, s3=s3, bucket=BUCKET, key=key))
         push_demo_images(sandbox)
         print("- process worker on `veza-ops`", file=out)
-        worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT)}
+        worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT),
+                      "PREFECT_WORKER_QUERY_SECONDS": "2"}
         pid = server.start_worker(cwd=PROJECT_ROOT, log_dir=dir, extra_env=worker_env)
         stack.record("prefect-worker", pid)
     except BaseException:

@@ -103,7 +103,8 @@ def platform(
             register_recovery_blocks(**sandbox_recovery_blocks(
                 pg=pg_server, dbname=dbname, s3=s3_server, bucket=bucket, key=gpg_key))
         server.start_worker(cwd=PROJECT_ROOT, log_dir=home,
-                            extra_env={**sandbox_stack.env(), "PYTHONPATH": str(PROJECT_ROOT)})
+                            extra_env={**sandbox_stack.env(), "PYTHONPATH": str(PROJECT_ROOT),
+                                       "PREFECT_WORKER_QUERY_SECONDS": "1"})
         yield Platform(server, sandbox_stack, blocks, bucket, s3_server)
     finally:
         server.stop()
@@ -168,10 +169,10 @@ def test_trigger_without_credentials_is_refused_clearly(platform: Platform) -> N
 
 def test_same_idempotency_key_reuses_the_run(platform: Platform) -> None:
     key = f"sha-{uuid.uuid4().hex}"
-    first = platform.trigger("prune-backups/daily", "--idempotency-key", key, "--wait")
+    first = platform.trigger("prune-backups/daily", "--idempotency-key", key)
     assert first.returncode == 0, first.stdout + first.stderr
     count = platform.count_runs()
-    second = platform.trigger("prune-backups/daily", "--idempotency-key", key, "--wait")
+    second = platform.trigger("prune-backups/daily", "--idempotency-key", key)
     assert second.returncode == 0, second.stdout + second.stderr
     first_id = RUN_ID.search(first.stdout)
     second_id = RUN_ID.search(second.stdout)

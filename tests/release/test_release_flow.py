@@ -42,7 +42,7 @@ class Env:
 
     def url(self, namespace: str, service: str) -> str:
         svc = self.core.read_namespaced_service(service, namespace)
-        return str((svc.metadata.annotations or {})["sandbox.veza.io/url"])
+        return str(svc.metadata.annotations["sandbox.veza.io/url"])  # type: ignore[union-attr,index]
 
 
 @pytest.fixture(scope="module")
