@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -22,6 +22,7 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    peaks: dict[str, int] = field(default_factory=dict)  # sampled peak RSS per command name
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -39,43 +40,53 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _rss(pid: int) -> int:
+def _name_and_rss(pid: int) -> tuple[str, int]:
+    name, rss = "?", 0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+            if line.startswith("Name:"):
+                name = line.split(maxsplit=1)[1] if len(line.split()) > 1 else "?"
+            elif line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return name, rss
 
 
-def tree_rss(root: int) -> int:
-    """Sum of the RSS of ``root`` and all its descendants, now.
+def tree_rss(root: int) -> tuple[int, dict[str, int]]:
+    """RSS of ``root`` and all its descendants, now.
 
     Args:
         root: a pid.
 
     Returns:
-        Bytes.
+        (the sum in bytes, the largest RSS per command name).
     """
     children = _children_map()
     total, todo = 0, [root]
+    by_name: dict[str, int] = {}
     while todo:
         pid = todo.pop()
-        total += _rss(pid)
+        name, rss = _name_and_rss(pid)
+        total += rss
+        by_name[name] = max(by_name.get(name, 0), rss)
         todo.extend(children.get(pid, []))
-    return total
+    return total, by_name
 
 
 class _Sampler(threading.Thread):
     def __init__(self, pid: int, interval: float) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak = pid, interval, 0
+        self.peaks: dict[str, int] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
+            total, by_name = tree_rss(self.pid)
+            self.peak = max(self.peak, total)
+            for name, rss in by_name.items():
+                self.peaks[name] = max(self.peaks.get(name, 0), rss)
             self.done.wait(self.interval)
 
 
@@ -134,4 +145,5 @@ def measure(
         returncode=proc.returncode,
         stdout=stdout,
         stderr=stderr,
+        peaks=dict(sampler.peaks),
     )

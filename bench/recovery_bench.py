@@ -70,6 +70,7 @@ class Row:
     max_rss_mib: float
     output_mib: float | None = None
     note: str = ""
+    peaks_mib: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -290,6 +291,7 @@ def _record(
             max_rss_mib=round(run.max_rss / MiB, 1),
             output_mib=None if size is None else round(size / MiB, 1),
             note=note,
+            peaks_mib={k: round(v / MiB, 1) for k, v in sorted(run.peaks.items())},
         )
     )
     _log(f"{phase} {variant}: {run.wall_s:.1f} s, tree peak {run.tree_peak_rss / MiB:.0f} MiB")
@@ -488,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(bench.results))
     for line in summary["ratios"]:
         print(line)
+    for r in bench.results:
+        peaks = ", ".join(f"{k} {v:.0f}" for k, v in r.peaks_mib.items())
+        print(f"sampled peak RSS (MiB) {r.phase} {r.variant}: {peaks}")
     if opts.json:
         opts.json.write_text(json.dumps(summary, indent=2))
     return 0

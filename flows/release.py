@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from tasks.rollback import switch_back
 from tasks.secrets_sync import sync_secrets_task
 from tasks.services import Catalogue, ServiceSpec, load_catalogue
 from tasks.staging import deploy_to_staging_task
-from veza_ops.errors import ReleaseError, VezaOpsError
+from veza_ops.errors import LockHeldError, ReleaseError, VezaOpsError
 
 DEFAULT_CATALOGUE = "deployments/catalogue.yaml"
 
@@ -121,8 +122,8 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
     holder = f"release/{release_id}"
     summary = ReleaseSummary(release_id=release_id, environment=environment, version=version,
                              outcome="running", dry_run=dry_run)
-    summary.plan = _plan(specs, version, rolling, bluegreen, skip_build)
     if dry_run:
+        summary.plan = _plan(specs, version, rolling, bluegreen, skip_build)
         for line in summary.plan:
             logger.info("plan: %s", line)
         summary.outcome = "dry-run"
@@ -138,6 +139,7 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
     changed = False
     switches: list[SwitchRecord] = []
     locks: list[Lock] = []
+    lost: list[threading.Event] = []
     error: BaseException | None = None
     try:
         with ExitStack() as stack:
@@ -145,7 +147,7 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
                 lock = acquire_release_lock(c.coordination_v1, c.env.namespace, holder,
                                             c.env.lock_ttl_s, wait_s=c.env.lock_wait_s)
                 locks.append(lock)
-                stack.enter_context(keep_lock(lock))
+                lost.append(stack.enter_context(keep_lock(lock)))
             if bluegreen is not None:
                 done, problems = reconcile_task(
                     bluegreen.apps_v1, bluegreen.core_v1, bluegreen.env.namespace,
@@ -202,6 +204,9 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
                     record.secrets = secrets
                     record.colours = {s.name: "-" for s in specs}
 
+            if any(event.is_set() for event in lost):
+                raise LockHeldError("the release lock was lost (not renewed in time)",
+                                    hint="another release may run; re-run this one later")
             if bluegreen is not None:
                 _production(catalogue, bluegreen, staging=staging, specs=specs,
                             version=version, holder=holder, record=record, summary=summary,

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = PROJECT_ROOT / ".sandbox" / "demo"
 STATE_FILE = "demo.json"
+WORKER = "prefect-worker"
 GOOD_VERSION = "1.1.0"
 BAD_VERSION = "1.2.0"
 BAD_SERVICE = "veza/backend-api"
@@ -99,6 +100,24 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (a worker's flow-run processes run in their own sessions)."""
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _stop_flow_runs(worker_pid: int) -> None:
+    """Stop the flow-run processes a worker started (each leads its own session)."""
+    from sandbox.procs import stop_pid
+
+    for child in _children(worker_pid):
+        stop_pid(child, timeout=20)
+
+
 def clean_stale(dir: Path) -> None:
     """Stop what a previous demo in ``dir`` left running and drop its Prefect database.
 
@@ -114,15 +133,19 @@ def clean_stale(dir: Path) -> None:
     state_path = dir / STATE_FILE
     if state_path.exists():
         with contextlib.suppress(ValueError):
-            for entry in json.loads(state_path.read_text()).values():
+            for name, entry in json.loads(state_path.read_text()).items():
                 pid = int(entry.get("pid") or 0)
                 if pid > 0 and _start_ticks(pid) == entry.get("ticks"):
+                    if name == WORKER:
+                        _stop_flow_runs(pid)
                     stop_pid(pid, timeout=20)
                 if entry.get("root"):
                     shutil.rmtree(entry["root"], ignore_errors=True)
         state_path.unlink(missing_ok=True)
     down(dir / "sandbox")
     shutil.rmtree(dir / "prefect", ignore_errors=True)
+    for log in ("prefect-worker.log", "prefect-cli.log", "moto.log"):
+        (dir / log).unlink(missing_ok=True)
 
 
 def _seed_database(pg: Any) -> None:
@@ -265,7 +288,8 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT),
                       "PREFECT_WORKER_QUERY_SECONDS": "2"}
         pid = server.start_worker(cwd=PROJECT_ROOT, log_dir=dir, extra_env=worker_env)
-        stack.record("prefect-worker", pid)
+        stack.record(WORKER, pid)
+        stack.on_stop(WORKER, lambda: _stop_flow_runs(pid))
     except BaseException:
         stack.stop()
         raise
@@ -273,7 +297,7 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
 
 
 def demo_steps() -> list[Step]:
-    """The four runs the demo triggers, in order.
+    """The runs the demo triggers, in order (the prune dry run publishes the backup catalogue).
 
     Returns:
         The steps.
@@ -284,6 +308,7 @@ def demo_steps() -> list[Step]:
         Step("bad release", "release/production", {"version": BAD_VERSION, **by}, 1),
         Step("backup", "backup/nightly-full", {}, 0),
         Step("restore test", "restore-test/monthly", {}, 0),
+        Step("backup catalogue", "prune-backups/daily", {"dry_run": True}, 0),
     ]
 
 
@@ -345,7 +370,7 @@ def summary_table(steps: list[Step]) -> str:
 
 def run_demo(dir: Path = DEFAULT_DIR, *, exit_after: bool = False,
              out: TextIO = sys.stdout) -> int:
-    """Set up everything, trigger the four runs, print the summary; stay up until Ctrl-C.
+    """Set up everything, trigger the demo runs, print the summary; stay up until Ctrl-C.
 
     Args:
         dir: the demo directory (stale state of a previous demo there is cleaned first).

@@ -36,7 +36,7 @@ class Platform:
     s3: Any
 
     def env(self, *, with_auth: bool = True) -> dict[str, str]:
-        env = self.server.client_env(with_auth=with_auth)
+        env: dict[str, str] = self.server.client_env(with_auth=with_auth)
         env["PYTHONPATH"] = str(PROJECT_ROOT)
         return env
 
@@ -187,3 +187,22 @@ def test_unknown_parameter_is_refused_before_any_run(platform: Platform) -> None
     assert "unknown parameter" in done.stderr and "kindd" in done.stderr
     assert platform.count_runs() == before
 
+
+
+def test_blocks_cli_registers_the_sandbox_blocks(platform: Platform) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "veza_ops", "blocks", "register-sandbox",
+         "--dir", str(platform.sandbox.dir), "--name", name],
+        cwd=PROJECT_ROOT, env=platform.env(), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    user, password = platform.server.auth_string.split(":", 1)
+    answer = httpx.post(f"{platform.server.api_url}/block_documents/filter",
+                        json={"block_documents": {"name": {"any_": [name]}}},
+                        auth=(user, password), timeout=10)
+    answer.raise_for_status()
+    types = sorted(doc["block_type"]["slug"] for doc in answer.json())
+    assert len(types) == 3, types
+    assert platform.sandbox.vault_token not in answer.text
