@@ -132,7 +132,11 @@ def start_prefect_server(
         except httpx.HTTPError:
             return False
 
-    wait_until(_healthy, timeout=timeout, what=f"the Prefect server on {api_url}", interval=0.5)
+    try:
+        wait_until(_healthy, timeout=timeout, what=f"the Prefect server on {api_url}", interval=0.5)
+    except BaseException:
+        stop_pid(proc.pid)
+        raise
     return PrefectServer(
         api_url=api_url,
         ui_url=f"http://127.0.0.1:{port}",

@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = PROJECT_ROOT / ".sandbox" / "demo"
-STATE_FILE = "demo.json"
-WORKER = "prefect-worker"
-GOOD_VERSION = "1.1.0"
-BAD_VERSION = "1.2.0"
-BAD_SERVICE = "veza/backend-api"
-PRODUCTION_NS = "veza-production"
-BUCKET = "veza-backups"
-DATABASE = "veza"
-SEED_SQL = """
-CREATE TABLE artists (id serial PRIMARY KEY, name text NOT NULL UNIQUE, country text);
-CREATE TABLE tracks (id bigserial PRIMARY KEY, artist_id int NOT NULL REFERENCES artists(id),
-                     title text NOT NULL, duration_s int NOT NULL);
-CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, created_at timestamptz);
-INSERT INTO artists (name, country)
-    SELECT 'artist ' || g, (ARRAY['FR','DE','US'])[1 + g % 3] FROM generate_series(1, 50) g;
-INSERT INTO tracks (artist_id, title, duration_s)
-    SELECT 1 + g % 50, 'track ' || g, 60 + g % 300 FROM generate_series(1, 500) g;
-INSERT INTO users (email, created_at)
-    SELECT 'listener' || g || '@veza.invalid', now() - g * interval '1 hour'
-    FROM generate_series(1, 200) g;
-"""
+from veza_ops.demo_stack import (
+    BAD_VERSION,
+    DEFAULT_DIR,
+    GOOD_VERSION,
+    PRODUCTION_NS,
+    build_stack,
+    clean_stale,
+    prefect_settings,
+)
 
 
 @dataclass
@@ -60,126 +41,6 @@ class Step:
     def as_expected(self) -> bool:
         """Whether the run ended the way the demo meant it to."""
         return self.exit_code == self.expected_exit
-
-
-@dataclass
-class Stack:
-    """Everything the demo started, so that it can be stopped again (also after a crash)."""
-
-    dir: Path
-    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-
-    def record(self, name: str, pid: int, **extra: Any) -> None:
-        """Note a started process in ``DIR/demo.json`` (for the next run's stale cleanup)."""
-        self.processes[name] = {"pid": pid, "ticks": _start_ticks(pid), **extra}
-        (self.dir / STATE_FILE).write_text(json.dumps(self.processes, indent=2))
-
-    def on_stop(self, name: str, stop: Callable[[], None]) -> None:
-        """Register how to stop a part (stopped in reverse order)."""
-        self.stoppers.append((name, stop))
-
-    def stop(self) -> None:
-        """Stop every part, last started first; never raises."""
-        from sandbox.stack import down
-
-        for _name, stop in reversed(self.stoppers):
-            with contextlib.suppress(Exception):
-                stop()
-        self.stoppers.clear()
-        with contextlib.suppress(Exception):
-            down(self.dir / "sandbox")
-        (self.dir / STATE_FILE).unlink(missing_ok=True)
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (a worker's flow-run processes run in their own sessions)."""
-    found: list[int] = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
-def _stop_flow_runs(worker_pid: int) -> None:
-    """Stop the flow-run processes a worker started (each leads its own session)."""
-    from sandbox.procs import stop_pid
-
-    for child in _children(worker_pid):
-        stop_pid(child, timeout=20)
-
-
-def clean_stale(dir: Path) -> None:
-    """Stop what a previous demo in ``dir`` left running and drop its Prefect database.
-
-    Only processes recorded in ``DIR/demo.json`` whose pid and start time still match are
-    stopped, so a recycled pid is never signalled.
-
-    Args:
-        dir: the demo directory.
-    """
-    from sandbox.procs import stop_pid
-    from sandbox.stack import down
-
-    state_path = dir / STATE_FILE
-    if state_path.exists():
-        with contextlib.suppress(ValueError):
-            for name, entry in json.loads(state_path.read_text()).items():
-                pid = int(entry.get("pid") or 0)
-                if pid > 0 and _start_ticks(pid) == entry.get("ticks"):
-                    if name == WORKER:
-                        _stop_flow_runs(pid)
-                    stop_pid(pid, timeout=20)
-                if entry.get("root"):
-                    shutil.rmtree(entry["root"], ignore_errors=True)
-        state_path.unlink(missing_ok=True)
-    down(dir / "sandbox")
-    shutil.rmtree(dir / "prefect", ignore_errors=True)
-    for log in ("prefect-worker.log", "prefect-cli.log", "moto.log"):
-        (dir / log).unlink(missing_ok=True)
-
-
-def _seed_database(pg: Any) -> None:
-    import psycopg
-
-    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    with psycopg.connect(pg.conninfo(DATABASE)) as conn:
-        conn.execute(SEED_SQL)
-
-
-def _create_bucket(s3: Any) -> None:
-    import boto3
-
-    boto3.client(
-        "s3", endpoint_url=s3.endpoint_url, aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key, region_name=s3.region,
-    ).create_bucket(Bucket=BUCKET)
-
-
-def push_demo_images(sandbox: Any) -> None:
-    """Push 1.1.0 (healthy) and 1.2.0 (backend API too slow: p99 900 ms) to the sandbox registry.
-
-    Args:
-        sandbox: the running :class:`sandbox.stack.Sandbox`.
-    """
-    from sandbox.registry import Behaviour
-    from sandbox.seeding import SERVICES
-
-    for service in SERVICES:
-        sandbox.registry.push(service.image(GOOD_VERSION), Behaviour())
-        bad = service.image(BAD_VERSION).startswith(BAD_SERVICE + ":")
-        sandbox.registry.push(service.image(BAD_VERSION),
-                              Behaviour(latency_ms=900) if bad else Behaviour())
 
 
 def production_selectors(sandbox: Any) -> dict[str, str]:
@@ -204,96 +65,6 @@ def production_selectors(sandbox: Any) -> dict[str, str]:
         selector = (spec.selector if spec else None) or {}
         out[service.name] = str(selector.get("color"))
     return out
-
-
-def _prefect(argv: list[str], env: dict[str, str], log: Path) -> None:
-    exe = str(Path(sys.executable).with_name("prefect"))
-    with open(log, "ab") as out:
-        done = subprocess.run([exe, "--no-prompt", *argv], cwd=PROJECT_ROOT, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"`prefect {' '.join(argv)}` failed ({done.returncode}); see {log}")
-
-
-@contextlib.contextmanager
-def prefect_settings(server: Any) -> Iterator[None]:
-    """Point this process's Prefect client at ``server`` for the duration of the block."""
-    from prefect.settings import (
-        PREFECT_API_AUTH_STRING,
-        PREFECT_API_URL,
-        PREFECT_UI_URL,
-        temporary_settings,
-    )
-
-    updates: dict[Any, Any] = {PREFECT_API_URL: server.api_url, PREFECT_UI_URL: server.ui_url}
-    if server.auth_string:
-        updates[PREFECT_API_AUTH_STRING] = server.auth_string
-    with temporary_settings(updates=updates):
-        yield
-
-
-def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
-    """Start the sandbox, PostgreSQL, S3, Prefect and a worker; deploy; register blocks.
-
-    Args:
-        dir: the demo directory.
-        out: where progress goes.
-
-    Returns:
-        The stack, the sandbox and the Prefect server.
-    """
-    from sandbox.gpg import generate_key
-    from sandbox.postgres import start_postgres
-    from sandbox.prefect_server import start_prefect_server
-    from sandbox.s3 import start_s3
-    from sandbox.stack import up
-    from veza_ops.automations import ensure_zombie_automation
-    from veza_ops.blocks_setup import (
-        register_recovery_blocks,
-        register_release_blocks,
-        sandbox_recovery_blocks,
-    )
-
-    stack = Stack(dir)
-    try:
-        print("- sandbox: Kubernetes emulator, Prometheus, Vault emulator (seeded)", file=out)
-        sandbox = up(dir / "sandbox", seed=True)
-        print("- PostgreSQL 15 with a seeded `veza` database", file=out)
-        pg = start_postgres()
-        stack.record("postgres", pg.pid, root=str(pg.root))
-        stack.on_stop("postgres", pg.stop)
-        _seed_database(pg)
-        print("- S3 (moto) with the bucket `veza-backups`, gpg test key", file=out)
-        s3 = start_s3(dir)
-        stack.record("s3", s3.pid)
-        stack.on_stop("s3", s3.stop)
-        _create_bucket(s3)
-        key = generate_key("veza-backup", passphrase=secrets.token_urlsafe(12))
-        print("- Prefect server (UI included)", file=out)
-        server = start_prefect_server(dir / "prefect", ui=True)
-        stack.record("prefect-server", server.pid)
-        stack.on_stop("prefect-server", server.stop)
-        env = server.client_env()
-        print("- work pool `veza-ops`, `prefect deploy --all`", file=out)
-        _prefect(["work-pool", "create", "veza-ops", "--type", "process", "--overwrite"], env,
-                 dir / "prefect-cli.log")
-        _prefect(["deploy", "--all"], env, dir / "prefect-cli.log")
-        with prefect_settings(server):
-            ensure_zombie_automation()
-            register_release_blocks(sandbox)
-            register_recovery_blocks(**sandbox_recovery_blocks(
-                pg=pg, dbname=DATABASE, s3=s3, bucket=BUCKET, key=key))
-        push_demo_images(sandbox)
-        print("- process worker on `veza-ops`", file=out)
-        worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT),
-                      "PREFECT_WORKER_QUERY_SECONDS": "2"}
-        pid = server.start_worker(cwd=PROJECT_ROOT, log_dir=dir, extra_env=worker_env)
-        stack.record(WORKER, pid)
-        stack.on_stop(WORKER, lambda: _stop_flow_runs(pid))
-    except BaseException:
-        stack.stop()
-        raise
-    return stack, sandbox, server
 
 
 def demo_steps() -> list[Step]:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from sandbox.procs import pid_alive, stop_pid, wait_until
-from veza_ops.demo import STATE_FILE, Step, _start_ticks, clean_stale, summary_table
+from veza_ops.demo import Step, summary_table
+from veza_ops.demo_stack import STATE_FILE, _start_ticks, clean_stale
 
 IDLE = [sys.executable, "-c", "import sys; sys.stdin.read()"]
 

@@ -74,7 +74,7 @@ def platform(
         register_release_blocks,
         sandbox_recovery_blocks,
     )
-    from veza_ops.demo import prefect_settings
+    from veza_ops.demo_stack import prefect_settings
 
     home = tmp_path_factory.mktemp("prefect-e2e")
     with pytest.MonkeyPatch.context() as patch:
