@@ -77,20 +77,32 @@ def test_deployment_rolls_out_to_ready_pods_that_answer_http(cluster: Cluster):
         assert body["image"] == image
 
 
+def _observe_rollout(cluster: Cluster, ns: str) -> list[tuple[int, int]]:
+    """Record (desired replicas over all ReplicaSets, ready pods) after every change in ``ns``.
+
+    maxSurge bounds what the controller asks for (the ReplicaSets' desired replicas), as in the
+    real controller; a deleted pod may outlive its scale-down for a moment (Terminating on a
+    real cluster), so the pod count itself is not what maxSurge bounds.
+    """
+    seen: list[tuple[int, int]] = []
+
+    def observe(event: str, res: Any, obj: dict[str, Any]) -> None:
+        if obj["metadata"].get("namespace") == ns and res in (PODS, REPLICASETS):
+            desired = sum(rs["spec"].get("replicas", 0) for rs in _replicasets(cluster, ns))
+            ready = sum(1 for p in cluster.store.list(PODS, ns)[0] if pod_ready(p))
+            seen.append((desired, ready))
+
+    cluster.store.subscribe(observe)
+    return seen
+
+
 def test_rolling_update_honours_max_surge_and_max_unavailable(cluster: Cluster):
     ns = cluster.namespace()
     v1, v2 = cluster.push("veza/web:1"), cluster.push("veza/web:2")
     cluster.store.create(DEPLOYMENTS, ns, deployment("web", v1, replicas=3, port=8090))
     wait_for(lambda: _rolled_out(cluster, ns, "web"), what="first rollout")
 
-    seen: list[tuple[int, int]] = []
-
-    def observe(event: str, res: Any, obj: dict[str, Any]) -> None:
-        if res == PODS and obj["metadata"].get("namespace") == ns:
-            pods = cluster.store.list(PODS, ns)[0]
-            seen.append((len(pods), sum(1 for p in pods if pod_ready(p))))
-
-    cluster.store.subscribe(observe)
+    seen = _observe_rollout(cluster, ns)
     _set_image(cluster, ns, "web", v2)
     wait_for(lambda: _rolled_out(cluster, ns, "web"), what="rolling update")
 
@@ -279,15 +291,8 @@ def test_rolling_update_with_zero_surge_scales_down_first(cluster: Cluster):
         DEPLOYMENTS, ns, deployment("nosurge", v1, replicas=3, port=8093, strategy=strategy)
     )
     wait_for(lambda: _rolled_out(cluster, ns, "nosurge"), what="first rollout")
-    seen: list[tuple[int, int]] = []
-
-    def observe(event: str, res: Any, obj: dict[str, Any]) -> None:
-        if res == PODS and obj["metadata"].get("namespace") == ns:
-            pods = cluster.store.list(PODS, ns)[0]
-            seen.append((len(pods), sum(1 for p in pods if pod_ready(p))))
-
-    cluster.store.subscribe(observe)
+    seen = _observe_rollout(cluster, ns)
     _set_image(cluster, ns, "nosurge", v2)
     wait_for(lambda: _rolled_out(cluster, ns, "nosurge"), what="rolling update")
-    assert max(total for total, _ in seen) == 3  # maxSurge 0: never above replicas
+    assert max(desired for desired, _ in seen) == 3  # maxSurge 0: never above replicas
     assert min(ready for _, ready in seen) == 2  # 34% of 3 rounds down to 1 unavailable
