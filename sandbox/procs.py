@@ -135,6 +135,22 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def start_ticks(pid: int) -> int | None:
+    """Start time of a process (clock ticks since boot), to tell a recycled pid from ours.
+
+    Args:
+        pid: the process id.
+
+    Returns:
+        The start time, or None when the process is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stop_pid(pid: int, *, timeout: float = 10.0, group: bool = True) -> None:
     """Stop a process (and its process group) with SIGTERM, then SIGKILL after ``timeout``.
 

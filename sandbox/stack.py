@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from sandbox.ipclaims import claim_prefix, release_prefix
-from sandbox.procs import SandboxError, free_port, pid_alive, spawn, stop_pid, wait_until
+from sandbox.procs import (
+    SandboxError,
+    free_port,
+    pid_alive,
+    spawn,
+    start_ticks,
+    stop_pid,
+    wait_until,
+)
 from sandbox.prometheus import PrometheusServer, configure_prometheus, targets_path
 from sandbox.registry import REGISTRY_ENV, ImageRegistry
 from sandbox.seeding import ENVIRONMENTS, SERVICES, seed_environment, url_variable
@@ -37,18 +45,11 @@ ENV_FILE = "env"
 COMPONENTS = ("loadgen", "prometheus", "vault", "k8s")
 
 
-def _start_ticks(pid: int) -> int | None:
-    """Process start time (clock ticks since boot), to tell a recycled pid from ours."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _ours(entry: dict[str, Any]) -> bool:
     pid = int(entry.get("pid") or 0)
-    return pid > 0 and pid_alive(pid) and _start_ticks(pid) == entry.get("ticks")
+    return pid > 0 and pid_alive(pid) and start_ticks(pid) == entry.get("ticks")
 
 
 def read_state(dir: Path) -> dict[str, Any] | None:
@@ -88,7 +89,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _record(state: dict[str, Any], name: str, pid: int, **extra: Any) -> None:
-    state["processes"][name] = {"pid": pid, "ticks": _start_ticks(pid), **extra}
+    state["processes"][name] = {"pid": pid, "ticks": start_ticks(pid), **extra}
     _write_state(Path(state["dir"]), state)
 
 

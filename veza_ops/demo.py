@@ -36,6 +36,8 @@ class Step:
     link: str | None = None
     duration_s: float = 0.0
     note: str = ""
+    run_id: str | None = None
+    show_report: bool = False
 
     @property
     def as_expected(self) -> bool:
@@ -78,8 +80,8 @@ def demo_steps() -> list[Step]:
         Step("good release", "release/production", {"version": GOOD_VERSION, **by}, 0),
         Step("bad release", "release/production", {"version": BAD_VERSION, **by}, 1),
         Step("backup", "backup/nightly-full", {}, 0),
-        Step("restore test", "restore-test/monthly", {}, 0),
-        Step("backup catalogue", "prune-backups/daily", {"dry_run": True}, 0),
+        Step("restore test", "restore-test/monthly", {}, 0, show_report=True),
+        Step("backup catalogue", "prune-backups/daily", {"dry_run": True}, 0, show_report=True),
     ]
 
 
@@ -102,6 +104,7 @@ def run_steps(steps: list[Step], sandbox: Any, server: Any, out: TextIO) -> None
             with prefect_settings(server):
                 outcome = trigger(step.deployment, step.params, wait=True, timeout=900, out=out)
             step.exit_code, step.state, step.link = outcome.exit_code, outcome.state, outcome.link
+            step.run_id = outcome.flow_run_id
             step.note = outcome.reason
         except TriggerError as error:
             step.exit_code, step.note = EXIT_ERROR, str(error)
@@ -117,6 +120,32 @@ def run_steps(steps: list[Step], sandbox: Any, server: Any, out: TextIO) -> None
                              else f"NOT rolled back: {selectors}")
                 if not back:
                     step.exit_code = EXIT_ERROR
+
+
+def print_reports(steps: list[Step], server: Any, out: TextIO) -> None:
+    """Print the markdown artifacts of the runs that publish one, as the Prefect UI shows them.
+
+    These are the restore-test report and the backup catalogue.
+
+    Args:
+        steps: the finished steps.
+        server: the Prefect server.
+        out: where the reports go.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    for step in steps:
+        if not (step.show_report and step.run_id):
+            continue
+        with prefect_settings(server), get_client(sync_client=True) as client:
+            runs = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(step.run_id)]))
+            artifacts = client.read_artifacts(flow_run_filter=runs)
+        for artifact in artifacts:
+            if artifact.type == "markdown" and isinstance(artifact.data, str):
+                print(f"\n-- {step.label}: artifact {artifact.key} --\n{artifact.data}", file=out)
 
 
 def summary_table(steps: list[Step]) -> str:
@@ -159,6 +188,7 @@ def run_demo(dir: Path = DEFAULT_DIR, *, exit_after: bool = False,
     try:
         steps = demo_steps()
         run_steps(steps, sandbox, server, out)
+        print_reports(steps, server, out)
         print("\n" + summary_table(steps), file=out)
         ok = all(s.as_expected for s in steps)
         print(f"\nPrefect UI: {server.ui_url}   (worker log: {dir / 'prefect-worker.log'})",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from sandbox.procs import start_ticks
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = PROJECT_ROOT / ".sandbox" / "demo"
 STATE_FILE = "demo.json"
@@ -49,7 +51,7 @@ class Stack:
 
     def record(self, name: str, pid: int, **extra: Any) -> None:
         """Note a started process in ``DIR/demo.json`` (for the next run's stale cleanup)."""
-        self.processes[name] = {"pid": pid, "ticks": _start_ticks(pid), **extra}
+        self.processes[name] = {"pid": pid, "ticks": start_ticks(pid), **extra}
         (self.dir / STATE_FILE).write_text(json.dumps(self.processes, indent=2))
 
     def on_stop(self, name: str, stop: Callable[[], None]) -> None:
@@ -69,12 +71,6 @@ class Stack:
         (self.dir / STATE_FILE).unlink(missing_ok=True)
 
 
-def _start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _children(pid: int) -> list[int]:
@@ -112,7 +108,7 @@ def clean_stale(dir: Path) -> None:
         with contextlib.suppress(ValueError):
             for name, entry in json.loads(state_path.read_text()).items():
                 pid = int(entry.get("pid") or 0)
-                if pid > 0 and _start_ticks(pid) == entry.get("ticks"):
+                if pid > 0 and start_ticks(pid) == entry.get("ticks"):
                     if name == WORKER:
                         _stop_flow_runs(pid)
                     stop_pid(pid, timeout=20)
