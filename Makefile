@@ -6,7 +6,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 APT_PACKAGES := postgresql-15 gnupg zstd prometheus python3-venv ca-certificates
-export PREFECT_HOME ?= $(CURDIR)/.sandbox/prefect-home
 
 .PHONY: setup system venv test lint typecheck unit demo demo-exit bench clean
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sandbox.procs import pid_alive, stop_pid, wait_until
+from sandbox.procs import pid_alive, start_ticks, stop_pid, wait_until
 from veza_ops.demo import Step, summary_table
-from veza_ops.demo_stack import STATE_FILE, _start_ticks, clean_stale
+from veza_ops.demo_stack import STATE_FILE, clean_stale
 
 IDLE = [sys.executable, "-c", "import sys; sys.stdin.read()"]
 
@@ -23,7 +23,7 @@ def test_clean_stale_stops_recorded_processes_only(tmp_path: Path) -> None:
     try:
         (tmp_path / "prefect").mkdir()
         state = {
-            "prefect-server": {"pid": left_over.pid, "ticks": _start_ticks(left_over.pid)},
+            "prefect-server": {"pid": left_over.pid, "ticks": start_ticks(left_over.pid)},
             # A recycled pid: same number, another start time: must not be signalled.
             "s3": {"pid": stranger.pid, "ticks": -1},
         }
