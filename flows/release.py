@@ -23,6 +23,7 @@ from tasks.production import (
     Prepared,
     commit_switches_task,
     keep_lock,
+    keep_old_colour_task,
     prepare_colour_task,
     scale_down,
     scale_down_task,
@@ -320,10 +321,7 @@ def _production(catalogue: Catalogue, c: Cluster, *, staging: Cluster | None,
     record.outcome = "succeeded"
     record.finished_at = datetime.now(UTC)
     record_release_task(c.core_v1, c.env.namespace, record, keep=c.env.history_size)
-    logger.info("keeping the old colour for %.0f s (instant rollback)", c.env.keep_old_colour_s)
-    deadline = time.monotonic() + c.env.keep_old_colour_s
-    while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 5.0))
+    keep_old_colour_task(c.env.keep_old_colour_s)
     scale_down_task(c.apps_v1, c.env.namespace,
                     [s.deployment_name(prepared[s.name].live_colour) for s in specs])
 

@@ -297,6 +297,28 @@ scale_down_task = task(
 )(scale_down)
 
 
+def keep_old_colour(
+    seconds: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleeper: Callable[[float], object] = time.sleep,
+) -> None:
+    """Wait out the instant-rollback window while the old colour still runs at full scale.
+
+    Args:
+        seconds: the window (the environment's ``keep_old_colour_s``).
+        clock: monotonic clock (injected in tests).
+        sleeper: waits (injected in tests).
+    """
+    get_logger().info("keeping the old colour for %.0f s (instant rollback)", seconds)
+    deadline = clock() + seconds
+    while (left := deadline - clock()) > 0:
+        sleeper(min(left, 5.0))
+
+
+keep_old_colour_task = task(name="keep-old-colour", cache_policy=NO_CACHE)(keep_old_colour)
+
+
 @contextmanager
 def keep_lock(lock: Lock, *, every_s: float | None = None) -> Iterator[threading.Event]:
     """Renew a release lock in a background thread while the block runs.

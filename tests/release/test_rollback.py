@@ -45,3 +45,21 @@ def test_redeploy_missing_colour_then_switch_back(sandbox_stack, sandbox_namespa
     svc = core.read_namespaced_service("veza-chat-server", production)
     assert svc.spec.selector["color"] == "green"
     assert "veza-ops.veza.io/pending-release" not in (svc.metadata.annotations or {})
+
+
+def test_keep_old_colour_waits_out_the_window_in_bounded_steps():
+    from tasks.production import keep_old_colour
+
+    now = [100.0]
+    waits: list[float] = []
+
+    def sleeper(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    keep_old_colour(12.0, clock=lambda: now[0], sleeper=sleeper)
+    assert now[0] == 112.0  # the whole window, no more
+    assert waits == [5.0, 5.0, 2.0]  # never one long blind sleep
+    waits.clear()
+    keep_old_colour(0.0, clock=lambda: now[0], sleeper=sleeper)
+    assert waits == []
