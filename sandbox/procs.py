@@ -7,9 +7,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from http.server import HTTPServer
 from pathlib import Path
+from types import FrameType
 
 
 class SandboxError(RuntimeError):
@@ -178,3 +182,27 @@ def stop_pid(pid: int, *, timeout: float = 10.0, group: bool = True) -> None:
     _signal(signal.SIGKILL)
     with contextlib.suppress(SandboxError):
         wait_until(lambda: not pid_alive(pid), timeout=5, what=f"pid {pid} to exit")
+
+
+def serve_until_terminated(server: HTTPServer, *, banner: str) -> int:
+    """Serve HTTP until SIGTERM or SIGINT, then close the server (sandbox daemons' main loop).
+
+    Args:
+        server: the bound server.
+        banner: line printed to stderr once serving.
+
+    Returns:
+        Exit status 0.
+    """
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(banner, file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return 0

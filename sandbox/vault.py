@@ -13,15 +13,13 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from urllib.parse import parse_qs, urlsplit
 
+from sandbox.procs import serve_until_terminated
 from sandbox.vault_kv import KV2, envelope
 from sandbox.vault_state import JSON, VaultHTTPError, VaultState, parse_ttl
 
@@ -316,17 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     write_credentials(state, args.state.resolve().parent)
     server = make_server(args.host, args.port, state)
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"vault emulator on http://{args.host}:{server.server_port}", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_terminated(server, banner=f"vault emulator on http://{args.host}:{server.server_port}")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ import argparse
 import json
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any
 
+from sandbox.procs import serve_until_terminated
 from sandbox.registry import Behaviour
 
 API_PATHS: dict[str, tuple[str, ...]] = {
@@ -271,17 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"serving {args.image} on {args.host}:{args.port}", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_terminated(server, banner=f"serving {args.image} on {args.host}:{args.port}")
 
 
 if __name__ == "__main__":
