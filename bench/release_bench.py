@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefect.testing.utilities import prefect_test_harness
 
+    from errors import VerificationError
     from flows.release import release
     from sandbox.stack import up
     from tasks.records import last_release
     from tests.release import helpers as h
-    from veza_ops.errors import VerificationError
 
     results: dict[str, Any] = {"analysis": ANALYSIS, "runs": []}
     with tempfile.TemporaryDirectory(prefix="release-bench-") as tmp, \

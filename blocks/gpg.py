@@ -20,7 +20,7 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from veza_ops.errors import InvalidInputError
+from errors import InvalidInputError
 
 
 @dataclass

@@ -10,7 +10,7 @@ from kubernetes import client, config
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from veza_ops.errors import InvalidInputError
+from errors import InvalidInputError
 
 
 class KubernetesCluster(Block):

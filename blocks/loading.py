@@ -6,7 +6,7 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 
-from veza_ops.errors import BlockNotFoundError
+from errors import BlockNotFoundError
 
 B = TypeVar("B", bound=Block)
 

@@ -8,14 +8,8 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from veza_ops.errors import (
-    AccessDeniedError,
-    AuthenticationError,
-    ExternalSystemError,
-    PermanentSystemError,
-    TransientSystemError,
-    UnreachableError,
-)
+from errors import PermanentSystemError
+from errors.http import raise_for_status, translate_http_errors
 
 SYSTEM = "prometheus"
 
@@ -92,28 +86,14 @@ class PrometheusServer(Block):
     def _request(
         self, http: httpx.Client, path: str, params: dict[str, str] | None
     ) -> httpx.Response:
-        try:
+        with translate_http_errors(system=SYSTEM, action=f"GET {path}", hint=self._hint()):
             response = http.get(path, params=params)
-        except httpx.TimeoutException:
-            raise UnreachableError(SYSTEM, f"GET {path}: timed out", hint=self._hint()) from None
-        except httpx.HTTPError as exc:
-            raise UnreachableError(
-                SYSTEM, f"GET {path}: cannot connect ({type(exc).__name__})", hint=self._hint()
-            ) from None
         status = response.status_code
-        if status < 400:
-            return response
-        error = _error_text(response)
-        message = f"GET {path}: HTTP {status} {error}".rstrip()
-        errors: dict[int, type[ExternalSystemError]] = {
-            401: AuthenticationError,
-            403: AccessDeniedError,
-        }
-        if status in errors:
-            raise errors[status](SYSTEM, message, hint="check the credentials of the block")
-        if status == 429 or status >= 500:
-            raise TransientSystemError(SYSTEM, message)
-        raise PermanentSystemError(SYSTEM, message, hint="check the PromQL expression")
+        raise_for_status(status, system=SYSTEM,
+                         message=f"GET {path}: HTTP {status} {_error_text(response)}".rstrip(),
+                         auth_hint="check the credentials of the block",
+                         client_hint="check the PromQL expression")
+        return response
 
     def _hint(self) -> str:
         return f"check that Prometheus is up at {self.url}"

@@ -8,7 +8,7 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from veza_ops.errors import PermanentSystemError, TransientSystemError, UnreachableError
+from errors.http import raise_for_status, translate_http_errors
 
 SYSTEM = "slack"
 
@@ -42,21 +42,11 @@ class SlackWebhook(Block):
             json=payload,
             extensions={"timeout": httpx.Timeout(self.timeout_s).as_dict()},
         )
-        try:
-            with httpx.HTTPTransport() as transport:
-                response = transport.handle_request(request)
-                response.read()
-        except httpx.TimeoutException:
-            raise UnreachableError(SYSTEM, "the webhook timed out") from None
-        except httpx.HTTPError as exc:
-            raise UnreachableError(
-                SYSTEM, f"cannot reach the webhook ({type(exc).__name__})"
-            ) from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientSystemError(SYSTEM, f"webhook answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise PermanentSystemError(
-                SYSTEM,
-                f"webhook answered HTTP {response.status_code}",
-                hint="check the webhook URL of the SlackWebhook block",
-            )
+        with (translate_http_errors(system=SYSTEM, action="webhook"),
+              httpx.HTTPTransport() as transport):
+            response = transport.handle_request(request)
+            response.read()
+        raise_for_status(response.status_code, system=SYSTEM,
+                         message=f"webhook answered HTTP {response.status_code}",
+                         auth_hint="check the webhook URL of the SlackWebhook block",
+                         client_hint="check the webhook URL of the SlackWebhook block")

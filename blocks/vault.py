@@ -6,7 +6,7 @@ import hvac
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from veza_ops.errors import InvalidInputError
+from errors import InvalidInputError
 
 
 class VaultServer(Block):
@@ -34,7 +34,7 @@ class VaultServer(Block):
         Raises:
             InvalidInputError: neither a token nor a complete AppRole is configured.
             hvac.exceptions.VaultError: login refused or Vault sealed (translate with
-                ``tasks.vault_errors.translate_vault_errors``).
+                ``errors.vault.translate_vault_errors``).
         """
         if not self.address.startswith(("http://", "https://")):
             raise InvalidInputError(

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.transactions import transaction
 
+from errors import LockHeldError, ReleaseError, VezaOpsError
 from flows.clusters import Cluster, connect, reconcile_refs
 from flows.models import AnalysisOverrides, ReleaseSummary, ServiceOutcome
 from tasks.bluegreen import SwitchRecord, read_service
@@ -36,7 +37,6 @@ from tasks.rollback import switch_back
 from tasks.secrets_sync import sync_secrets_task
 from tasks.services import Catalogue, ServiceSpec, load_catalogue
 from tasks.staging import deploy_to_staging_task
-from veza_ops.errors import LockHeldError, ReleaseError, VezaOpsError
 
 DEFAULT_CATALOGUE = "deployments/catalogue.yaml"
 

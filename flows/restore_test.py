@@ -8,8 +8,8 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
+from errors import IntegrityError
 from tasks.restore_check import RestoreTestReport, publish_report, restore_test_task
-from veza_ops.errors import IntegrityError
 
 
 @flow(name="restore-test", log_prints=False)

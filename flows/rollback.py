@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 
+from errors import InvalidInputError, ReleaseError, VezaOpsError
 from flows.clusters import Cluster, connect, reconcile_refs
 from flows.models import ReleaseSummary, ServiceOutcome
 from tasks.locking import Lock, acquire_release_lock, release_lock
@@ -17,7 +18,6 @@ from tasks.reconcile import reconcile_task
 from tasks.records import CheckRecord, ReleaseRecord, record_release_task, release_history
 from tasks.rollback import RestoreTarget, restore_service
 from tasks.services import load_catalogue
-from veza_ops.errors import InvalidInputError, ReleaseError, VezaOpsError
 
 DEFAULT_CATALOGUE = "deployments/catalogue.yaml"
 

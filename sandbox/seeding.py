@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from errors import InvalidInputError
 from sandbox.procs import wait_until
 from sandbox.registry import ImageRegistry
-from veza_ops.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the clients are imported when seeding: `veza-ops sandbox status` stays quick
     import hvac

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from veza_ops.errors import ExternalSystemError, VerificationError
+from errors import ExternalSystemError, VerificationError
 
 Decision = Literal["continue", "promote", "abort"]
 

@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,10 +22,11 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-import veza_ops
 from blocks.gpg import GpgEncryption
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
+from errors import retry_on_transient
+from errors.s3 import s3_errors
 from tasks.manifest import (
     DATA_NAME,
     MANIFEST_NAME,
@@ -35,10 +37,8 @@ from tasks.manifest import (
 )
 from tasks.pg import exported_snapshot
 from tasks.pipeline import Pipeline, Stage
-from tasks.s3errors import s3_errors
 from tasks.store import check_bucket
 from tasks.upload import upload_stream
-from veza_ops.errors import retry_on_transient
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def run_backup(
             plain_bytes=plain_bytes,
             recipients=keyring.fingerprints,
             tables=snap.tables,
-            tool_version=f"veza-ops {veza_ops.__version__}",
+            tool_version=f"veza-ops {_dist_version('veza-ops')}",
             snapshot_consistent=True,
         )
     body = json.dumps(manifest.model_dump(mode="json"), indent=2).encode()

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from kubernetes import client as k8s
 
-from tasks.k8s_errors import translate_api_errors
-from veza_ops.errors import InvalidInputError, NotFoundError, SmokeTestError
+from errors import InvalidInputError, NotFoundError, SmokeTestError
+from errors.kubernetes import translate_api_errors
 
 COLOURS = ("blue", "green")
 ANNOTATION_PREFIX = "veza-ops.veza.io"

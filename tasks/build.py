@@ -15,8 +15,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from errors import BuildError, InvalidInputError
 from tasks.services import ServiceSpec, substitute
-from veza_ops.errors import BuildError, InvalidInputError
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("test", "lint", "scan", "build", "push", "inspect")

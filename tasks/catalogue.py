@@ -14,15 +14,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
-from tasks.manifest import DATA_NAME, MANIFEST_NAME, BackupKind, Manifest, parse_backup_id
-from tasks.s3errors import s3_errors
-from veza_ops.errors import (
+from errors import (
     AccessDeniedError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
     PermanentSystemError,
 )
+from errors.s3 import s3_errors
+from tasks.manifest import DATA_NAME, MANIFEST_NAME, BackupKind, Manifest, parse_backup_id
 
 _DELETE_BATCH = 1000  # S3 DeleteObjects accepts at most 1000 keys per request
 

@@ -13,10 +13,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from errors import E2EError, InvalidInputError
+from errors.kubernetes import translate_api_errors
 from tasks.build import build_env, get_logger
-from tasks.k8s_errors import translate_api_errors
 from tasks.services import Catalogue, ServiceSpec, substitute
-from veza_ops.errors import E2EError, InvalidInputError
 
 URL_ANNOTATIONS = ("veza.io/url", "sandbox.veza.io/url")
 TAIL_LINES = 30

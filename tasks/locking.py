@@ -11,15 +11,15 @@ from kubernetes import client
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.build import get_logger
-from tasks.k8s_errors import translate_api_errors
-from veza_ops.errors import (
+from errors import (
     ConflictError,
     InvalidInputError,
     LockHeldError,
     NotFoundError,
     retry_on_transient,
 )
+from errors.kubernetes import translate_api_errors
+from tasks.build import get_logger
 
 LEASE_NAME = "veza-ops-release-lock"
 

@@ -11,58 +11,12 @@ import psycopg
 from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
+from errors.postgres import translate_pg_error
 from tasks.manifest import TableCount
-from veza_ops.errors import (
-    AuthenticationError,
-    ExternalSystemError,
-    NotFoundError,
-    PermanentSystemError,
-    TransientSystemError,
-    UnreachableError,
-)
 
 logger = logging.getLogger(__name__)
 SYSTEM = "PostgreSQL"
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
-
-
-def translate(exc: psycopg.Error, db: PostgresDatabase, dbname: str) -> ExternalSystemError:
-    """Turn a psycopg error into a veza-ops error naming the server, user and database.
-
-    Args:
-        exc: the psycopg error.
-        db: the block (for host, port, user; never the password).
-        dbname: the database we were talking to.
-
-    Returns:
-        The error to raise ``from None``.
-    """
-    where = f"{db.user}@{db.host}:{db.port}/{dbname}"
-    text = str(exc).lower()
-    state = getattr(exc, "sqlstate", None) or ""
-    if state in ("28P01", "28000") or "password authentication failed" in text:
-        return AuthenticationError(
-            SYSTEM, f"login refused for {where}",
-            hint="fix the user/password fields of the PostgresDatabase block",
-        )
-    if state == "3D000" or ("database" in text and "does not exist" in text):
-        return NotFoundError(
-            SYSTEM, f"database {dbname!r} does not exist on {db.host}:{db.port}",
-            hint="fix the dbname field of the PostgresDatabase block",
-        )
-    if isinstance(exc, psycopg.OperationalError) and not state:
-        return UnreachableError(
-            SYSTEM, f"cannot reach {db.host}:{db.port} ({_first_line(exc)})",
-            hint="check host/port/sslmode of the PostgresDatabase block and that the server runs",
-        )
-    if state.startswith(("08", "53", "57", "40")):
-        return TransientSystemError(SYSTEM, f"{where}: {_first_line(exc)}")
-    return PermanentSystemError(SYSTEM, f"{where}: {_first_line(exc)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -84,7 +38,8 @@ def connect(
         with db.connect(name, autocommit=autocommit) as conn:
             yield conn
     except psycopg.Error as exc:
-        raise translate(exc, db, name) from None
+        raise translate_pg_error(exc, user=db.user, host=db.host, port=db.port,
+                               dbname=name) from None
 
 
 def server_version(conn: psycopg.Connection) -> str:
@@ -157,7 +112,8 @@ def exported_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
                     database_bytes=int(size_row[0]) if size_row else 0,
                 )
         except psycopg.Error as exc:
-            raise translate(exc, db, db.dbname) from None
+            raise translate_pg_error(exc, user=db.user, host=db.host, port=db.port,
+                                   dbname=db.dbname) from None
 
 
 def database_exists(db: PostgresDatabase, name: str) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from veza_ops.errors import PipelineError
+from errors import PipelineError
 
 STDERR_TAIL = 2048
 SPLICE_CHUNK = 1 << 20

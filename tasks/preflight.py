@@ -13,12 +13,12 @@ from pydantic import BaseModel, Field
 
 from blocks.prometheus import PrometheusServer
 from blocks.vault import VaultServer
+from errors import PreflightError, VezaOpsError
+from errors.kubernetes import translate_api_errors
+from errors.vault import translate_vault_errors
 from tasks.build import check_version, get_logger
-from tasks.k8s_errors import translate_api_errors
 from tasks.locking import lock_holder
 from tasks.services import Catalogue, EnvironmentSpec, ServiceSpec
-from tasks.vault_errors import translate_vault_errors
-from veza_ops.errors import PreflightError, VezaOpsError
 
 
 class ChecklistItem(BaseModel):

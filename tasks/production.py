@@ -15,6 +15,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction
 
 from blocks.kubernetes import KubernetesCluster
+from errors import (
+    LockHeldError,
+    NotFoundError,
+    ReleaseError,
+    TransientSystemError,
+    VerificationError,
+    VezaOpsError,
+    retry_on_transient,
+)
 from tasks.analysis import AnalysisResult, AnalysisSettings, PromQuerier, analyse, raise_on_abort
 from tasks.bluegreen import (
     SwitchRecord,
@@ -36,15 +45,6 @@ from tasks.build import get_logger
 from tasks.locking import Lock, renew_lock
 from tasks.rollout import wait_for_rollout
 from tasks.services import EnvironmentSpec, ServiceSpec
-from veza_ops.errors import (
-    LockHeldError,
-    NotFoundError,
-    ReleaseError,
-    TransientSystemError,
-    VerificationError,
-    VezaOpsError,
-    retry_on_transient,
-)
 
 
 @dataclass

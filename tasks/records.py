@@ -11,9 +11,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, ValidationError
 
+from errors import ConflictError, NotFoundError, TransientSystemError, retry_on_transient
+from errors.kubernetes import translate_api_errors
 from tasks.build import get_logger
-from tasks.k8s_errors import translate_api_errors
-from veza_ops.errors import ConflictError, NotFoundError, TransientSystemError, retry_on_transient
 
 CONFIGMAP_NAME = "veza-ops-releases"
 DEFAULT_KEEP = 50

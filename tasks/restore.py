@@ -15,10 +15,10 @@ from typing import Any
 
 from blocks.gpg import GpgDecryptionKey, Keyring
 from blocks.postgres import PostgresDatabase
+from errors import IntegrityError, InvalidInputError
+from errors.s3 import s3_errors
 from tasks.manifest import Manifest
 from tasks.pipeline import Pipeline, Stage
-from tasks.s3errors import s3_errors
-from veza_ops.errors import IntegrityError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 DOWNLOAD_CHUNK = 1 << 20

@@ -16,11 +16,11 @@ from pydantic import BaseModel, Field, computed_field
 from blocks.gpg import GpgDecryptionKey
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
+from errors import retry_on_transient
 from tasks.integrity import check_against_manifest, run_amcheck, run_smoke
 from tasks.pg import create_database, database_exists, drop_database
 from tasks.restore import check_key_matches, fetched_dump, pg_restore
 from tasks.store import check_bucket, find_backup, previous_backup
-from veza_ops.errors import retry_on_transient
 
 logger = logging.getLogger(__name__)
 HOUR = 3600.0

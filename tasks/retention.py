@@ -11,8 +11,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from errors import InvalidInputError
 from tasks.catalogue import BackupRecord
-from veza_ops.errors import InvalidInputError
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from errors import ReleaseError, VezaOpsError
 from tasks.bluegreen import (
     SwitchRecord,
     apply_deployment,
@@ -22,7 +23,6 @@ from tasks.bluegreen import (
     to_dict,
 )
 from tasks.rollout import wait_for_rollout
-from veza_ops.errors import ReleaseError, VezaOpsError
 
 
 @dataclass

@@ -9,8 +9,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from tasks.k8s_errors import translate_api_errors
-from veza_ops.errors import RolloutError
+from errors import RolloutError
+from errors.kubernetes import translate_api_errors
 
 PROGRESS_DEADLINE_REASON = "ProgressDeadlineExceeded"
 WAITING_REASONS = frozenset(

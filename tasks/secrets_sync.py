@@ -12,11 +12,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.vault import VaultServer
+from errors import ConflictError, PermanentSystemError, SealedError, retry_on_transient
+from errors.kubernetes import translate_api_errors
+from errors.vault import translate_vault_errors
 from tasks.build import get_logger
-from tasks.k8s_errors import translate_api_errors
 from tasks.services import ServiceSpec
-from tasks.vault_errors import translate_vault_errors
-from veza_ops.errors import ConflictError, PermanentSystemError, SealedError, retry_on_transient
 
 MANAGED_BY = "veza-ops"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from veza_ops.errors import InvalidInputError, PermanentSystemError
+from errors import InvalidInputError, PermanentSystemError
 
 
 @dataclass(frozen=True)

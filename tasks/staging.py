@@ -12,10 +12,10 @@ from kubernetes import client as k8s
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from errors import ReleaseError, RolloutError
+from errors.kubernetes import translate_api_errors
 from tasks.bluegreen import to_dict
-from tasks.k8s_errors import translate_api_errors
 from tasks.rollout import wait_for_rollout
-from veza_ops.errors import ReleaseError, RolloutError
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"

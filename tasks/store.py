@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from errors import IntegrityError, InvalidInputError, NotFoundError
+from errors.s3 import s3_errors
 from tasks.manifest import MANIFEST_NAME, Manifest, backup_prefix, parse_backup_id
-from tasks.s3errors import s3_errors
-from veza_ops.errors import IntegrityError, InvalidInputError, NotFoundError
 
 
 def check_bucket(client: Any, bucket: str) -> None:

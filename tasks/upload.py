@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
-from tasks.s3errors import s3_errors
+from errors.s3 import s3_errors
 
 logger = logging.getLogger(__name__)
 

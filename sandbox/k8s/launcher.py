@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from errors import InvalidInputError
 from sandbox.procs import SandboxError, pid_alive, spawn, stop_pid, wait_until
-from veza_ops.errors import InvalidInputError
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -69,8 +69,8 @@ def test_a_bad_fault_is_refused_naming_the_field(faults):
 
 
 def test_the_launcher_refuses_a_bad_ip_prefix_before_starting(tmp_path):
+    from errors import InvalidInputError
     from sandbox.k8s.launcher import start_k8s
-    from veza_ops.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError) as exc_info:
         start_k8s(tmp_path, registry_path=tmp_path / "r.json", file_sd_path=tmp_path / "t.json",

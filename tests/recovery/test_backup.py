@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from errors import PipelineError
 from tasks.backup import dump_stages, run_backup
 from tasks.manifest import DATA_NAME, MANIFEST_NAME, Manifest
 from tests.fixtures.recovery import SEED_COUNTS
-from veza_ops.errors import PipelineError
 
 
 def _keys(client, bucket, prefix=""):

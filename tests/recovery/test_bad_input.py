@@ -15,18 +15,18 @@ from pydantic import SecretStr
 
 from blocks.gpg import GpgDecryptionKey, GpgEncryption
 from blocks.s3 import S3BackupStore
-from sandbox.gpg import generate_key
-from sandbox.procs import free_port, spawn, stop_pid, wait_until
-from tasks.backup import run_backup
-from tasks.restore_check import run_restore_test
-from tasks.restore_into import run_restore
-from veza_ops.errors import (
+from errors import (
     AccessDeniedError,
     AuthenticationError,
     InvalidInputError,
     NotFoundError,
     UnreachableError,
 )
+from sandbox.gpg import generate_key
+from sandbox.procs import free_port, spawn, stop_pid, wait_until
+from tasks.backup import run_backup
+from tasks.restore_check import run_restore_test
+from tasks.restore_into import run_restore
 
 
 def _objects(s3_client, bucket):

@@ -16,12 +16,12 @@ from prefect.client.schemas.filters import (
 )
 from prefect.logging.handlers import APILogWorker
 
+from errors import BlockNotFoundError, IntegrityError
 from flows.backup import backup_flow
 from flows.restore import restore_flow
 from flows.restore_test import restore_test_flow
 from tasks.manifest import Manifest
 from tests.fixtures.recovery import SEED_COUNTS, drop_db
-from veza_ops.errors import BlockNotFoundError, IntegrityError
 
 
 def _checksum(server, dbname):

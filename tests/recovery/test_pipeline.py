@@ -9,13 +9,13 @@ import subprocess
 
 import pytest
 
+from errors import NotFoundError, PipelineError
+from errors.s3 import s3_errors
 from tasks.integrity import compare_counts
 from tasks.manifest import TableCount
 from tasks.pipeline import Pipeline, Stage
 from tasks.restore_check import scratch_name
-from tasks.s3errors import s3_errors
 from tasks.upload import upload_stream
-from veza_ops.errors import NotFoundError, PipelineError
 
 
 def test_pipeline_streams_counts_and_checks_every_status():

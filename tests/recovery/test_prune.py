@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from blocks.s3 import S3BackupStore
+from errors import BlockNotFoundError, IntegrityError, InvalidInputError, NotFoundError
 from flows.prune import PruneReport, prune_backups
 from tasks.catalogue import (
     catalogue_markdown,
@@ -22,7 +23,6 @@ from tasks.catalogue import (
     read_manifest,
 )
 from tasks.manifest import BackupKind, Manifest, backup_id, backup_prefix
-from veza_ops.errors import BlockNotFoundError, IntegrityError, InvalidInputError, NotFoundError
 
 PREFIX = "pg"
 

@@ -8,12 +8,12 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from errors import IntegrityError, RestoreRefusedError
 from tasks.backup import run_backup
 from tasks.manifest import MANIFEST_NAME, backup_prefix
 from tasks.restore_check import render_markdown, run_restore_test, scratch_name
 from tasks.restore_into import run_restore
 from tests.fixtures.recovery import SEED_COUNTS, drop_db
-from veza_ops.errors import IntegrityError, RestoreRefusedError
 
 
 def _content_checksum(server, dbname):

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from errors import UnreachableError, VerificationError
 from tasks.analysis import (
     Measurement,
     analyse,
@@ -15,7 +16,6 @@ from tasks.analysis import (
     raise_on_abort,
     success_rate_query,
 )
-from veza_ops.errors import UnreachableError, VerificationError
 
 
 @dataclass

@@ -14,13 +14,13 @@ from blocks.kubernetes import KubernetesCluster
 from blocks.prometheus import PrometheusServer
 from blocks.slack import SlackWebhook
 from blocks.vault import VaultServer
-from tasks.vault_errors import translate_vault_errors
-from veza_ops.errors import (
+from errors import (
     AuthenticationError,
     InvalidInputError,
     PermanentSystemError,
     UnreachableError,
 )
+from errors.vault import translate_vault_errors
 
 
 def free_url() -> str:

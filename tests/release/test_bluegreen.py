@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from errors import InvalidInputError
 from tasks.bluegreen import clone_for_colour, live_colour, other_colour
-from veza_ops.errors import InvalidInputError
 
 
 def live_deployment() -> dict[str, Any]:

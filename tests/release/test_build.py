@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from errors import BuildError, InvalidInputError
 from sandbox.registry import ImageRegistry
 from tasks.build import run_build
 from tasks.services import BuildCommands, ServiceSpec
-from veza_ops.errors import BuildError, InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 PUSH = ["{python}", "-m", "sandbox.registry", "push", "{image}"]

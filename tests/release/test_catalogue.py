@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from errors import InvalidInputError
 from tasks.services import DEFAULT_CATALOGUE, load_catalogue, parse_catalogue, substitute
-from veza_ops.errors import InvalidInputError
 
 
 def minimal(**overrides):

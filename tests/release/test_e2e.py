@@ -7,9 +7,9 @@ import socket
 import pytest
 from kubernetes import client, config
 
+from errors import E2EError, InvalidInputError
 from tasks.e2e import E2EResult, env_var_for, run_e2e, service_urls
 from tasks.services import parse_catalogue
-from veza_ops.errors import E2EError, InvalidInputError
 
 SERVICES = {
     "veza-backend-api": {

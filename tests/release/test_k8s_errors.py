@@ -8,8 +8,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tasks.k8s_errors import translate_api_error, translate_api_errors
-from veza_ops.errors import (
+from errors import (
     AuthenticationError,
     ConflictError,
     NotFoundError,
@@ -18,6 +17,7 @@ from veza_ops.errors import (
     UnreachableError,
     is_transient,
 )
+from errors.kubernetes import translate_api_error, translate_api_errors
 
 SECRET_VALUE = "s3cr3t-value-that-must-not-leak"
 

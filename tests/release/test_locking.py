@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kubernetes import client
 
+from errors import InvalidInputError, LockHeldError
 from tasks.locking import (
     LEASE_NAME,
     acquire_release_lock,
@@ -17,7 +18,6 @@ from tasks.locking import (
     release_lock,
     renew_lock,
 )
-from veza_ops.errors import InvalidInputError, LockHeldError
 
 
 def lease(holder: str | None, renewed: datetime | None, ttl: int) -> client.V1Lease:

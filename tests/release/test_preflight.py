@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from blocks.prometheus import PrometheusServer
 from blocks.vault import VaultServer
+from errors import PreflightError
 from tasks.locking import acquire_release_lock, release_lock
 from tasks.preflight import (
     Checklist,
@@ -19,7 +20,6 @@ from tasks.preflight import (
     run_preflight,
 )
 from tasks.services import parse_catalogue
-from veza_ops.errors import PreflightError
 
 SERVICES = {
     "veza-backend-api": {"image_repository": "veza/backend-api", "port": 8080},

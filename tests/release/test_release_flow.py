@@ -11,14 +11,14 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
-from tests.release import helpers as h
-from veza_ops.errors import (
+from errors import (
     InvalidInputError,
     LockHeldError,
     PreflightError,
     RolloutError,
     VerificationError,
 )
+from tests.release import helpers as h
 
 pytestmark = pytest.mark.timeout(420)
 TRIVIAL_E2E = ["{python}", "-c", "pass"]

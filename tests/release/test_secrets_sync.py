@@ -12,9 +12,9 @@ from kubernetes import client, config
 from pydantic import SecretStr
 
 from blocks.vault import VaultServer
+from errors import NotFoundError, SealedError, UnreachableError
 from tasks.secrets_sync import content_hash, secret_name, sync_secrets
 from tasks.services import ServiceSpec
-from veza_ops.errors import NotFoundError, SealedError, UnreachableError
 
 
 @pytest.fixture(scope="module")

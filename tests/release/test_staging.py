@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from errors import RolloutError
 from tasks.staging import image_patch, previous_revision_template
-from veza_ops.errors import RolloutError
 
 
 def rs(name, revision, image, uid="dep-uid") -> dict[str, Any]:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from veza_ops.errors import (
+from errors import (
     AccessDeniedError,
     AuthenticationError,
     ConflictError,

@@ -14,7 +14,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from veza_ops.errors import (
+from errors import (
     AccessDeniedError,
     AuthenticationError,
     ExternalSystemError,

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import hvac.exceptions
 import requests
 
-from veza_ops.errors import (
+from errors import (
     AuthenticationError,
     ExternalSystemError,
     NotFoundError,
