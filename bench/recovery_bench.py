@@ -121,7 +121,7 @@ class Bench:
 
 
 def _pg_bindir() -> str:
-    from sandbox.postgres import pg_bindir
+    from sandbox.launchers.postgres import pg_bindir
 
     return str(pg_bindir())
 
@@ -180,7 +180,7 @@ def reference_digest(pg: Any, dbname: str) -> tuple[int, int, int]:
 
 def make_keys(bench: Bench) -> None:
     """One key pair: public key in the encryption home, private key in the decryption home."""
-    from sandbox.gpg import generate_key
+    from sandbox.launchers.gpg import generate_key
 
     key = generate_key("veza-bench")
     bench.fingerprint = key.fingerprint
@@ -248,8 +248,8 @@ def save_blocks(bench: Bench) -> None:
 @contextmanager
 def environment(bench: Bench, prefect_api_url: str | None) -> Iterator[Bench]:
     """Start PostgreSQL, moto and (if needed) a Prefect server; stop them afterwards."""
-    from sandbox.postgres import start_postgres
-    from sandbox.s3 import start_s3
+    from sandbox.launchers.postgres import start_postgres
+    from sandbox.launchers.s3 import start_s3
 
     with ExitStack() as stack:
         _log("starting PostgreSQL and moto")
@@ -263,7 +263,7 @@ def environment(bench: Bench, prefect_api_url: str | None) -> Iterator[Bench]:
             env = dict(os.environ)
             env["PREFECT_API_URL"] = prefect_api_url
         else:
-            from sandbox.prefect_server import start_prefect_server
+            from sandbox.launchers.prefect_server import start_prefect_server
 
             _log("starting a Prefect server")
             server = start_prefect_server(bench.workdir / "prefect", ui=False, timeout=600)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from sandbox.ipclaims import claim_prefix, release_prefix
+from sandbox.launchers.prometheus import PrometheusServer, configure_prometheus, targets_path
 from sandbox.procs import (
     SandboxError,
     free_port,
@@ -30,7 +31,6 @@ from sandbox.procs import (
     stop_pid,
     wait_until,
 )
-from sandbox.prometheus import PrometheusServer, configure_prometheus, targets_path
 from sandbox.registry import REGISTRY_ENV, ImageRegistry
 from sandbox.seeding import ENVIRONMENTS, SERVICES, seed_environment, url_variable
 
@@ -301,7 +301,7 @@ def _start_processes(dir: Path, state: dict[str, Any]) -> None:
 
     vault_port = free_port()
     vault = spawn(
-        [sys.executable, "-m", "sandbox.vault", "--port", str(vault_port),
+        [sys.executable, "-m", "sandbox.vault.server", "--port", str(vault_port),
          "--state", str(dir / "vault.json")],
         log_path=dir / "vault.log", env=_child_env(), cwd=dir,
     )

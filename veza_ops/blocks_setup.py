@@ -109,11 +109,11 @@ def sandbox_recovery_blocks(
     """Build (not save) the recovery blocks for local stand-ins of PostgreSQL, S3 and gpg.
 
     Args:
-        pg: a :class:`sandbox.postgres.PgServer`.
+        pg: a :class:`sandbox.launchers.postgres.PgServer`.
         dbname: the database to back up.
-        s3: a :class:`sandbox.s3.S3Server`.
+        s3: a :class:`sandbox.launchers.s3.S3Server`.
         bucket: the (existing) bucket.
-        key: a :class:`sandbox.gpg.TestKey`.
+        key: a :class:`sandbox.launchers.gpg.TestKey`.
         prefix: key prefix of the backups in the bucket.
 
     Returns:

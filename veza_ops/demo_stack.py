@@ -191,10 +191,10 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     Returns:
         The stack, the sandbox and the Prefect server.
     """
-    from sandbox.gpg import generate_key
-    from sandbox.postgres import start_postgres
-    from sandbox.prefect_server import start_prefect_server
-    from sandbox.s3 import start_s3
+    from sandbox.launchers.gpg import generate_key
+    from sandbox.launchers.postgres import start_postgres
+    from sandbox.launchers.prefect_server import start_prefect_server
+    from sandbox.launchers.s3 import start_s3
     from sandbox.stack import up
     from veza_ops.automations import ensure_zombie_automation
     from veza_ops.blocks_setup import (

@@ -68,7 +68,7 @@ def platform(
     tmp_path_factory: pytest.TempPathFactory, sandbox_stack: Any, pg_server: Any,
     s3_server: Any, gpg_key: Any,
 ) -> Iterator[Platform]:
-    from sandbox.prefect_server import start_prefect_server
+    from sandbox.launchers.prefect_server import start_prefect_server
     from veza_ops.blocks_setup import (
         register_recovery_blocks,
         register_release_blocks,

@@ -22,7 +22,7 @@ from errors import (
     NotFoundError,
     UnreachableError,
 )
-from sandbox.gpg import generate_key
+from sandbox.launchers.gpg import generate_key
 from sandbox.procs import free_port, spawn, stop_pid, wait_until
 from tasks.backup import run_backup
 from tasks.restore_check import run_restore_test

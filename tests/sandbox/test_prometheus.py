@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sandbox.launchers.prometheus import PrometheusServer, start_prometheus, targets_path
 from sandbox.procs import free_port, port_open, spawn, stop_pid, wait_until
-from sandbox.prometheus import PrometheusServer, start_prometheus, targets_path
 from sandbox.registry import Behaviour
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -35,7 +35,7 @@ class VaultProc:
 
 def _start(directory: Path, port: int) -> int:
     proc = spawn(
-        [sys.executable, "-m", "sandbox.vault", "--port", str(port),
+        [sys.executable, "-m", "sandbox.vault.server", "--port", str(port),
          "--state", str(directory / "vault.json")],
         log_path=directory / "vault.log", cwd=ROOT,
     )

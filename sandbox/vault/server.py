@@ -1,6 +1,6 @@
 """Vault HTTP API emulator: KV v2, token and AppRole auth, health and seal, for ``hvac``.
 
-``python -m sandbox.vault --port P --state DIR/vault.json`` serves the subset of Vault's API
+``python -m sandbox.vault.server --port P --state DIR/vault.json`` serves the subset of Vault's API
 that veza-ops and its tests use. The state (tokens, secrets, seal) lives in the JSON file, so a
 restart keeps everything. The root token, the unseal key and the AppRole credentials are
 written next to it (``vault-token``, ``vault-unseal-key``, ``vault-approle.json``, mode 0600).
@@ -20,8 +20,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.procs import serve_until_terminated
-from sandbox.vault_kv import KV2, envelope
-from sandbox.vault_state import JSON, VaultHTTPError, VaultState, parse_ttl
+from sandbox.vault.kv import KV2, envelope
+from sandbox.vault.state import JSON, VaultHTTPError, VaultState, parse_ttl
 
 _UNSEALED_FREE = frozenset({"sys/seal-status", "sys/init", "sys/unseal", "sys/leader"})
 _NO_CONTENT = 204
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Exit status.
     """
-    parser = argparse.ArgumentParser(prog="python -m sandbox.vault")
+    parser = argparse.ArgumentParser(prog="python -m sandbox.vault.server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", type=Path, required=True, help="JSON state file")

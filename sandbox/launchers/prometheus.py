@@ -3,7 +3,7 @@
 Everything lives in ``DIR/prometheus/``: ``prometheus.yml`` (scrape and evaluation every
 second, one ``file_sd`` job ``veza-pods`` reading ``targets.json``, which the Kubernetes
 emulator rewrites), the TSDB in ``data/`` and the log. The Veza alert rules are
-``sandbox/prometheus/rules.yml``. :meth:`PrometheusServer.stop` and
+``sandbox/launchers/prometheus_rules.yml``. :meth:`PrometheusServer.stop` and
 :meth:`PrometheusServer.start` let fault tests take Prometheus away and bring it back.
 """
 
@@ -21,7 +21,7 @@ import yaml
 from sandbox.procs import SandboxError, free_port, pid_alive, spawn, stop_pid, wait_until
 
 PROMETHEUS_BIN = os.environ.get("VEZA_PROMETHEUS_BIN", "/usr/bin/prometheus")
-RULES_FILE = Path(__file__).resolve().parent / "prometheus" / "rules.yml"
+RULES_FILE = Path(__file__).resolve().parent / "prometheus_rules.yml"
 JOB = "veza-pods"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sandbox.vault_state import DEFAULT_MAX_VERSIONS, JSON, VaultHTTPError, VaultState, now_iso
+from sandbox.vault.state import DEFAULT_MAX_VERSIONS, JSON, VaultHTTPError, VaultState, now_iso
 
 
 class KV2:

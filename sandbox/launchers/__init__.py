@@ -1,0 +1,1 @@
+"""Launchers of the real programs the sandbox runs: PostgreSQL, Prometheus, moto, Prefect, gpg."""
