@@ -14,7 +14,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from sandbox.k8s.customresources import builtin_manifests
 from sandbox.k8s.kubeconfig import write_kubeconfig
+from sandbox.k8s.resources import CRDS
 from sandbox.k8s.server import ApiHTTPServer
 from sandbox.k8s.store import Store
 from sandbox.k8s.tls import make_certificate, server_context
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("VEZA_SANDBOX_REGISTRY", str(Path(args.registry).resolve()))
     store = Store()
+    for crd in builtin_manifests():  # Istio's CRDs, as on a cluster with Istio installed
+        store.create(CRDS, None, crd)
     token = secrets.token_urlsafe(32)
     cert, key = make_certificate(workdir)
     server = ApiHTTPServer(("127.0.0.1", args.port), store=store, token=token,

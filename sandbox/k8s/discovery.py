@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sandbox.k8s import resources as r
@@ -47,34 +48,62 @@ def core_versions(server_address: str) -> dict[str, Any]:
     }
 
 
-def _group(name: str) -> dict[str, Any]:
+def version_priority(version: str) -> tuple[int, int, int]:
+    """Kubernetes' version order: GA before beta before alpha, higher numbers first.
+
+    Args:
+        version: e.g. ``v1``, ``v1beta1``, ``v1alpha3``.
+
+    Returns:
+        A sort key (smaller sorts first).
+    """
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if match is None:
+        return (3, 0, 0)
+    major, level, minor = match.groups()
+    rank = {None: 0, "beta": 1, "alpha": 2}[level]
+    return (rank, -int(major), -int(minor or 0))
+
+
+def _group(registry: r.Registry, name: str) -> dict[str, Any]:
     versions = [{"groupVersion": f"{g}/{v}", "version": v}
-                for g, v in r.GROUP_VERSIONS if g == name]
+                for g, v in sorted(registry.group_versions(),
+                                   key=lambda gv: version_priority(gv[1])) if g == name]
     return {"name": name, "versions": versions, "preferredVersion": versions[0]}
 
 
-def group_list() -> dict[str, Any]:
+def group_list(registry: r.Registry) -> dict[str, Any]:
     """The ``/apis`` document.
+
+    Args:
+        registry: what the store serves (custom resources included).
 
     Returns:
         APIGroupList with every non-core group served.
     """
-    names = sorted({g for g, _ in r.GROUP_VERSIONS if g})
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(n) for n in names]}
+    names = sorted({g for g, _ in registry.group_versions() if g})
+    return {"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [_group(registry, n) for n in names]}
 
 
-def group(name: str) -> dict[str, Any] | None:
+def group(registry: r.Registry, name: str) -> dict[str, Any] | None:
     """The ``/apis/{group}`` document.
 
     Args:
+        registry: what the store serves.
         name: the group.
 
     Returns:
         APIGroup, or None when the group is not served.
     """
-    if name not in {g for g, _ in r.GROUP_VERSIONS if g}:
+    if name not in {g for g, _ in registry.group_versions() if g}:
         return None
-    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name)}
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(registry, name)}
+
+
+def _categories(res: r.Resource) -> list[str]:
+    return list(res.categories) or (["all"] if not res.custom and res.plural in
+                                    r.IN_CATEGORY_ALL else [])
 
 
 def _api_resource(res: r.Resource) -> list[dict[str, Any]]:
@@ -83,12 +112,12 @@ def _api_resource(res: r.Resource) -> list[dict[str, Any]]:
         "singularName": res.singular,
         "namespaced": res.namespaced,
         "kind": res.kind,
-        "verbs": _VERBS if res.namespaced else _NS_VERBS,
+        "verbs": _VERBS if res.namespaced or res.custom else _NS_VERBS,
     }
     if res.short_names:
         main["shortNames"] = list(res.short_names)
-    if res.plural in r.IN_CATEGORY_ALL:
-        main["categories"] = ["all"]
+    if _categories(res):
+        main["categories"] = _categories(res)
     entries = [main]
     for sub in res.subresources:
         entry: dict[str, Any] = {"name": f"{res.plural}/{sub}", "singularName": "",
@@ -100,17 +129,19 @@ def _api_resource(res: r.Resource) -> list[dict[str, Any]]:
     return entries
 
 
-def resource_list(group_name: str, version_name: str) -> dict[str, Any] | None:
+def resource_list(registry: r.Registry, group_name: str,
+                  version_name: str) -> dict[str, Any] | None:
     """The ``/api/v1`` or ``/apis/{group}/{version}`` document.
 
     Args:
+        registry: what the store serves.
         group_name: the group ("" for core).
         version_name: the version.
 
     Returns:
         APIResourceList, or None when the group-version is not served.
     """
-    served = r.by_group_version(group_name, version_name)
+    served = registry.by_group_version(group_name, version_name)
     if not served:
         return None
     group_version = f"{group_name}/{version_name}" if group_name else version_name
@@ -126,19 +157,22 @@ def _gv_path(group_name: str, version_name: str) -> str:
     return f"apis/{group_name}/{version_name}" if group_name else f"api/{version_name}"
 
 
-def openapi_v3_root() -> dict[str, Any]:
+def openapi_v3_root(registry: r.Registry) -> dict[str, Any]:
     """The ``/openapi/v3`` index: one document per served group-version.
+
+    Args:
+        registry: what the store serves.
 
     Returns:
         The index kubectl reads to find each group-version's document.
     """
     return {"paths": {
         _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash=sandbox1"}
-        for g, v in r.GROUP_VERSIONS
+        for g, v in registry.group_versions()
     }}
 
 
-def openapi_v3(path: str) -> dict[str, Any] | None:
+def openapi_v3(registry: r.Registry, path: str) -> dict[str, Any] | None:
     """A minimal OpenAPI v3 document for one group-version: PATCH operations only.
 
     It carries just what kubectl checks before ``create -f``/``apply -f``: that the server
@@ -146,16 +180,17 @@ def openapi_v3(path: str) -> dict[str, Any] | None:
     validation, which needs full schemas the emulator does not publish).
 
     Args:
+        registry: what the store serves.
         path: ``api/v1`` or ``apis/{group}/{version}``.
 
     Returns:
         The document, or None when the group-version is not served.
     """
-    for group_name, version_name in r.GROUP_VERSIONS:
+    for group_name, version_name in registry.group_versions():
         if _gv_path(group_name, version_name) != path:
             continue
         paths: dict[str, Any] = {}
-        for res in r.by_group_version(group_name, version_name):
+        for res in registry.by_group_version(group_name, version_name):
             where = f"/{path}/namespaces/{{namespace}}/{res.plural}/{{name}}" if res.namespaced \
                 else f"/{path}/{res.plural}/{{name}}"
             paths[where] = {"patch": {

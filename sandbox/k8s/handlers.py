@@ -14,7 +14,15 @@ import yaml
 from sandbox.k8s import protobuf
 from sandbox.k8s import resources as r
 from sandbox.k8s.errors import ApiError, BadRequest, MethodNotAllowed, UnsupportedMediaType
-from sandbox.k8s.patching import APPLY_PATCH, apply_patch, strategic_merge
+from sandbox.k8s.patching import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    MERGE_PATCH,
+    STRATEGIC_PATCH,
+    apply_patch,
+    json_merge,
+    strategic_merge,
+)
 from sandbox.k8s.routing import Route
 from sandbox.k8s.selectors import selector_to_string
 from sandbox.k8s.store import Store
@@ -159,8 +167,9 @@ def _apply(store: Store, req: Request, route: Route, *, dry_run: bool) -> Respon
         if exc.code != 404:
             raise
         return Response(201, store.create(route.res, route.namespace, body, dry_run=dry_run))
+    merge = json_merge if route.res.custom else strategic_merge
     return Response(200, store.patch(route.res, route.namespace, route.name,
-                                     lambda cur: strategic_merge(cur, body),
+                                     lambda cur: merge(cur, body),
                                      subresource=route.subresource, dry_run=dry_run))
 
 
@@ -294,8 +303,14 @@ def handle(store: Store, req: Request, route: Route, *, logs_dir: Path | None = 
                                           dry_run=dry_run))
     if req.method == "PATCH" and name:
         content_type = req.headers.get("Content-Type", "")
-        if content_type.split(";")[0].strip() == APPLY_PATCH:
+        media = content_type.split(";")[0].strip().lower()
+        if media == APPLY_PATCH:
             return _apply(store, req, route, dry_run=dry_run)
+        if res.custom and media == STRATEGIC_PATCH:
+            # Custom resources have no patch strategies: the real API refuses the format.
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
+                           f"unknown format - accepted media types include: {JSON_PATCH}, "
+                           f"{MERGE_PATCH}, {APPLY_PATCH}")
         patch = req.json()
         return Response(200, store.patch(res, ns, name,
                                          lambda cur: apply_patch(content_type, cur, patch),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.k8s import resources as r
+from sandbox.k8s.customresources import crd_status
 from sandbox.k8s.errors import BadRequest
 from sandbox.k8s.validation import (
     apply_defaults,
@@ -152,6 +153,8 @@ def initialise(res: r.Resource, obj: Obj, *, resource_version: int) -> None:
         obj["status"] = obj.get("status") or {"phase": "Pending", "qosClass": "BestEffort"}
     elif res == r.REPLICASETS:
         obj["status"] = obj.get("status") or {"replicas": 0}
+    elif res == r.CRDS:
+        obj["status"] = crd_status(obj)
     elif res.has_status:
         obj.setdefault("status", {})
 
@@ -195,5 +198,8 @@ def proposed(res: r.Resource, current: Obj, obj: Obj, subresource: str | None) -
     check_update(res, current, new)
     new["metadata"]["name"] = current["metadata"]["name"]
     validate(res, new)
+    if res == r.CRDS:
+        new["metadata"]["creationTimestamp"] = current["metadata"].get("creationTimestamp")
+        new["status"] = crd_status(new)
     return new
 

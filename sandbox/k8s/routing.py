@@ -39,10 +39,11 @@ def split_group_version(parts: list[str]) -> tuple[str, str, list[str]] | None:
     return None
 
 
-def route(path: str, group: str, version: str, rest: list[str]) -> Route:
+def route(registry: r.Registry, path: str, group: str, version: str, rest: list[str]) -> Route:
     """Resolve the segments after the group-version into a :class:`Route`.
 
     Args:
+        registry: what the store serves.
         path: the full path (for error messages).
         group: the API group.
         version: the API version.
@@ -54,9 +55,9 @@ def route(path: str, group: str, version: str, rest: list[str]) -> Route:
     Raises:
         ApiError: 404 when nothing is served there.
     """
-    if rest[0] == "namespaces" and len(rest) >= 3 and r.find(group, version, rest[2]):
-        res = r.find(group, version, rest[2])
-        assert res is not None
+    res = registry.find(group, version, rest[2]) if rest[0] == "namespaces" and len(rest) >= 3 \
+        else None
+    if res is not None:
         if not res.namespaced or len(rest) > 5:
             raise _not_found(path)
         name = rest[3] if len(rest) > 3 else None
@@ -64,7 +65,7 @@ def route(path: str, group: str, version: str, rest: list[str]) -> Route:
         if sub is not None and sub not in res.subresources:
             raise _not_found(path)
         return Route(res, rest[1], name, sub)
-    res = r.find(group, version, rest[0])
+    res = registry.find(group, version, rest[0])
     if res is None or len(rest) > 3:
         raise _not_found(path)
     if res.namespaced:

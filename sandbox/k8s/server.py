@@ -19,6 +19,7 @@ from sandbox.k8s import discovery
 from sandbox.k8s.errors import ApiError, Unauthorized
 from sandbox.k8s.faults import Fault, Faults
 from sandbox.k8s.handlers import Request, Response, handle, verb_of
+from sandbox.k8s.resources import Registry
 from sandbox.k8s.routing import route, split_group_version
 from sandbox.k8s.store import Store
 
@@ -76,25 +77,25 @@ class ApiHTTPServer(ThreadingHTTPServer):
             wrapped.close()
 
 
-def _discovery(parts: list[str], address: str) -> Any:
+def _discovery(registry: Registry, parts: list[str], address: str) -> Any:
     """Answer discovery paths; None when ``parts`` is not one."""
     if parts == ["version"]:
         return discovery.version()
     if parts == ["api"]:
         return discovery.core_versions(address)
     if parts == ["apis"]:
-        return discovery.group_list()
+        return discovery.group_list(registry)
     if len(parts) == 2 and parts[0] == "apis":
-        return discovery.group(parts[1]) or False
+        return discovery.group(registry, parts[1]) or False
     if parts[:1] in (["healthz"], ["livez"], ["readyz"]):
         return "ok"
     if parts == ["openapi", "v3"]:
-        return discovery.openapi_v3_root()
+        return discovery.openapi_v3_root(registry)
     if parts[:2] == ["openapi", "v3"]:
-        return discovery.openapi_v3("/".join(parts[2:])) or False
+        return discovery.openapi_v3(registry, "/".join(parts[2:])) or False
     gv = split_group_version(parts)
     if gv is not None and not gv[2]:
-        return discovery.resource_list(gv[0], gv[1]) or False
+        return discovery.resource_list(registry, gv[0], gv[1]) or False
     return None
 
 
@@ -181,8 +182,8 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                 self._send_json(*self._faults(req))
                 return
             if self.command == "GET":
-                answer = _discovery(parts, f"{self.server.server_address[0]!s}:"
-                                           f"{self.server.server_address[1]}")
+                host, port = self.server.server_address[:2]
+                answer = _discovery(self.server.store.resources, parts, f"{host!s}:{port}")
                 if answer is False:
                     raise _NOT_FOUND
                 if answer is not None:
@@ -191,7 +192,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             gv = split_group_version(parts)
             if gv is None or not gv[2]:
                 raise _NOT_FOUND
-            where = route(split.path, *gv)
+            where = route(self.server.store.resources, split.path, *gv)
             delay, fault = self.server.faults.check(verb_of(req, where), where.res.plural)
             if delay:
                 time.sleep(delay)  # injected latency, on purpose

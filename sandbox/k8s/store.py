@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sandbox.k8s import resources as r
-from sandbox.k8s.errors import AlreadyExists, BadRequest, Conflict, NotFound
+from sandbox.k8s.customresources import name_conflicts, resources_of
+from sandbox.k8s.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
 from sandbox.k8s.objects import (
     generation_body,
     initialise,
@@ -22,7 +23,7 @@ from sandbox.k8s.objects import (
     sandbox_node,
 )
 from sandbox.k8s.selectors import parse_field_selector, parse_label_selector
-from sandbox.k8s.watching import Event, EventLog
+from sandbox.k8s.watching import Event, EventLog, served_as, watch_matcher
 
 log = logging.getLogger(__name__)
 __all__ = ["Store", "now_timestamp", "random_suffix"]
@@ -33,11 +34,17 @@ _BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease
 
 
 class Store:
-    """Objects of every served resource, with one global resourceVersion counter."""
+    """Objects of every served resource, with one global resourceVersion counter.
+
+    ``resources`` is what this store serves: the built-ins, plus the resources of every
+    CustomResourceDefinition stored (registered on create, unregistered on delete, which
+    deletes their objects too).
+    """
 
     def __init__(self, *, history: int = 10000) -> None:
         self._cond = threading.Condition(threading.RLock())
-        self._objects: dict[str, dict[tuple[str, str], Obj]] = {res.key: {} for res in r.ALL}
+        self.resources = r.Registry()
+        self._objects: dict[str, dict[tuple[str, str], Obj]] = {}
         self._rv = 0
         self._log = EventLog(self._cond, history)
         self._subscribers: list[Subscriber] = []
@@ -47,7 +54,17 @@ class Store:
 
     # ----------------------------------------------------------------- helpers
     def _bucket(self, res: r.Resource) -> dict[tuple[str, str], Obj]:
-        return self._objects[res.key]
+        return self._objects.setdefault(res.key, {})
+
+    def _sync_crd(self, old: Obj | None, new: Obj | None) -> None:
+        """Serve what a CRD now defines, and stop serving what it no longer does (lock held)."""
+        wanted = resources_of(new) if new is not None else []
+        urls = {(res.group, res.version, res.plural) for res in wanted}
+        for res in resources_of(old) if old is not None else []:
+            if (res.group, res.version, res.plural) not in urls:
+                self.resources.remove(res)
+        for res in wanted:
+            self.resources.add(res)
 
     @staticmethod
     def _ns(res: r.Resource, namespace: str | None) -> str:
@@ -92,7 +109,7 @@ class Store:
             NotFound: when it does not exist.
         """
         with self._cond:
-            return copy.deepcopy(self._find(res, namespace, name))
+            return served_as(res, copy.deepcopy(self._find(res, namespace, name)))
 
     def list(
         self,
@@ -117,7 +134,7 @@ class Store:
         fields_match = parse_field_selector(field_selector)
         with self._cond:
             items = [
-                copy.deepcopy(obj)
+                served_as(res, copy.deepcopy(obj))
                 for (ns, _), obj in sorted(self._bucket(res).items())
                 if (not namespace or not res.namespaced or ns == namespace)
                 and labels_match(obj["metadata"].get("labels") or {})
@@ -155,19 +172,30 @@ class Store:
         meta = obj["metadata"]
         pending: builtins.list[tuple[str, r.Resource, Obj]] = []
         with self._cond:
+            if res.custom and self.resources.find(res.group, res.version, res.plural) is None:
+                raise NotFound(res.plural, meta["name"], group=res.group)
             if res.namespaced and ("", ns) not in self._bucket(r.NAMESPACES):
                 raise NotFound("namespaces", ns)
             key = (ns, meta["name"])
             if key in self._bucket(res):
                 raise AlreadyExists(res.plural, meta["name"], group=res.group)
+            if res == r.CRDS and (causes := name_conflicts(obj, self.resources.all())):
+                raise Invalid(res.kind, meta["name"], causes, group=res.group)
             initialise(res, obj, resource_version=self._rv + 1)
             if dry_run:
                 return copy.deepcopy(obj)
             self._rv += 1
             self._bucket(res)[key] = obj
             self._record(res, "ADDED", obj, None, pending)
+            if res == r.CRDS:
+                self._sync_crd(None, obj)
             result = copy.deepcopy(obj)
         self._notify(pending)
+        if res == r.NAMESPACES:  # the ServiceAccount controller's part
+            try:
+                self.create(r.SERVICE_ACCOUNTS, meta["name"], {"metadata": {"name": "default"}})
+            except AlreadyExists:
+                pass
         return result
 
     def _commit(self, res: r.Resource, current: Obj, new: Obj,
@@ -191,6 +219,8 @@ class Store:
         meta["resourceVersion"] = str(self._rv)
         self._bucket(res)[(meta.get("namespace", ""), meta["name"])] = new
         self._record(res, "MODIFIED", new, current, pending)
+        if res == r.CRDS:
+            self._sync_crd(current, new)
         return copy.deepcopy(new)
 
     def update(self, res: r.Resource, namespace: str | None, obj: Obj, *,
@@ -323,13 +353,18 @@ class Store:
         gone["metadata"]["resourceVersion"] = str(self._rv)
         self._record(res, "DELETED", gone, current, pending)
         if res == r.NAMESPACES:
-            for other in r.ALL:
+            for other in self.resources.all():
                 if other.namespaced:
                     for (ns, _), obj in list(self._bucket(other).items()):
                         if ns == meta["name"]:
                             self._delete_locked(other, obj, "Background", pending)
+        if res == r.CRDS:  # its objects go with it, then its URLs
+            for served in {custom.key: custom for custom in resources_of(current)}.values():
+                for obj in list(self._bucket(served).values()):
+                    self._delete_locked(served, obj, "Background", pending)
+            self._sync_crd(current, None)
         uid = meta["uid"]
-        for other in r.ALL:
+        for other in self.resources.all():
             for obj in list(self._bucket(other).values()):
                 refs = obj["metadata"].get("ownerReferences") or []
                 if not any(ref.get("uid") == uid for ref in refs):
@@ -389,29 +424,13 @@ class Store:
         Raises:
             Gone: when ``resource_version`` is older than the kept history.
         """
-        labels_match = parse_label_selector(label_selector)
-        fields_match = parse_field_selector(field_selector)
-
-        def matches(obj: Obj | None) -> bool:
-            if obj is None:
-                return False
-            if namespace and res.namespaced and obj["metadata"].get("namespace") != namespace:
-                return False
-            return labels_match(obj["metadata"].get("labels") or {}) and fields_match(obj)
-
+        matches = watch_matcher(res, namespace, label_selector, field_selector)
         deadline = time.monotonic() + (timeout if timeout is not None else 1800.0)
         with self._cond:
-            if resource_version in (None, "", "0"):
-                initial = [copy.deepcopy(o) for _, o in sorted(self._bucket(res).items())
-                           if matches(o)]
-                pos = self._rv
-            else:
-                try:
-                    pos = int(str(resource_version))
-                except ValueError:
-                    raise BadRequest(f"invalid resourceVersion {resource_version!r}") from None
-                self._log.check(pos)
-                initial = []
+            pos = self._log.start_after(resource_version)
+            initial = [] if pos is not None else [served_as(res, copy.deepcopy(o)) for _, o in
+                                                   sorted(self._bucket(res).items()) if matches(o)]
+            pos = self._rv if pos is None else pos
         for obj in initial:
             yield "ADDED", obj
         yield from self._log.follow(res, after=pos, matches=matches, deadline=deadline,

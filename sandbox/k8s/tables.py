@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.k8s import resources as r
+from sandbox.k8s.customresources import column_value
 from sandbox.k8s.selectors import selector_to_string
 
 Obj = dict[str, Any]
@@ -181,6 +183,28 @@ COLUMNS: dict[str, list[Column]] = {
 }
 
 
+def _printer_cell(kind: str, path: str) -> Callable[[Obj], Any]:
+    def cell(obj: Obj) -> Any:
+        value = column_value(obj, path)
+        if value is None:
+            return "<none>" if kind == "string" else None
+        if kind == "date":
+            return _age({"metadata": {"creationTimestamp": value}})
+        return json.dumps(value) if isinstance(value, list | dict) else value
+
+    return cell
+
+
+def _columns(res: r.Resource) -> list[Column]:
+    if not res.custom:
+        return COLUMNS.get(res.plural, [_NAME, _AGE])
+    if not res.columns:
+        return [_NAME, _AGE]
+    return [_NAME, *[(name.title() if name.islower() else name,
+                      "string" if kind == "date" else kind, priority, _printer_cell(kind, path))
+                     for name, kind, path, priority in res.columns]]
+
+
 def table(res: r.Resource, items: list[Obj], resource_version: str) -> dict[str, Any]:
     """Render objects as a ``meta.k8s.io/v1 Table``.
 
@@ -192,7 +216,7 @@ def table(res: r.Resource, items: list[Obj], resource_version: str) -> dict[str,
     Returns:
         The Table.
     """
-    columns = COLUMNS.get(res.plural, [_NAME, _AGE])
+    columns = _columns(res)
     definitions = [
         {"name": name, "type": kind, "format": "name" if name == "Name" else "",
          "description": name, "priority": priority}

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from sandbox.k8s import resources as r
+from sandbox.k8s.customresources import apply_crd_defaults, crd_causes
 from sandbox.k8s.errors import BadRequest, Invalid, invalid_cause
 from sandbox.k8s.selectors import selector_from_dict
 
@@ -91,6 +92,29 @@ def _secret_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
     return causes
 
 
+_ROLE_KINDS = {"rolebindings": ("Role", "ClusterRole"), "clusterrolebindings": ("ClusterRole",)}
+
+
+def _binding_causes(res: r.Resource, obj: dict[str, Any]) -> list[dict[str, str]]:
+    ref = obj.get("roleRef")
+    if not isinstance(ref, dict) or not ref.get("name"):
+        return [invalid_cause("roleRef.name", "Required value", "FieldValueRequired")]
+    causes: list[dict[str, str]] = []
+    if ref.get("kind") not in _ROLE_KINDS[res.plural]:
+        causes.append(invalid_cause("roleRef.kind", f"Unsupported value: {ref.get('kind')!r}: "
+                                    f"supported values: {', '.join(_ROLE_KINDS[res.plural])}",
+                                    "FieldValueNotSupported"))
+    if ref.get("apiGroup") != r.ROLES.group:
+        causes.append(invalid_cause("roleRef.apiGroup", f"Unsupported value: "
+                                    f"{ref.get('apiGroup')!r}: supported values: "
+                                    f'"{r.ROLES.group}"', "FieldValueNotSupported"))
+    for i, subject in enumerate(obj.get("subjects") or []):
+        if not isinstance(subject, dict) or not subject.get("kind") or not subject.get("name"):
+            causes.append(invalid_cause(f"subjects[{i}]", "Required value: kind and name",
+                                        "FieldValueRequired"))
+    return causes
+
+
 def validate(res: r.Resource, obj: dict[str, Any]) -> None:
     """Check an object the way the real API server would before storing it.
 
@@ -109,6 +133,10 @@ def validate(res: r.Resource, obj: dict[str, Any]) -> None:
         causes += _container_causes(obj.get("spec") or {}, "spec")
     elif res == r.SECRETS:
         causes += _secret_causes(obj)
+    elif res == r.CRDS:
+        causes += crd_causes(obj)
+    elif res in (r.ROLE_BINDINGS, r.CLUSTER_ROLE_BINDINGS):
+        causes += _binding_causes(res, obj)
     if causes:
         raise Invalid(res.kind, name, causes, group=res.group)
 
@@ -217,6 +245,8 @@ def apply_defaults(res: r.Resource, obj: dict[str, Any]) -> None:
         _default_service(obj)
     elif res == r.SECRETS:
         obj.setdefault("type", "Opaque")
+    elif res == r.CRDS:
+        apply_crd_defaults(obj)
 
 
 def check_update(res: r.Resource, old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -233,8 +263,21 @@ def check_update(res: r.Resource, old: dict[str, Any], new: dict[str, Any]) -> N
     Raises:
         Invalid: when an immutable field changed.
     """
+    if res in (r.ROLE_BINDINGS, r.CLUSTER_ROLE_BINDINGS):
+        if old.get("roleRef") != new.get("roleRef"):
+            raise Invalid(res.kind, str(old["metadata"]["name"]), [invalid_cause(
+                "roleRef", "Invalid value: cannot change roleRef")], group=res.group)
+        return
+    if res.custom or res in (r.ROLES, r.CLUSTER_ROLES, r.SERVICE_ACCOUNTS):
+        return
     old_spec, new_spec = old.get("spec") or {}, new.setdefault("spec", {})
-    if res == r.SERVICES:
+    if res == r.CRDS:
+        for field in ("group", "scope"):
+            if old_spec.get(field) != new_spec.get(field):
+                raise Invalid(res.kind, str(old["metadata"]["name"]), [invalid_cause(
+                    f"spec.{field}", f"Invalid value: {new_spec.get(field)!r}: field is "
+                    "immutable")], group=res.group)
+    elif res == r.SERVICES:
         for field in ("clusterIP", "clusterIPs"):
             if not new_spec.get(field) and old_spec.get(field):
                 new_spec[field] = old_spec[field]
@@ -251,6 +294,11 @@ _TOP_FIELDS: dict[str, frozenset[str]] = {
     "secrets": frozenset({"data", "stringData", "type", "immutable"}),
     "configmaps": frozenset({"data", "binaryData", "immutable"}),
     "endpoints": frozenset({"subsets"}),
+    "serviceaccounts": frozenset({"secrets", "imagePullSecrets", "automountServiceAccountToken"}),
+    "roles": frozenset({"rules"}),
+    "clusterroles": frozenset({"rules", "aggregationRule"}),
+    "rolebindings": frozenset({"subjects", "roleRef"}),
+    "clusterrolebindings": frozenset({"subjects", "roleRef"}),
     "events": frozenset({
         "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp",
         "count", "type", "eventTime", "series", "action", "related", "reportingComponent",
@@ -275,7 +323,8 @@ def check_unknown_fields(res: r.Resource, obj: dict[str, Any]) -> None:
         BadRequest: naming the unknown field, like the real API's strict decoding error.
     """
     allowed = _COMMON_FIELDS | _TOP_FIELDS.get(res.plural, frozenset({"spec", "status"}))
-    unknown = [f'unknown field "{k}"' for k in obj if k not in allowed]
+    # A custom resource's fields are whatever its schema says; the emulator keeps them all.
+    unknown = [] if res.custom else [f'unknown field "{k}"' for k in obj if k not in allowed]
     unknown += [f'unknown field "metadata.{k}"' for k in (obj.get("metadata") or {})
                 if k not in _META_FIELDS]
     if unknown:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.k8s import resources as r
-from sandbox.k8s.errors import Gone
+from sandbox.k8s.errors import BadRequest, Gone
+from sandbox.k8s.selectors import parse_field_selector, parse_label_selector
 
 Obj = dict[str, Any]
 
@@ -25,6 +26,47 @@ class Event:
     type: str
     obj: Obj
     old: Obj | None
+
+
+def served_as(res: r.Resource, obj: Obj) -> Obj:
+    """Label a custom object with the version it is read at (versions share one storage).
+
+    Args:
+        res: the resource the object is read as.
+        obj: a copy of the stored object, changed in place.
+
+    Returns:
+        ``obj``.
+    """
+    if res.custom:
+        obj["apiVersion"] = res.api_version
+    return obj
+
+
+def watch_matcher(res: r.Resource, namespace: str | None, label_selector: str | None,
+                  field_selector: str | None) -> Callable[[Obj | None], bool]:
+    """The filter of one watch: namespace, label selector and field selector.
+
+    Args:
+        res: the resource type.
+        namespace: restrict to this namespace (None: all).
+        label_selector: label selector string.
+        field_selector: field selector string.
+
+    Returns:
+        A predicate on an object (False for None).
+    """
+    labels_match = parse_label_selector(label_selector)
+    fields_match = parse_field_selector(field_selector)
+
+    def matches(obj: Obj | None) -> bool:
+        if obj is None:
+            return False
+        if namespace and res.namespaced and obj["metadata"].get("namespace") != namespace:
+            return False
+        return labels_match(obj["metadata"].get("labels") or {}) and fields_match(obj)
+
+    return matches
 
 
 class EventLog:
@@ -58,6 +100,28 @@ class EventLog:
         """
         if rv < self.compacted_rv:
             raise Gone(f"too old resource version: {rv} ({self.compacted_rv})")
+
+    def start_after(self, resource_version: str | None) -> int | None:
+        """Where a watch asking for ``resource_version`` starts (store lock held).
+
+        Args:
+            resource_version: the watch's resourceVersion parameter.
+
+        Returns:
+            The resourceVersion to follow after, or None to send the current state first.
+
+        Raises:
+            BadRequest: when it is not a number.
+            Gone: when it is older than the kept history.
+        """
+        if resource_version in (None, "", "0"):
+            return None
+        try:
+            pos = int(str(resource_version))
+        except ValueError:
+            raise BadRequest(f"invalid resourceVersion {resource_version!r}") from None
+        self.check(pos)
+        return pos
 
     def close(self) -> None:
         """End every watch (store lock taken here)."""
@@ -124,7 +188,7 @@ class EventLog:
                 continue
             for event in fresh:
                 pos = event.rv
-                if event.res != res:
+                if event.res.key != res.key:  # (every version of a custom resource)
                     continue
                 now, before = matches(event.obj), matches(event.old)
                 kind = event.type
@@ -132,6 +196,6 @@ class EventLog:
                     kind = "ADDED" if now else "DELETED"
                 if now or before:
                     last_sent = time.monotonic()
-                    yield kind, copy.deepcopy(event.obj)
+                    yield kind, served_as(res, copy.deepcopy(event.obj))
             if stop is not None and stop.is_set():
                 return

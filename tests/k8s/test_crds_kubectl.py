@@ -1,0 +1,88 @@
+"""Real kubectl on custom resources: apply a CRD and its objects, get, patch, delete."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+VIRTUAL_SERVICE = """\
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: api
+  labels: {app: api}
+spec:
+  hosts: [api]
+  http:
+    - route:
+        - destination: {host: api, subset: stable}
+          weight: 100
+        - destination: {host: api, subset: canary}
+          weight: 0
+"""
+
+
+def test_kubectl_apply_get_patch_delete_a_virtual_service(kubectl, k8s_namespace):
+    ns = k8s_namespace
+    out = kubectl("apply", "-n", ns, "-f", "-", input=VIRTUAL_SERVICE).stdout
+    assert "virtualservice.networking.istio.io/api created" in out
+    got = json.loads(kubectl("get", "virtualservices", "-n", ns, "-o", "json").stdout)
+    assert got["kind"] == "List" or got["kind"].endswith("List")
+    [vs] = got["items"]
+    assert vs["spec"]["http"][0]["route"][1]["weight"] == 0
+    table = kubectl("get", "vs", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "GATEWAYS", "HOSTS", "AGE"]
+    assert table[1].split()[:3] == ["api", "<none>", '["api"]']
+
+    weights = {"spec": {"http": [{"route": [
+        {"destination": {"host": "api", "subset": "stable"}, "weight": 80},
+        {"destination": {"host": "api", "subset": "canary"}, "weight": 20}]}]}}
+    kubectl("patch", "virtualservice", "api", "-n", ns, "--type", "merge",
+            "-p", json.dumps(weights))
+    vs = json.loads(kubectl("get", "vs", "api", "-n", ns, "-o", "json").stdout)
+    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [80, 20]
+    assert vs["metadata"]["generation"] == 2
+
+    # Re-applying the manifest (client-side apply: a JSON merge patch) restores the weights.
+    out = kubectl("apply", "-n", ns, "-f", "-", input=VIRTUAL_SERVICE).stdout
+    assert "configured" in out
+    vs = json.loads(kubectl("get", "vs", "api", "-n", ns, "-o", "json").stdout)
+    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]
+
+    refused = kubectl("patch", "vs", "api", "-n", ns, "--type", "strategic", "-p",
+                      '{"spec": {"hosts": ["x"]}}', check=False)
+    assert refused.returncode != 0
+    assert "is not supported by" in refused.stderr and "unknown format" in refused.stderr
+
+    kubectl("delete", "vs", "api", "-n", ns)
+    assert kubectl("get", "vs", "-n", ns).stderr.startswith("No resources found")
+
+
+def test_kubectl_applies_a_new_crd_then_its_objects(kubectl, k8s_namespace):
+    ns, group = k8s_namespace, f"k{uuid.uuid4().hex[:8]}.veza.io"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"gadgets.{group}"},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "gadgets", "kind": "Gadget", "shortNames": ["gd"]},
+                 "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {
+                                   "type": "object",
+                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(crd))
+    kubectl("wait", "--for", "condition=Established", f"crd/gadgets.{group}", "--timeout=20s")
+    assert f"gadgets.{group}" in kubectl("get", "crds").stdout
+    gadget = {"apiVersion": f"{group}/v1alpha1", "kind": "Gadget",
+              "metadata": {"name": "g1"}, "spec": {"n": 1}}
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(gadget))
+    assert kubectl("get", "gd", "-n", ns, "-o", "name").stdout.strip() == f"gadget.{group}/g1"
+    resources = kubectl("api-resources", f"--api-group={group}").stdout
+    assert "gadgets" in resources and "Gadget" in resources
+    kubectl("delete", "crd", f"gadgets.{group}")
+    gone = kubectl("get", f"gadgets.{group}", "-n", ns, check=False)
+    assert gone.returncode != 0
