@@ -10,8 +10,8 @@ from blocks.gpg import GpgEncryption
 from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from tasks.backup import backup_task, publish_backup_table
-from tasks.manifest import Manifest
+from tasks.recovery.backup import backup_task, publish_backup_table
+from tasks.recovery.manifest import Manifest
 
 
 @flow(name="backup", log_prints=False)

@@ -9,15 +9,15 @@ from pydantic import BaseModel, Field
 
 from blocks.loading import load_block
 from blocks.s3 import S3BackupStore
-from tasks.catalogue import (
+from tasks.recovery.catalogue import (
     artifact_key,
     delete_backups_task,
     list_backups_task,
     publish_catalogue_task,
     verify_newest_task,
 )
-from tasks.retention import RetentionPolicy, plan_retention_task, publish_decisions_task
-from tasks.spool import check_spool, clean_spool_task
+from tasks.recovery.retention import RetentionPolicy, plan_retention_task, publish_decisions_task
+from tasks.recovery.spool import check_spool, clean_spool_task
 
 
 class PruneReport(BaseModel):

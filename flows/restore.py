@@ -8,7 +8,7 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from tasks.restore_into import RestoreOutcome, restore_task
+from tasks.recovery.restoring import RestoreOutcome, restore_task
 
 
 @flow(name="restore", log_prints=False)

@@ -9,7 +9,7 @@ from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import IntegrityError
-from tasks.restore_check import RestoreTestReport, publish_report, restore_test_task
+from tasks.recovery.restore_test import RestoreTestReport, publish_report, restore_test_task
 
 
 @flow(name="restore-test", log_prints=False)

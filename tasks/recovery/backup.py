@@ -27,7 +27,7 @@ from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import retry_on_transient
 from errors.s3 import s3_errors
-from tasks.manifest import (
+from tasks.recovery.manifest import (
     DATA_NAME,
     MANIFEST_NAME,
     BackupKind,
@@ -35,10 +35,10 @@ from tasks.manifest import (
     backup_id,
     backup_prefix,
 )
-from tasks.pg import exported_snapshot
-from tasks.pipeline import Pipeline, Stage
-from tasks.store import check_bucket
-from tasks.upload import upload_stream
+from tasks.recovery.pipeline import Pipeline, Stage
+from tasks.recovery.postgres import exported_snapshot
+from tasks.recovery.store import check_bucket
+from tasks.recovery.upload import upload_stream
 
 logger = logging.getLogger(__name__)
 

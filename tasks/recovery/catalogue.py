@@ -22,7 +22,7 @@ from errors import (
     PermanentSystemError,
 )
 from errors.s3 import s3_errors
-from tasks.manifest import DATA_NAME, MANIFEST_NAME, BackupKind, Manifest, parse_backup_id
+from tasks.recovery.manifest import DATA_NAME, MANIFEST_NAME, BackupKind, Manifest, parse_backup_id
 
 _DELETE_BATCH = 1000  # S3 DeleteObjects accepts at most 1000 keys per request
 

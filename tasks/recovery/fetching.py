@@ -17,8 +17,8 @@ from blocks.gpg import GpgDecryptionKey, Keyring
 from blocks.postgres import PostgresDatabase
 from errors import IntegrityError, InvalidInputError
 from errors.s3 import s3_errors
-from tasks.manifest import Manifest
-from tasks.pipeline import Pipeline, Stage
+from tasks.recovery.manifest import Manifest
+from tasks.recovery.pipeline import Pipeline, Stage
 
 logger = logging.getLogger(__name__)
 DOWNLOAD_CHUNK = 1 << 20

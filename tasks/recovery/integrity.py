@@ -8,8 +8,8 @@ import psycopg
 from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
-from tasks.manifest import Manifest, TableCount
-from tasks.pg import connect, count_rows
+from tasks.recovery.manifest import Manifest, TableCount
+from tasks.recovery.postgres import connect, count_rows
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
 from errors.postgres import translate_pg_error
-from tasks.manifest import TableCount
+from tasks.recovery.manifest import TableCount
 
 logger = logging.getLogger(__name__)
 SYSTEM = "PostgreSQL"

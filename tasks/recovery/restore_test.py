@@ -17,10 +17,10 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import retry_on_transient
-from tasks.integrity import check_against_manifest, run_amcheck, run_smoke
-from tasks.pg import create_database, database_exists, drop_database
-from tasks.restore import check_key_matches, fetched_dump, pg_restore
-from tasks.store import check_bucket, find_backup, previous_backup
+from tasks.recovery.fetching import check_key_matches, fetched_dump, pg_restore
+from tasks.recovery.integrity import check_against_manifest, run_amcheck, run_smoke
+from tasks.recovery.postgres import create_database, database_exists, drop_database
+from tasks.recovery.store import check_bucket, find_backup, previous_backup
 
 logger = logging.getLogger(__name__)
 HOUR = 3600.0

@@ -13,10 +13,15 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import IntegrityError, InvalidInputError, RestoreRefusedError
-from tasks.integrity import check_against_manifest
-from tasks.pg import create_database, database_exists, drop_database, user_table_count
-from tasks.restore import check_key_matches, fetched_dump, pg_restore
-from tasks.store import check_bucket, find_backup
+from tasks.recovery.fetching import check_key_matches, fetched_dump, pg_restore
+from tasks.recovery.integrity import check_against_manifest
+from tasks.recovery.postgres import (
+    create_database,
+    database_exists,
+    drop_database,
+    user_table_count,
+)
+from tasks.recovery.store import check_bucket, find_backup
 
 logger = logging.getLogger(__name__)
 

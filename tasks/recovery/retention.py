@@ -12,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from errors import InvalidInputError
-from tasks.catalogue import BackupRecord
+from tasks.recovery.catalogue import BackupRecord
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from errors import IntegrityError, InvalidInputError, NotFoundError
 from errors.s3 import s3_errors
-from tasks.manifest import MANIFEST_NAME, Manifest, backup_prefix, parse_backup_id
+from tasks.recovery.manifest import MANIFEST_NAME, Manifest, backup_prefix, parse_backup_id
 
 
 def check_bucket(client: Any, bucket: str) -> None:

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from errors import PipelineError
-from tasks.backup import dump_stages, run_backup
-from tasks.manifest import DATA_NAME, MANIFEST_NAME, Manifest
+from tasks.recovery.backup import dump_stages, run_backup
+from tasks.recovery.manifest import DATA_NAME, MANIFEST_NAME, Manifest
 from tests.fixtures.recovery import SEED_COUNTS
 
 

@@ -24,9 +24,9 @@ from errors import (
 )
 from sandbox.launchers.gpg import generate_key
 from sandbox.procs import free_port, spawn, stop_pid, wait_until
-from tasks.backup import run_backup
-from tasks.restore_check import run_restore_test
-from tasks.restore_into import run_restore
+from tasks.recovery.backup import run_backup
+from tasks.recovery.restore_test import run_restore_test
+from tasks.recovery.restoring import run_restore
 
 
 def _objects(s3_client, bucket):

@@ -20,7 +20,7 @@ from errors import BlockNotFoundError, IntegrityError
 from flows.backup import backup_flow
 from flows.restore import restore_flow
 from flows.restore_test import restore_test_flow
-from tasks.manifest import Manifest
+from tasks.recovery.manifest import Manifest
 from tests.fixtures.recovery import SEED_COUNTS, drop_db
 
 
@@ -57,7 +57,7 @@ def test_round_trip_through_the_flows_and_no_secret_in_any_log(
     assert {(t.schema_name, t.table): t.rows for t in manifest.tables} == SEED_COUNTS
 
     # the catalogue lists it as complete
-    from tasks.catalogue import list_backups
+    from tasks.recovery.catalogue import list_backups
 
     records = list_backups(store_block.get_client(), store_block.bucket, store_block.prefix,
                            database=seeded_db.dbname)

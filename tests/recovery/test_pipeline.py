@@ -11,11 +11,11 @@ import pytest
 
 from errors import NotFoundError, PipelineError
 from errors.s3 import s3_errors
-from tasks.integrity import compare_counts
-from tasks.manifest import TableCount
-from tasks.pipeline import Pipeline, Stage
-from tasks.restore_check import scratch_name
-from tasks.upload import upload_stream
+from tasks.recovery.integrity import compare_counts
+from tasks.recovery.manifest import TableCount
+from tasks.recovery.pipeline import Pipeline, Stage
+from tasks.recovery.restore_test import scratch_name
+from tasks.recovery.upload import upload_stream
 
 
 def test_pipeline_streams_counts_and_checks_every_status():

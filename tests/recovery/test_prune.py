@@ -15,14 +15,14 @@ import pytest
 from blocks.s3 import S3BackupStore
 from errors import BlockNotFoundError, IntegrityError, InvalidInputError, NotFoundError
 from flows.prune import PruneReport, prune_backups
-from tasks.catalogue import (
+from tasks.recovery.catalogue import (
     catalogue_markdown,
     delete_backup,
     list_backups,
     newest_complete,
     read_manifest,
 )
-from tasks.manifest import BackupKind, Manifest, backup_id, backup_prefix
+from tasks.recovery.manifest import BackupKind, Manifest, backup_id, backup_prefix
 
 PREFIX = "pg"
 

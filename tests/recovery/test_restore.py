@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from errors import IntegrityError, RestoreRefusedError
-from tasks.backup import run_backup
-from tasks.manifest import MANIFEST_NAME, backup_prefix
-from tasks.restore_check import render_markdown, run_restore_test, scratch_name
-from tasks.restore_into import run_restore
+from tasks.recovery.backup import run_backup
+from tasks.recovery.manifest import MANIFEST_NAME, backup_prefix
+from tasks.recovery.restore_test import render_markdown, run_restore_test, scratch_name
+from tasks.recovery.restoring import run_restore
 from tests.fixtures.recovery import SEED_COUNTS, drop_db
 
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from errors import InvalidInputError
-from tasks.catalogue import BackupRecord
-from tasks.manifest import backup_id
-from tasks.retention import Decision, RetentionPolicy, decision_rows, plan_retention
+from tasks.recovery.catalogue import BackupRecord
+from tasks.recovery.manifest import backup_id
+from tasks.recovery.retention import Decision, RetentionPolicy, decision_rows, plan_retention
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday, ISO week 2026-W48
 

@@ -1,0 +1,1 @@
+"""Recovery tasks: backups, the catalogue, retention, fetching, restores and restore tests."""
