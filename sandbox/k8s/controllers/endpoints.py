@@ -15,17 +15,21 @@ from sandbox.k8s.store import Store
 Obj = dict[str, Any]
 
 
-def selected_pods(store: Store, service: Obj) -> list[Obj]:
+def selected_pods(store: Store, service: Obj, *,
+                  subset_labels: dict[str, str] | None = None) -> list[Obj]:
     """Pods with an IP, not finished, whose labels match the Service's selector.
 
     Args:
         store: the object store.
         service: the Service.
+        subset_labels: labels that override (or add to) the selector's, as an Istio
+            DestinationRule subset does.
 
     Returns:
-        The pods, sorted by IP. A Service without selector selects none.
+        The pods, sorted by IP. A Service without selector (or subset labels) selects none.
     """
-    selector: dict[str, str] = (service.get("spec") or {}).get("selector") or {}
+    selector: dict[str, str] = {**((service.get("spec") or {}).get("selector") or {}),
+                                **(subset_labels or {})}
     if not selector:
         return []
     pods, _ = store.list(PODS, service["metadata"]["namespace"])
@@ -59,7 +63,8 @@ def pod_port(pod: Obj, target: int | str | None, default: int) -> int:
     return resolve_port(target, named, default)
 
 
-def ready_targets(store: Store, namespace: str, name: str, port: int) -> list[tuple[str, int]]:
+def ready_targets(store: Store, namespace: str, name: str, port: int, *,
+                  subset_labels: dict[str, str] | None = None) -> list[tuple[str, int]]:
     """Where a Service port's traffic may go right now: ``(podIP, targetPort)`` of ready pods.
 
     Read fresh from the store, so a selector patch moves traffic on the next request. A Service
@@ -70,6 +75,8 @@ def ready_targets(store: Store, namespace: str, name: str, port: int) -> list[tu
         namespace: the Service's namespace.
         name: the Service's name.
         port: the Service port.
+        subset_labels: pod labels overriding the selector's (an Istio subset); with them a
+            Service without selector selects the pods carrying those labels.
 
     Returns:
         Ready targets (empty when there is none or the Service is gone).
@@ -84,11 +91,11 @@ def ready_targets(store: Store, namespace: str, name: str, port: int) -> list[tu
     if entry is None:
         return []
     target = entry.get("targetPort", port)
-    if not (service["spec"].get("selector") or {}):
+    if not (service["spec"].get("selector") or {}) and not subset_labels:
         return _manual_targets(store, namespace, name, entry)
     return [
         (p["status"]["podIP"], pod_port(p, target, port))
-        for p in selected_pods(store, service)
+        for p in selected_pods(store, service, subset_labels=subset_labels)
         if pod_ready(p)
     ]
 

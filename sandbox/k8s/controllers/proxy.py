@@ -1,4 +1,4 @@
-"""The Service proxy: an HTTP reverse proxy on clusterIP:port, round-robin over ready endpoints."""
+"""The Service proxy: an HTTP reverse proxy on clusterIP:port, round-robin over its backends."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sandbox.k8s.controllers.mesh import Backends
+
 logger = logging.getLogger(__name__)
 
-Targets = Callable[[], list[tuple[str, int]]]
-"""Returns the ready endpoints ``(ip, port)`` at the moment of a request."""
+Targets = Callable[[], Backends]
+"""Returns where a request may go at the moment it arrives (endpoints and their pool)."""
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -32,7 +34,11 @@ class _ProxyServer(ThreadingHTTPServer):
         super().__init__(address, _ProxyHandler)
         self.targets = targets
         self.name = name
-        self.counter = itertools.count()
+        self.counters: dict[str, itertools.count[int]] = {}
+
+    def next_index(self, pool: str) -> int:
+        """The round-robin position for the next request to ``pool``."""
+        return next(self.counters.setdefault(pool, itertools.count()))
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -45,11 +51,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        targets = self.server.targets()
+        chosen = self.server.targets()
+        targets = chosen.targets
         if not targets:
-            self._answer(503, {"error": f"no ready endpoints for service {self.server.name}"})
+            self._answer(503, {"error": chosen.empty or f"no ready endpoints for service "
+                               f"{self.server.name}"})
             return
-        start = next(self.server.counter)
+        start = self.server.next_index(chosen.pool)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         for attempt in range(len(targets)):
             ip, port = targets[(start + attempt) % len(targets)]
@@ -98,7 +106,7 @@ class ServiceProxy:
         Args:
             host: the clusterIP.
             port: the Service port.
-            targets: called on every request for the ready endpoints.
+            targets: called on every request for where it may go.
             name: ``namespace/service:port`` for messages.
 
         Raises:

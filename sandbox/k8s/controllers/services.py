@@ -1,4 +1,4 @@
-"""The Services controller: clusterIP allocation and one real HTTP proxy per Service port."""
+"""The Services controller: clusterIP allocation and one HTTP proxy per port, Istio-aware."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from functools import partial
 from typing import Any
 
 from sandbox.k8s.controllers.base import Controller, Key
-from sandbox.k8s.controllers.endpoints import ready_targets
 from sandbox.k8s.controllers.ips import IpPool
+from sandbox.k8s.controllers.mesh import backends
 from sandbox.k8s.controllers.proxy import ServiceProxy
 from sandbox.k8s.errors import NotFound
 from sandbox.k8s.resources import SERVICES, Resource
@@ -75,7 +75,7 @@ class ServiceController(Controller):
             try:
                 proxy = ServiceProxy(
                     host=ip, port=port, name=f"{key[0]}/{key[1]}:{port}",
-                    targets=partial(ready_targets, self.store, key[0], key[1], port),
+                    targets=partial(backends, self.store, key[0], key[1], port),
                 )  # fmt: skip
             except OSError as exc:
                 logger.warning("service %s/%s: cannot listen on %s:%s: %s", *key, ip, port, exc)
