@@ -1,10 +1,11 @@
 """Just enough of the Kubernetes protobuf encoding to read what kubectl's typed clients POST.
 
-``kubectl create namespace|secret|configmap|deployment|service`` and ``kubectl expose`` send
-protobuf bodies. Those kinds are decoded here, for the fields such commands set (metadata
-name, generateName, namespace, labels, annotations; data; Deployment replicas, selector,
-strategy type and pod template with containers' name, image, command, args, ports and env;
-Service ports, selector, type). Other kinds are refused with 415 and a hint.
+``kubectl create namespace|secret|configmap|deployment|service|serviceaccount|role|
+clusterrole|rolebinding|clusterrolebinding`` and ``kubectl expose`` send protobuf bodies. Those
+kinds are decoded here, for the fields such commands set (metadata name, generateName,
+namespace, labels, annotations; data; Deployment replicas, selector, strategy type and pod
+template with containers' name, image, command, args, ports and env; Service ports, selector,
+type; RBAC rules, subjects and roleRef). Other kinds are refused with 415 and a hint.
 """
 
 from __future__ import annotations
@@ -83,7 +84,24 @@ _POD_SPEC: Schema = {2: ("containers", "rm", _CONTAINER), 3: ("restartPolicy", "
                      6: ("dnsPolicy", "s", None), 7: ("nodeSelector", "M", None),
                      8: ("serviceAccountName", "s", None)}
 _TEMPLATE: Schema = {1: ("metadata", "m", _META), 2: ("spec", "m", _POD_SPEC)}
+_RULES: Schema = {2: ("rules", "rm", {
+    1: ("verbs", "rs", None), 2: ("apiGroups", "rs", None), 3: ("resources", "rs", None),
+    4: ("resourceNames", "rs", None), 5: ("nonResourceURLs", "rs", None)})}
+_BINDING: Schema = {
+    1: ("metadata", "m", _META),
+    2: ("subjects", "rm", {1: ("kind", "s", None), 2: ("apiGroup", "s", None),
+                           3: ("name", "s", None), 4: ("namespace", "s", None)}),
+    3: ("roleRef", "m", {1: ("apiGroup", "s", None), 2: ("kind", "s", None),
+                         3: ("name", "s", None)}),
+}
 _KINDS: dict[str, Schema] = {
+    "ServiceAccount": {1: ("metadata", "m", _META),
+                       3: ("imagePullSecrets", "rm", {1: ("name", "s", None)}),
+                       4: ("automountServiceAccountToken", "b", None)},
+    "Role": {1: ("metadata", "m", _META), **_RULES},
+    "ClusterRole": {1: ("metadata", "m", _META), **_RULES},
+    "RoleBinding": _BINDING,
+    "ClusterRoleBinding": _BINDING,
     "Namespace": {1: ("metadata", "m", _META)},
     "Secret": {1: ("metadata", "m", _META), 2: ("data", "B", None), 3: ("type", "s", None),
                4: ("stringData", "M", None), 5: ("immutable", "b", None)},

@@ -104,6 +104,22 @@ def _endpoints(obj: Obj) -> str:
     return ",".join(found[:3]) + (f" + {len(found) - 3} more..." if len(found) > 3 else "")
 
 
+def _created(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def _role_ref(obj: Obj) -> str:
+    ref = obj.get("roleRef") or {}
+    return f"{ref.get('kind', '')}/{ref.get('name', '')}"
+
+
+def _subjects(obj: Obj, kind: str) -> str:
+    found = [s for s in obj.get("subjects") or [] if s.get("kind") == kind]
+    if kind == "ServiceAccount":
+        return ", ".join(f"{s.get('namespace', '')}/{s.get('name', '')}" for s in found)
+    return ", ".join(str(s.get("name", "")) for s in found)
+
+
 _NAME: Column = ("Name", "string", 0, lambda o: o["metadata"]["name"])
 _AGE: Column = ("Age", "string", 0, _age)
 _WORKLOAD_WIDE: list[Column] = [
@@ -178,6 +194,15 @@ COLUMNS: dict[str, list[Column]] = {
         ("Version", "string", 0,
          lambda o: (_status(o).get("nodeInfo") or {}).get("kubeletVersion", "")),
     ],
+    "serviceaccounts": [_NAME, ("Secrets", "integer", 0, lambda o: len(o.get("secrets") or [])),
+                        _AGE],
+    "roles": [_NAME, ("Created At", "date", 0, _created)],
+    "clusterroles": [_NAME, ("Created At", "date", 0, _created)],
+    "rolebindings": [_NAME, ("Role", "string", 0, _role_ref), _AGE,
+                     ("Users", "string", 1, lambda o: _subjects(o, "User")),
+                     ("Groups", "string", 1, lambda o: _subjects(o, "Group")),
+                     ("ServiceAccounts", "string", 1, lambda o: _subjects(o, "ServiceAccount"))],
+    "customresourcedefinitions": [_NAME, ("Created At", "date", 0, _created)],
     "leases": [_NAME, ("Holder", "string", 0,
                        lambda o: _spec(o).get("holderIdentity", "")), _AGE],
 }
@@ -203,6 +228,9 @@ def _columns(res: r.Resource) -> list[Column]:
     return [_NAME, *[(name.title() if name.islower() else name,
                       "string" if kind == "date" else kind, priority, _printer_cell(kind, path))
                      for name, kind, path, priority in res.columns]]
+
+
+COLUMNS["clusterrolebindings"] = COLUMNS["rolebindings"]
 
 
 def table(res: r.Resource, items: list[Obj], resource_version: str) -> dict[str, Any]:
