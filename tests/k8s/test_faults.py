@@ -77,3 +77,29 @@ def test_the_launcher_refuses_a_bad_ip_prefix_before_starting(tmp_path):
                   ip_prefix="10.0.0")
     assert exc_info.value.field == "ip_prefix"
     assert not (tmp_path / "k8s.log").exists()
+
+
+def test_faults_target_custom_and_rbac_resources_by_plural(faults, k8s_api_client, k8s_namespace):
+    custom, ns = client.CustomObjectsApi(k8s_api_client), k8s_namespace
+    istio = ("networking.istio.io", "v1beta1", ns)
+    vs = {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+          "metadata": {"name": "api"}, "spec": {"hosts": ["api"]}}
+    custom.create_namespaced_custom_object(*istio, "virtualservices", vs)
+    _faults(faults, "POST", {"verb": "patch", "resource": "virtualservices", "error_rate": 1.0,
+                             "status": 503})
+    _faults(faults, "POST", {"verb": "create", "resource": "roles", "error_rate": 1.0})
+    with pytest.raises(client.ApiException) as exc_info:
+        custom.patch_namespaced_custom_object(*istio, "virtualservices", "api",
+                                              {"spec": {"hosts": ["x"]}})
+    assert exc_info.value.status == 503
+    assert custom.get_namespaced_custom_object(*istio, "virtualservices", "api")["spec"] == \
+        {"hosts": ["api"]}  # reads unaffected, the patch did not happen
+    assert custom.list_namespaced_custom_object(*istio, "destinationrules")["items"] == []
+    with pytest.raises(client.ApiException) as exc_info:
+        client.RbacAuthorizationV1Api(k8s_api_client).create_namespaced_role(
+            ns, client.V1Role(metadata=client.V1ObjectMeta(name="r")))
+    assert exc_info.value.status == 500
+    _faults(faults, "DELETE")
+    patched = custom.patch_namespaced_custom_object(*istio, "virtualservices", "api",
+                                                    {"spec": {"hosts": ["x"]}})
+    assert patched["spec"]["hosts"] == ["x"]
