@@ -6,8 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 APT_PACKAGES := postgresql-15 gnupg zstd prometheus python3-venv ca-certificates
+LOCK := requirements.lock
+# The lock's resolver (see the `lock` target); pinned so that `make lock` is reproducible too.
+UV_VERSION := 0.13.9
+# `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest allowed version; plain
+# `make lock` keeps the pins already in the lock and only adds or changes what pyproject needs.
+LOCK_FLAGS ?=
 
-.PHONY: setup system venv test lint typecheck unit demo demo-exit bench clean
+.PHONY: setup system venv lock test lint typecheck unit demo demo-exit bench clean
 
 setup: system venv
 
@@ -23,14 +29,31 @@ system:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# The project's virtualenv, rebuilt when pyproject.toml changes.
+# The project's virtualenv: every third-party package at the version and hash pinned in
+# $(LOCK), then the two local distributions (veza-ops, and the sandbox in sandbox/) editable and
+# without dependencies. Reinstalled when the lock or a pyproject.toml changes; `pip check` fails
+# when a pyproject asks for something the lock lacks (then run `make lock`).
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml sandbox/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e . -e ./sandbox
+	$(PY) -m pip check
 	@touch $@
+
+# Regenerate $(LOCK): the whole dependency tree of veza-ops with the extras make installs (dev,
+# sandbox), pinned with the sha256 of every file, for Python 3.11 (Debian 12's).
+# Tool: uv's `uv pip compile` (the PyPI package `uv`, pinned above). Chosen over pip-tools'
+# pip-compile because it is one self-contained binary that does not hook into pip's internals
+# (pip-compile breaks with new pip releases), resolves for a target Python version rather than
+# the one running it, writes hashes for every platform's files, and takes seconds.
+lock:
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(BIN)/uv --version 2>/dev/null | grep -q '^uv $(UV_VERSION) ' || \
+	  $(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra sandbox --python-version 3.11 \
+	  --generate-hashes --custom-compile-command 'make lock' --quiet $(LOCK_FLAGS) -o $(LOCK)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -40,7 +63,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 unit: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test: setup lint typecheck unit
 

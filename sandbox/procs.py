@@ -155,6 +155,23 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (e.g. a Prefect worker's flow runs, each in its own session).
+
+    Args:
+        pid: the parent's process id.
+
+    Returns:
+        The children's pids (empty when there are none or the parent is gone).
+    """
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 def stop_pid(pid: int, *, timeout: float = 10.0, group: bool = True) -> None:
     """Stop a process (and its process group) with SIGTERM, then SIGKILL after ``timeout``.
 

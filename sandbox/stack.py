@@ -4,6 +4,11 @@
 waits until all are ready, seeds ``veza-staging`` and ``veza-production`` and writes
 ``DIR/env`` (shell ``export`` lines). ``load(DIR)`` gives the :class:`Sandbox` of a running
 stack; ``down(DIR)`` stops every process it started, by pid, and is idempotent.
+
+``DIR/state.json`` is the one record of running processes: whoever starts more processes beside
+the sandbox (the demo's PostgreSQL, S3, Prefect server and worker) adds them with
+:func:`record_process`, and ``down(DIR)`` stops them too, last recorded first, before the
+sandbox's own parts (also after a crash: the next ``down`` reads the same file).
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +31,7 @@ from sandbox.ipclaims import claim_prefix, release_prefix
 from sandbox.launchers.prometheus import PrometheusServer, configure_prometheus, targets_path
 from sandbox.procs import (
     SandboxError,
+    child_pids,
     free_port,
     pid_alive,
     spawn,
@@ -91,6 +99,56 @@ def _child_env() -> dict[str, str]:
 def _record(state: dict[str, Any], name: str, pid: int, **extra: Any) -> None:
     state["processes"][name] = {"pid": pid, "ticks": start_ticks(pid), **extra}
     _write_state(Path(state["dir"]), state)
+
+
+def record_process(
+    dir: Path,
+    name: str,
+    pid: int,
+    *,
+    stop_children: bool = False,
+    remove: Sequence[Path] = (),
+    **extra: Any,
+) -> None:
+    """Record a process started beside the sandbox in ``dir`` so that :func:`down` stops it.
+
+    The pid is kept with its start time, so a recycled pid is never signalled. Processes
+    recorded this way are stopped last recorded first, before the sandbox's own parts. A
+    record is created when no sandbox was started in ``dir`` yet.
+
+    Args:
+        dir: the sandbox directory.
+        name: a name for the process (unique in ``dir``; not one of the sandbox's parts).
+        pid: its pid (it leads its own process group, which is stopped with it).
+        stop_children: also stop its direct children first, each as its own group (a Prefect
+            worker's flow runs run in sessions of their own).
+        remove: folders to delete once it is stopped (e.g. a throwaway database cluster).
+        **extra: more fields to keep (port, url...).
+
+    Raises:
+        SandboxError: when ``name`` is one of the sandbox's own parts.
+    """
+    if name in COMPONENTS:
+        raise SandboxError(f"{name!r} is a part of the sandbox itself")
+    dir = Path(dir).resolve()
+    dir.mkdir(parents=True, exist_ok=True)
+    state = read_state(dir) or {"dir": str(dir), "processes": {}, "services": {}}
+    extras: list[str] = state.setdefault("extras", [])
+    if name not in extras:
+        extras.append(name)
+    _record(state, name, pid, stop_children=stop_children,
+            remove=[str(path) for path in remove], **extra)
+
+
+def _stop_entry(entry: dict[str, Any], timeout: float) -> None:
+    if _ours(entry):
+        pid = int(entry["pid"])
+        if entry.get("stop_children"):
+            for child in child_pids(pid):
+                stop_pid(child, timeout=timeout)
+        stop_pid(pid, timeout=timeout)
+    for path in entry.get("remove", []):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -365,7 +423,7 @@ def up(dir: Path = DEFAULT_DIR, *, seed: bool = True) -> Sandbox:
 
 
 def down(dir: Path = DEFAULT_DIR) -> None:
-    """Stop every process the sandbox in ``dir`` started (by pid); idempotent.
+    """Stop every process the sandbox in ``dir`` started or recorded (by pid); idempotent.
 
     Args:
         dir: the sandbox directory.
@@ -375,10 +433,11 @@ def down(dir: Path = DEFAULT_DIR) -> None:
     if state is None:
         return
     processes = state.get("processes", {})
-    for name in COMPONENTS:
+    extras = list(reversed(state.get("extras", [])))
+    for name in [*extras, *COMPONENTS]:
         entry = processes.get(name)
-        if entry and _ours(entry):
-            stop_pid(int(entry["pid"]), timeout=15)
+        if entry:
+            _stop_entry(entry, timeout=20 if name in extras else 15)
     if state.get("ip_prefix"):
         release_prefix(state["ip_prefix"], dir)
     for name in (STATE_FILE, ENV_FILE):

@@ -1,15 +1,74 @@
-"""The ``veza-ops`` command: a small dispatcher over subcommand groups."""
+"""The ``veza-ops`` command: a small dispatcher over subcommand groups.
+
+The ``sandbox`` and ``demo`` commands need the local sandbox, which is its own distribution
+(``veza-ops-sandbox``, in ``sandbox/``): it is imported lazily, and when it is missing those
+commands say how to install it instead of ``veza-ops`` failing as a whole.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from sandbox.cli import add_sandbox_commands
-from sandbox.cli import run as run_sandbox
 from veza_ops.blocks_setup import add_blocks_command, run_blocks_command
 from veza_ops.demo import add_demo_command, run_demo_command
 from veza_ops.trigger import add_trigger_command, run_trigger_command
+
+# The sandbox package and the modules of the `veza-ops[sandbox]` extra it needs.
+SANDBOX_MODULES = ("sandbox", "moto", "prometheus_client", "cryptography")
+SANDBOX_FIX = (
+    "install it from the project checkout with `pip install -e ./sandbox` (it brings the "
+    "`veza-ops[sandbox]` extra), or run `make setup`"
+)
+
+
+def missing_sandbox_module() -> str | None:
+    """The first module the sandbox needs that cannot be imported here.
+
+    Returns:
+        Its name, or None when the sandbox and its dependencies are installed.
+    """
+    for module in SANDBOX_MODULES:
+        if importlib.util.find_spec(module) is None:
+            return module
+    return None
+
+
+def sandbox_missing_message(command: str, module: str) -> str:
+    """The error printed when a command needs the sandbox and it is not installed.
+
+    Args:
+        command: the ``veza-ops`` subcommand.
+        module: the module that is missing.
+
+    Returns:
+        The message, naming the fix.
+    """
+    what = "the sandbox (distribution `veza-ops-sandbox`)"
+    if module != "sandbox":
+        what += f": its dependency `{module}` is missing"
+    return f"veza-ops {command}: needs {what}; {SANDBOX_FIX}"
+
+
+def _add_sandbox_commands(subparsers: Any) -> None:
+    if missing_sandbox_module() is None:
+        from sandbox.cli import add_sandbox_commands
+
+        add_sandbox_commands(subparsers)
+        return
+    stub = subparsers.add_parser(
+        "sandbox", help="local sandbox (not installed: `pip install -e ./sandbox`)"
+    )
+    stub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def _run_sandbox(args: argparse.Namespace) -> int:
+    from sandbox.cli import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="veza-ops", description="Release and disaster-recovery operations of Veza."
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    add_sandbox_commands(subparsers)
+    _add_sandbox_commands(subparsers)
     add_trigger_command(subparsers)
     add_demo_command(subparsers)
     add_blocks_command(subparsers)
@@ -30,11 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "sandbox": run_sandbox,
+    "sandbox": _run_sandbox,
     "trigger": run_trigger_command,
     "demo": run_demo_command,
     "blocks": run_blocks_command,
 }
+NEEDS_SANDBOX = frozenset({"sandbox", "demo"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,10 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments (defaults to ``sys.argv[1:]``).
 
     Returns:
-        Exit status.
+        Exit status (2 when the command needs the sandbox and it is not installed).
     """
     args = build_parser().parse_args(argv)
-    return RUNNERS[args.command](args)
+    missing = missing_sandbox_module() if args.command in NEEDS_SANDBOX else None
+    if missing is not None:
+        print(sandbox_missing_message(args.command, missing), file=sys.stderr)
+        return 2
+    try:
+        return RUNNERS[args.command](args)
+    except ModuleNotFoundError as error:
+        module = (error.name or "").split(".")[0]
+        if module not in SANDBOX_MODULES:
+            raise
+        print(sandbox_missing_message(args.command, module), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

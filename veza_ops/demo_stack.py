@@ -1,24 +1,27 @@
-"""The demo's processes: start them all, record them, stop them (also after a crash)."""
+"""The demo's processes: start them all, record them, stop them (also after a crash).
+
+Every process the demo starts is recorded in the sandbox's own record of running processes
+(``DIR/sandbox/state.json``, see :func:`sandbox.stack.record_process`), so one
+``sandbox.stack.down`` stops the demo's PostgreSQL, S3, Prefect server and worker as well as
+the sandbox, by pid and start time. The sandbox is imported lazily (it is its own distribution).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sandbox.procs import start_ticks
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = PROJECT_ROOT / ".sandbox" / "demo"
-STATE_FILE = "demo.json"
 WORKER = "prefect-worker"
+SANDBOX_SUBDIR = "sandbox"
 GOOD_VERSION = "1.1.0"
 BAD_VERSION = "1.2.0"
 BAD_SERVICE = "veza/backend-api"
@@ -40,82 +43,47 @@ INSERT INTO users (email, created_at)
 """
 
 
-
 @dataclass
 class Stack:
-    """Everything the demo started, so that it can be stopped again (also after a crash)."""
+    """The demo's directory; what runs there is recorded in its sandbox's ``state.json``."""
 
     dir: Path
-    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """The sandbox's directory, whose ``state.json`` records every process of the demo."""
+        return self.dir / SANDBOX_SUBDIR
 
     def record(self, name: str, pid: int, **extra: Any) -> None:
-        """Note a started process in ``DIR/demo.json`` (for the next run's stale cleanup)."""
-        self.processes[name] = {"pid": pid, "ticks": start_ticks(pid), **extra}
-        (self.dir / STATE_FILE).write_text(json.dumps(self.processes, indent=2))
+        """Record a started process so that :meth:`stop` (or the next run) stops it.
 
-    def on_stop(self, name: str, stop: Callable[[], None]) -> None:
-        """Register how to stop a part (stopped in reverse order)."""
-        self.stoppers.append((name, stop))
+        Args:
+            name: the process's name in the record.
+            pid: its pid.
+            **extra: passed to :func:`sandbox.stack.record_process`.
+        """
+        from sandbox.stack import record_process
+
+        record_process(self.sandbox_dir, name, pid, **extra)
 
     def stop(self) -> None:
-        """Stop every part, last started first; never raises."""
+        """Stop every recorded process, last started first, then the sandbox; never raises."""
         from sandbox.stack import down
 
-        for _name, stop in reversed(self.stoppers):
-            with contextlib.suppress(Exception):
-                stop()
-        self.stoppers.clear()
         with contextlib.suppress(Exception):
-            down(self.dir / "sandbox")
-        (self.dir / STATE_FILE).unlink(missing_ok=True)
-
-
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (a worker's flow-run processes run in their own sessions)."""
-    found: list[int] = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
-def _stop_flow_runs(worker_pid: int) -> None:
-    """Stop the flow-run processes a worker started (each leads its own session)."""
-    from sandbox.procs import stop_pid
-
-    for child in _children(worker_pid):
-        stop_pid(child, timeout=20)
+            down(self.sandbox_dir)
 
 
 def clean_stale(dir: Path) -> None:
     """Stop what a previous demo in ``dir`` left running and drop its Prefect database.
 
-    Only processes recorded in ``DIR/demo.json`` whose pid and start time still match are
-    stopped, so a recycled pid is never signalled.
+    Only processes recorded in the sandbox's ``state.json`` whose pid and start time still
+    match are stopped, so a recycled pid is never signalled.
 
     Args:
         dir: the demo directory.
     """
-    from sandbox.procs import stop_pid
-    from sandbox.stack import down
-
-    state_path = dir / STATE_FILE
-    if state_path.exists():
-        with contextlib.suppress(ValueError):
-            for name, entry in json.loads(state_path.read_text()).items():
-                pid = int(entry.get("pid") or 0)
-                if pid > 0 and start_ticks(pid) == entry.get("ticks"):
-                    if name == WORKER:
-                        _stop_flow_runs(pid)
-                    stop_pid(pid, timeout=20)
-                if entry.get("root"):
-                    shutil.rmtree(entry["root"], ignore_errors=True)
-        state_path.unlink(missing_ok=True)
-    down(dir / "sandbox")
+    Stack(dir).stop()
     shutil.rmtree(dir / "prefect", ignore_errors=True)
     for log in ("prefect-worker.log", "prefect-cli.log", "moto.log"):
         (dir / log).unlink(missing_ok=True)
@@ -206,22 +174,19 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     stack = Stack(dir)
     try:
         print("- sandbox: Kubernetes emulator, Prometheus, Vault emulator (seeded)", file=out)
-        sandbox = up(dir / "sandbox", seed=True)
+        sandbox = up(stack.sandbox_dir, seed=True)
         print("- PostgreSQL 15 with a seeded `veza` database", file=out)
         pg = start_postgres()
-        stack.record("postgres", pg.pid, root=str(pg.root))
-        stack.on_stop("postgres", pg.stop)
+        stack.record("postgres", pg.pid, remove=[pg.root], port=pg.port)
         _seed_database(pg)
         print("- S3 (moto) with the bucket `veza-backups`, gpg test key", file=out)
         s3 = start_s3(dir)
-        stack.record("s3", s3.pid)
-        stack.on_stop("s3", s3.stop)
+        stack.record("s3", s3.pid, url=s3.endpoint_url)
         _create_bucket(s3)
         key = generate_key("veza-backup", passphrase=secrets.token_urlsafe(12))
         print("- Prefect server (UI included)", file=out)
         server = start_prefect_server(dir / "prefect", ui=True)
-        stack.record("prefect-server", server.pid)
-        stack.on_stop("prefect-server", server.stop)
+        stack.record("prefect-server", server.pid, url=server.ui_url)
         env = server.client_env()
         print("- work pool `veza-ops`, `prefect deploy --all`", file=out)
         _prefect(["work-pool", "create", "veza-ops", "--type", "process", "--overwrite"], env,
@@ -237,8 +202,7 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT),
                       "PREFECT_WORKER_QUERY_SECONDS": "2"}
         pid = server.start_worker(cwd=PROJECT_ROOT, log_dir=dir, extra_env=worker_env)
-        stack.record(WORKER, pid)
-        stack.on_stop(WORKER, lambda: _stop_flow_runs(pid))
+        stack.record(WORKER, pid, stop_children=True)
     except BaseException:
         stack.stop()
         raise

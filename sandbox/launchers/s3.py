@@ -34,7 +34,9 @@ class S3Server:
 def _moto_argv(port: int) -> list[str]:
     exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
     if not Path(exe).exists():
-        raise SandboxError("moto_server not found: install the dev extras (pip install -e .[dev])")
+        raise SandboxError(
+            "moto_server not found: install the sandbox: `pip install -e ./sandbox` or `make setup`"
+        )
     return [exe, "-H", "127.0.0.1", "-p", str(port)]
 
 

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sandbox.procs import pid_alive, start_ticks, stop_pid, wait_until
+from sandbox.procs import pid_alive, stop_pid, wait_until
+from sandbox.stack import STATE_FILE, read_state
 from veza_ops.demo import Step, summary_table
-from veza_ops.demo_stack import STATE_FILE, clean_stale
+from veza_ops.demo_stack import Stack, clean_stale
 
 IDLE = [sys.executable, "-c", "import sys; sys.stdin.read()"]
 
@@ -18,23 +19,27 @@ def _idle() -> subprocess.Popen[bytes]:
     return subprocess.Popen(IDLE, stdin=subprocess.PIPE, start_new_session=True)
 
 
-def test_clean_stale_stops_recorded_processes_only(tmp_path: Path) -> None:
-    left_over, stranger = _idle(), _idle()
+def test_demo_records_in_the_sandbox_state_and_clean_stale_stops_it_only(tmp_path: Path) -> None:
+    left_over, recycled = _idle(), _idle()
     try:
         (tmp_path / "prefect").mkdir()
-        state = {
-            "prefect-server": {"pid": left_over.pid, "ticks": start_ticks(left_over.pid)},
-            # A recycled pid: same number, another start time: must not be signalled.
-            "s3": {"pid": stranger.pid, "ticks": -1},
-        }
-        (tmp_path / STATE_FILE).write_text(json.dumps(state))
+        pg_root = tmp_path / "pg-root"
+        pg_root.mkdir()
+        stack = Stack(tmp_path)
+        stack.record("postgres", left_over.pid, remove=[pg_root])
+        stack.record("prefect-worker", recycled.pid, stop_children=True)
+        state = read_state(stack.sandbox_dir)
+        assert state is not None and state["extras"] == ["postgres", "prefect-worker"]
+        # A recycled pid: same number, another start time: must not be signalled.
+        state["processes"]["prefect-worker"]["ticks"] = -1
+        (stack.sandbox_dir / STATE_FILE).write_text(json.dumps(state))
         clean_stale(tmp_path)
         wait_until(lambda: left_over.poll() is not None, timeout=30, what="the left-over")
-        assert pid_alive(stranger.pid)
-        assert not (tmp_path / STATE_FILE).exists()
-        assert not (tmp_path / "prefect").exists()
+        assert pid_alive(recycled.pid)
+        assert read_state(stack.sandbox_dir) is None
+        assert not (tmp_path / "prefect").exists() and not pg_root.exists()
     finally:
-        for proc in (left_over, stranger):
+        for proc in (left_over, recycled):
             stop_pid(proc.pid)
 
 

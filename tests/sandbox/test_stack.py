@@ -233,3 +233,35 @@ def test_fault_helpers(sandbox_stack):
     finally:
         sandbox_stack.start_prometheus()
     assert httpx.get(f"{sandbox_stack.prometheus_url}/-/ready", timeout=5).status_code == 200
+
+
+def test_down_stops_processes_recorded_beside_the_sandbox(tmp_path: Path):
+    from sandbox.stack import down, read_state, record_process, status
+
+    # A "worker" whose child leads its own session (like a Prefect flow run), and a "server".
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.Popen([sys.executable, '-c', "
+         "'import time; time.sleep(300)'], start_new_session=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, start_new_session=True)
+    server = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE, start_new_session=True)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    try:
+        from sandbox.procs import child_pids
+
+        children = wait_until(lambda: child_pids(worker.pid), timeout=30, what="the flow run")
+        record_process(tmp_path, "server", server.pid, remove=[scratch], url="http://x")
+        record_process(tmp_path, "worker", worker.pid, stop_children=True)
+        with pytest.raises(Exception, match="part of the sandbox"):
+            record_process(tmp_path, "vault", server.pid)
+        assert read_state(tmp_path)["extras"] == ["server", "worker"]
+        assert {row["name"]: row["alive"] for row in status(tmp_path)} == {
+            "server": True, "worker": True}
+        down(tmp_path)
+        assert worker.poll() is not None and server.poll() is not None
+        assert not any(pid_alive(child) for child in children)
+        assert not scratch.exists() and read_state(tmp_path) is None
+    finally:
+        for proc in (worker, server):
+            proc.kill()
