@@ -31,8 +31,80 @@ def version() -> dict[str, Any]:
     }
 
 
+AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+def wants_aggregated(accept: str | None) -> bool:
+    """Whether a ``/api`` or ``/apis`` request asks for aggregated discovery (v2) first.
+
+    Args:
+        accept: the Accept header.
+
+    Returns:
+        True when its first media type is ``apidiscovery.k8s.io/v2`` APIGroupDiscoveryList.
+    """
+    first = (accept or "").split(",")[0].replace(" ", "")
+    return "g=apidiscovery.k8s.io" in first and ";v=v2;" in f"{first};" and \
+        "as=APIGroupDiscoveryList" in first
+
+
+def _kind_ref(res: r.Resource, sub: str | None = None) -> dict[str, str]:
+    if sub == "scale":
+        return {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    return {"group": res.group, "version": res.version, "kind": res.kind}
+
+
+def _discovered(res: r.Resource) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "resource": res.plural, "responseKind": _kind_ref(res),
+        "scope": "Namespaced" if res.namespaced else "Cluster",
+        "singularResource": res.singular,
+        "verbs": _VERBS if res.namespaced or res.custom else _NS_VERBS,
+    }
+    if res.short_names:
+        entry["shortNames"] = list(res.short_names)
+    if _categories(res):
+        entry["categories"] = _categories(res)
+    if res.subresources:
+        entry["subresources"] = [
+            {"subresource": sub, "responseKind": _kind_ref(res, sub),
+             "verbs": ["get"] if sub == "log" else _SUB_VERBS}
+            for sub in res.subresources]
+    return entry
+
+
+def aggregated(registry: r.Registry, *, core: bool) -> dict[str, Any]:
+    """The aggregated discovery document (``apidiscovery.k8s.io/v2``) of ``/api`` or ``/apis``.
+
+    One request gives kubectl every group, version and resource (custom ones included), each
+    group's versions in preference order.
+
+    Args:
+        registry: what the store serves.
+        core: True for ``/api`` (the core group), False for ``/apis`` (every named group).
+
+    Returns:
+        An APIGroupDiscoveryList.
+    """
+    names = [""] if core else sorted({g for g, _ in registry.group_versions() if g})
+    items = []
+    for name in names:
+        versions = sorted({v for g, v in registry.group_versions() if g == name},
+                          key=version_priority)
+        items.append({
+            "metadata": {"name": name, "creationTimestamp": None} if name else
+            {"creationTimestamp": None},
+            "versions": [{"version": v, "freshness": "Current",
+                          "resources": [_discovered(res)
+                                        for res in registry.by_group_version(name, v)]}
+                         for v in versions],
+        })
+    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {}, "items": items}
+
+
 def core_versions(server_address: str) -> dict[str, Any]:
-    """The ``/api`` document (legacy APIVersions form, so kubectl skips aggregated discovery).
+    """The ``/api`` document in its legacy APIVersions form (see :func:`aggregated`).
 
     Args:
         server_address: ``host:port`` of this server.

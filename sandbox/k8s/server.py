@@ -151,11 +151,11 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             return b"".join(chunks)
         return b""
 
-    def _send_json(self, code: int, body: Any) -> None:
+    def _send_json(self, code: int, body: Any, *, content_type: str = "application/json") -> None:
         if isinstance(body, str):
             data, ctype = body.encode(), "text/plain; charset=utf-8"
         else:
-            data, ctype = json.dumps(body).encode(), "application/json"
+            data, ctype = json.dumps(body).encode(), content_type
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -180,6 +180,12 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             req = Request(self.command, split.path, query, headers, body)
             if parts[:2] == ["sandbox", "faults"]:
                 self._send_json(*self._faults(req))
+                return
+            if self.command == "GET" and parts in (["api"], ["apis"]) and \
+                    discovery.wants_aggregated(req.headers.get("Accept")):
+                self._send_json(200, discovery.aggregated(self.server.store.resources,
+                                                          core=parts == ["api"]),
+                                content_type=discovery.AGGREGATED_V2)
                 return
             if self.command == "GET":
                 host, port = self.server.server_address[:2]

@@ -86,3 +86,28 @@ def test_kubectl_applies_a_new_crd_then_its_objects(kubectl, k8s_namespace):
     kubectl("delete", "crd", f"gadgets.{group}")
     gone = kubectl("get", f"gadgets.{group}", "-n", ns, check=False)
     assert gone.returncode != 0
+
+
+def test_aggregated_discovery_lists_custom_resources(kubectl, k8s_server):
+    import urllib.request
+
+    request = urllib.request.Request(f"{k8s_server.url}/apis", headers={
+        "Authorization": f"Bearer {k8s_server.token}",
+        "Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+                  "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert "as=APIGroupDiscoveryList" in response.headers["Content-Type"]
+        doc = json.loads(response.read())
+    assert doc["kind"] == "APIGroupDiscoveryList"
+    istio = next(i for i in doc["items"] if i["metadata"]["name"] == "networking.istio.io")
+    assert [v["version"] for v in istio["versions"]] == ["v1", "v1beta1", "v1alpha3"]
+    vs = next(r for r in istio["versions"][0]["resources"] if r["resource"] == "virtualservices")
+    assert vs["shortNames"] == ["vs"] and vs["scope"] == "Namespaced"
+    assert vs["responseKind"] == {"group": "networking.istio.io", "version": "v1",
+                                  "kind": "VirtualService"}
+    # kubectl takes everything from the two aggregated documents: no per-group-version request.
+    result = kubectl("api-resources", "-v=6")
+    assert "virtualservices" in result.stdout and "rolebindings" in result.stdout
+    paths = [line.split(" GET ")[1].split()[0].split("?")[0]
+             for line in result.stderr.splitlines() if " GET " in line]
+    assert paths and {p.rsplit("/", 1)[1] for p in paths} == {"api", "apis"}, paths
