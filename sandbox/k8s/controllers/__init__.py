@@ -12,7 +12,9 @@ What they emulate, and where they differ from a real cluster:
   container's port accepts connections (at most 10 s after start). Only httpGet probes are
   executed. A running pod's image is not changed in place. Grace periods are capped at 3 s.
 - Services get a clusterIP in ``127.A.(B+1).0/24`` and a real HTTP reverse proxy per port
-  (HTTP only, no TCP/UDP passthrough), choosing a ready pod per request, round-robin.
+  (HTTP only, no TCP/UDP passthrough), choosing a ready pod per request, round-robin; an Istio
+  VirtualService naming the Service splits requests by weight over DestinationRule subsets
+  (``mesh.py``: first http route only, no match conditions, retries or policies).
 """
 
 from __future__ import annotations
