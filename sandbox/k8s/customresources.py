@@ -160,6 +160,23 @@ def resources_of(crd: Obj) -> list[r.Resource]:
     return out
 
 
+def sync_registry(registry: r.Registry, old: Obj | None, new: Obj | None) -> None:
+    """Serve what a CRD now defines, and stop serving what it no longer does.
+
+    Args:
+        registry: the store's registry.
+        old: the CRD before the change (None when created).
+        new: the CRD after the change (None when deleted).
+    """
+    wanted = resources_of(new) if new is not None else []
+    urls = {(res.group, res.version, res.plural) for res in wanted}
+    for res in resources_of(old) if old is not None else []:
+        if (res.group, res.version, res.plural) not in urls:
+            registry.remove(res)
+    for res in wanted:
+        registry.add(res)
+
+
 def builtin_manifests(directory: Path = CRD_DIR) -> list[Obj]:
     """The CRDs shipped with the emulator (``sandbox/k8s/crds/*.yaml``).
 

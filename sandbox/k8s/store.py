@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sandbox.k8s import resources as r
-from sandbox.k8s.customresources import name_conflicts, resources_of
+from sandbox.k8s.customresources import name_conflicts, resources_of, sync_registry
 from sandbox.k8s.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
 from sandbox.k8s.objects import (
     generation_body,
@@ -55,16 +55,6 @@ class Store:
     # ----------------------------------------------------------------- helpers
     def _bucket(self, res: r.Resource) -> dict[tuple[str, str], Obj]:
         return self._objects.setdefault(res.key, {})
-
-    def _sync_crd(self, old: Obj | None, new: Obj | None) -> None:
-        """Serve what a CRD now defines, and stop serving what it no longer does (lock held)."""
-        wanted = resources_of(new) if new is not None else []
-        urls = {(res.group, res.version, res.plural) for res in wanted}
-        for res in resources_of(old) if old is not None else []:
-            if (res.group, res.version, res.plural) not in urls:
-                self.resources.remove(res)
-        for res in wanted:
-            self.resources.add(res)
 
     @staticmethod
     def _ns(res: r.Resource, namespace: str | None) -> str:
@@ -188,7 +178,7 @@ class Store:
             self._bucket(res)[key] = obj
             self._record(res, "ADDED", obj, None, pending)
             if res == r.CRDS:
-                self._sync_crd(None, obj)
+                sync_registry(self.resources, None, obj)
             result = copy.deepcopy(obj)
         self._notify(pending)
         if res == r.NAMESPACES:  # the ServiceAccount controller's part
@@ -220,7 +210,7 @@ class Store:
         self._bucket(res)[(meta.get("namespace", ""), meta["name"])] = new
         self._record(res, "MODIFIED", new, current, pending)
         if res == r.CRDS:
-            self._sync_crd(current, new)
+            sync_registry(self.resources, current, new)
         return copy.deepcopy(new)
 
     def update(self, res: r.Resource, namespace: str | None, obj: Obj, *,
@@ -362,7 +352,7 @@ class Store:
             for served in {custom.key: custom for custom in resources_of(current)}.values():
                 for obj in list(self._bucket(served).values()):
                     self._delete_locked(served, obj, "Background", pending)
-            self._sync_crd(current, None)
+            sync_registry(self.resources, current, None)
         uid = meta["uid"]
         for other in self.resources.all():
             for obj in list(self._bucket(other).values()):
