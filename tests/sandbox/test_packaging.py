@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -30,9 +31,14 @@ def _name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(0)).lower()
 
 
+@functools.cache
+def _distributions_by_module() -> dict[str, list[str]]:
+    return packages_distributions()
+
+
 def _imported_distributions(folder: Path) -> dict[str, set[str]]:
     """Third-party distribution -> modules of ``folder`` importing it (absolute imports only)."""
-    by_module = packages_distributions()
+    by_module = _distributions_by_module()
     found: dict[str, set[str]] = {}
     for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -109,7 +115,7 @@ def test_sandbox_depends_on_the_extra_and_the_cli_checks_its_modules():
     deps = _pyproject(ROOT / "sandbox" / "pyproject.toml")["project"]["dependencies"]
     assert deps == ["veza-ops[sandbox]"]
     extra = _pyproject(ROOT / "pyproject.toml")["project"]["optional-dependencies"]["sandbox"]
-    by_module = packages_distributions()
+    by_module = _distributions_by_module()
     checked = {_name(d) for module in cli.SANDBOX_MODULES for d in by_module.get(module, [])}
     assert {_name(r) for r in extra} <= checked
 
