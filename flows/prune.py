@@ -9,15 +9,16 @@ from pydantic import BaseModel, Field
 
 from blocks.loading import load_block
 from blocks.s3 import S3BackupStore
-from tasks.recovery.catalogue import (
-    artifact_key,
+from tasks.recovery.catalogue import artifact_key
+from tasks.recovery.pruning import (
+    check_spool,
+    clean_spool_task,
     delete_backups_task,
     list_backups_task,
     publish_catalogue_task,
     verify_newest_task,
 )
 from tasks.recovery.retention import RetentionPolicy, plan_retention_task, publish_decisions_task
-from tasks.recovery.spool import check_spool, clean_spool_task
 
 
 class PruneReport(BaseModel):
@@ -91,9 +92,9 @@ def prune_backups(
     records = verify_newest_task(store, list_backups_task(store, database=database))
     now = datetime.now(UTC)
     decisions = plan_retention_task(records, policy, now)
-    key = artifact_key("prune-backups", database or "all")
-    publish_catalogue_task(records, key=artifact_key("backup-catalogue", database or "all"))
-    publish_decisions_task(decisions, key=key, dry_run=dry_run)
+    scope = database or "all"
+    publish_catalogue_task(records, key=artifact_key("backup-catalogue", scope))
+    publish_decisions_task(decisions, key=artifact_key("prune-backups", scope), dry_run=dry_run)
 
     doomed = [d.record for d in decisions if not d.keep]
     deleted: list[str] = []
@@ -106,8 +107,8 @@ def prune_backups(
         dry_run=dry_run,
         store_block=store_block,
         database=database,
-        kept=[f"{d.record.database}/{d.record.backup_id}" for d in decisions if d.keep],
-        to_delete=[f"{r.database}/{r.backup_id}" for r in doomed],
+        kept=[d.record.label for d in decisions if d.keep],
+        to_delete=[r.label for r in doomed],
         deleted=deleted,
         frozen=sorted({d.record.database for d in decisions if d.reasons[0].startswith("frozen")}),
     )

@@ -8,7 +8,7 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from tasks.recovery.restoring import RestoreOutcome, restore_task
+from tasks.recovery.restoring import DatabaseRestoreOutcome, RestoreRequest, restore_task
 
 
 @flow(name="restore", log_prints=False)
@@ -22,7 +22,7 @@ def restore_flow(
     confirm_overwrite: str | None = None,
     source_database: str | None = None,
     jobs: int = 2,
-) -> RestoreOutcome:
+) -> DatabaseRestoreOutcome:
     """Restore a backup into a database; a non-empty target needs confirm_overwrite = its name.
 
     Args:
@@ -42,7 +42,8 @@ def restore_flow(
     db = load_block(PostgresDatabase, database_block, field="database_block")
     store = load_block(S3BackupStore, store_block, field="store_block")
     decryption = load_block(GpgDecryptionKey, decryption_block, field="decryption_block")
-    return restore_task(
-        db, store, decryption, backup_id=backup_id, target_database=target_database,
+    request = RestoreRequest(
+        backup_id=backup_id, target_database=target_database,
         confirm_overwrite=confirm_overwrite, source_database=source_database, jobs=jobs,
     )
+    return restore_task(db, store, decryption, request)

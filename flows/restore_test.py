@@ -8,8 +8,12 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from errors import IntegrityError
-from tasks.recovery.restore_test import RestoreTestReport, publish_report, restore_test_task
+from tasks.recovery.restore_test import (
+    RestoreTestReport,
+    RestoreTestRequest,
+    publish_report,
+    restore_test_task,
+)
 
 
 @flow(name="restore-test", log_prints=False)
@@ -44,19 +48,12 @@ def restore_test_flow(
     db = load_block(PostgresDatabase, database_block, field="database_block")
     store = load_block(S3BackupStore, store_block, field="store_block")
     decryption = load_block(GpgDecryptionKey, decryption_block, field="decryption_block")
-    report = restore_test_task(
-        db, store, decryption, backup_id=backup_id, smoke_sql=smoke_sql, jobs=jobs,
+    request = RestoreTestRequest(
+        backup_id=backup_id, smoke_sql=smoke_sql or [], jobs=jobs,
         rto_objective_hours=rto_objective_hours, rpo_objective_hours=rpo_objective_hours,
     )
+    report = restore_test_task(db, store, decryption, request)
     publish_report(report)
-    if fail_on_problems and not report.passed:
-        problems = report.table_mismatches + report.amcheck_failures + report.smoke_failures
-        if not report.rto_met:
-            problems.append(f"RTO {report.rto_seconds:.0f}s over objective")
-        if not report.rpo_met:
-            problems.append(f"RPO {report.rpo_seconds:.0f}s (or backup interval) over objective")
-        raise IntegrityError(
-            f"restore test of backup {report.backup_id} failed: " + "; ".join(problems[:10]),
-            hint="see the restore-test report artifact",
-        )
+    if fail_on_problems:
+        report.raise_unless_passed()
     return report

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as _dist_version
@@ -27,6 +26,7 @@ from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import retry_on_transient
 from errors.s3 import s3_errors
+from tasks.recovery.catalogue import artifact_key, check_bucket
 from tasks.recovery.manifest import (
     DATA_NAME,
     MANIFEST_NAME,
@@ -37,7 +37,6 @@ from tasks.recovery.manifest import (
 )
 from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.postgres import exported_snapshot
-from tasks.recovery.store import check_bucket
 from tasks.recovery.upload import upload_stream
 
 logger = logging.getLogger(__name__)
@@ -187,11 +186,6 @@ def run_backup(
     )
 
 
-def artifact_slug(*parts: str) -> str:
-    """An artifact key from names: lowercase letters, digits and dashes only."""
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
-
-
 @task(
     name="backup-attempt",
     retries=2,
@@ -220,7 +214,7 @@ def backup_task(
     log = get_run_logger()
     progress_id = create_progress_artifact(  # sync context: returns the UUID
         progress=0.0,
-        key=artifact_slug("backup-progress", db.dbname),
+        key=artifact_key("backup-progress", db.dbname),
         description=f"backup of {db.dbname} (bytes uploaded vs database size)",
     )
     assert isinstance(progress_id, UUID)
@@ -264,6 +258,6 @@ def publish_backup_table(outcome: BackupOutcome) -> None:
     ]
     create_table_artifact(
         table=rows,
-        key=artifact_slug("backup", m.database),
+        key=artifact_key("backup", m.database),
         description=f"backup {m.backup_id} of {m.database}",
     )

@@ -1,30 +1,29 @@
-"""The backup catalogue: list backups in the store, read their manifests, delete whole backups."""
+"""The one model of backups in the store: records, listing, "complete", manifests, selection."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
-from errors import (
-    AccessDeniedError,
-    IntegrityError,
-    InvalidInputError,
-    NotFoundError,
-    PermanentSystemError,
-)
+from errors import IntegrityError, InvalidInputError, NotFoundError
 from errors.s3 import s3_errors
-from tasks.recovery.manifest import DATA_NAME, MANIFEST_NAME, BackupKind, Manifest, parse_backup_id
+from tasks.recovery.manifest import (
+    DATA_NAME,
+    MANIFEST_NAME,
+    BackupKind,
+    Manifest,
+    backup_prefix,
+    parse_backup_id,
+)
 
-_DELETE_BATCH = 1000  # S3 DeleteObjects accepts at most 1000 keys per request
+logger = logging.getLogger(__name__)
 
 
 class BackupStore(Protocol):
@@ -41,8 +40,11 @@ class BackupStore(Protocol):
 class BackupRecord:
     """One backup found in the store: its objects and whether it is complete.
 
-    A backup is complete when both its data object and its manifest exist; the manifest is
-    uploaded last, so a backup without one is in flight, failed, or half-deleted.
+    A backup is complete when its data object exists AND its manifest exists and is sound
+    (valid, about this backup, naming this data object with its size; see
+    :func:`manifest_problem`). The manifest is uploaded last, so a backup without one is in
+    flight, failed, or half-deleted. Listing only sees which keys exist; a manifest found
+    faulty later is recorded in ``manifest_problem`` (see :func:`check_manifest`).
     """
 
     database: str
@@ -76,6 +78,16 @@ class BackupRecord:
             lacks.append(self.manifest_problem)
         return ", ".join(lacks)
 
+    @property
+    def label(self) -> str:
+        """``database/backup_id``."""
+        return f"{self.database}/{self.backup_id}"
+
+
+def newest_first(records: Iterable[BackupRecord]) -> list[BackupRecord]:
+    """The records sorted newest first (start time, then id)."""
+    return sorted(records, key=lambda r: (r.started_at, r.backup_id), reverse=True)
+
 
 def _root(prefix: str, database: str | None = None) -> str:
     parts = [p.strip("/") for p in (prefix, database or "") if p.strip("/")]
@@ -89,6 +101,22 @@ def _check_database(database: str | None) -> None:
             f"{database!r} is not a database name",
             fix="pass a database name without '/' (or nothing, for every database)",
         )
+
+
+def check_bucket(client: Any, bucket: str) -> None:
+    """Fail early (before any change) when the bucket is missing or forbidden.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: the bucket.
+
+    Raises:
+        NotFoundError: the bucket does not exist.
+        AccessDeniedError: the credentials may not use it.
+    """
+    with s3_errors(action="check bucket", bucket=bucket):
+        client.head_bucket(Bucket=bucket)
+        client.list_objects_v2(Bucket=bucket, MaxKeys=1)
 
 
 def _list_keys(client: Any, bucket: str, root: str, page_size: int | None) -> list[tuple[str, int]]:
@@ -112,6 +140,8 @@ def list_backups(
     """List the backups under ``prefix`` by listing keys (paginated) and grouping them by id.
 
     Keys that do not fit ``{prefix}/{db}/{id}/{name}`` with a valid backup id are ignored.
+    No manifest is read: ``complete`` only reflects which objects exist until a manifest is
+    checked (:func:`check_manifest`).
 
     Args:
         client: a boto3 S3 client.
@@ -160,32 +190,6 @@ def list_backups(
     return sorted(records, key=lambda r: (r.database, r.started_at, r.backup_id))
 
 
-def newest_complete(
-    records: Iterable[BackupRecord],
-    *,
-    database: str | None = None,
-    kind: BackupKind | None = None,
-) -> BackupRecord | None:
-    """The newest complete backup, optionally of one database and kind.
-
-    Args:
-        records: the catalogue.
-        database: restrict to this database.
-        kind: restrict to this kind.
-
-    Returns:
-        The record, or None when there is no complete backup.
-    """
-    candidates = [
-        r
-        for r in records
-        if r.complete
-        and (database is None or r.database == database)
-        and (kind is None or r.kind == kind)
-    ]
-    return max(candidates, key=lambda r: (r.started_at, r.backup_id), default=None)
-
-
 def read_manifest(client: Any, bucket: str, record: BackupRecord) -> Manifest:
     """Download and validate the manifest of a backup.
 
@@ -224,240 +228,172 @@ def read_manifest(client: Any, bucket: str, record: BackupRecord) -> Manifest:
     return manifest
 
 
-def verify_newest(client: Any, bucket: str, records: Sequence[BackupRecord]) -> list[BackupRecord]:
-    """Check the manifest of the newest backup of each database against its data object.
-
-    The newest backup is the one retention never deletes; a faulty manifest there (not valid,
-    another backup's, or a size that is not the data object's) makes the record incomplete,
-    so retention freezes that database instead of trusting it.
+def manifest_problem(record: BackupRecord, manifest: Manifest) -> str | None:
+    """What makes a (valid) manifest disagree with the data object listed, if anything.
 
     Args:
-        client: a boto3 S3 client.
-        bucket: the bucket.
-        records: the catalogue.
+        record: the backup as listed (its data object's key and size).
+        manifest: its manifest, as read by :func:`read_manifest`.
 
     Returns:
-        The same records, the newest of each database marked when its manifest is faulty.
+        The problem in words, or None when the manifest names this data object and its size.
     """
-    newest: dict[str, BackupRecord] = {}
-    for record in records:
-        best = newest.get(record.database)
-        if best is None or (record.started_at, record.backup_id) > (
-            best.started_at,
-            best.backup_id,
-        ):
-            newest[record.database] = record
-    checked: dict[tuple[str, str], BackupRecord] = {}
-    for record in newest.values():
-        if not record.complete:
-            continue
-        problem = None
-        try:
-            manifest = read_manifest(client, bucket, record)
-        except IntegrityError as exc:
-            problem = f"faulty manifest: {exc.message}"
-        else:
-            if manifest.data_key != record.data_key or manifest.size_bytes != record.data_size:
-                problem = (
-                    f"manifest does not match the data object (manifest says "
-                    f"{manifest.size_bytes} bytes, the object has {record.data_size})"
-                )
-        if problem:
-            checked[(record.database, record.backup_id)] = replace(record, manifest_problem=problem)
-    return [checked.get((r.database, r.backup_id), r) for r in records]
+    if record.data_key is None:
+        return "no data"
+    if manifest.data_key != record.data_key or manifest.size_bytes != record.data_size:
+        return (
+            f"manifest does not match the data object (manifest says "
+            f"{manifest.size_bytes} bytes, the object has {record.data_size})"
+        )
+    return None
 
 
-def _delete_keys(client: Any, bucket: str, keys: Sequence[str], *, backup: str) -> None:
-    for start in range(0, len(keys), _DELETE_BATCH):
-        batch = keys[start : start + _DELETE_BATCH]
-        with s3_errors(action=f"delete backup {backup}", bucket=bucket):
-            response = client.delete_objects(
-                Bucket=bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            )
-        errors = response.get("Errors") or []
-        if errors:
-            first = errors[0]
-            code = str(first.get("Code", ""))
-            message = (
-                f"could not delete {len(errors)} object(s) of backup {backup}: "
-                f"{first.get('Key')} ({code})"
-            )
-            if code == "AccessDenied":
-                raise AccessDeniedError(
-                    "S3", message, hint="grant s3:DeleteObject on the store's prefix"
-                )
-            raise PermanentSystemError("S3", message, hint="run the prune again")
-
-
-def delete_backup(client: Any, bucket: str, record: BackupRecord) -> list[str]:
-    """Delete a whole backup: its manifest FIRST, then its data and any other object of it.
-
-    Deleting the manifest first means an interrupted delete leaves an incomplete backup,
-    never a manifest pointing at nothing.
+def check_manifest(
+    client: Any, bucket: str, record: BackupRecord
+) -> tuple[BackupRecord, Manifest | None]:
+    """Read the manifest of a listed backup and decide whether the backup is complete.
 
     Args:
         client: a boto3 S3 client.
         bucket: the bucket.
-        record: the backup.
+        record: a backup with both objects listed.
 
     Returns:
-        The keys deleted.
+        The record (with ``manifest_problem`` set when the manifest is faulty) and the
+        manifest when it is sound (None otherwise).
 
     Raises:
-        ExternalSystemError: when S3 refuses a delete (DeleteObjects errors are checked).
+        ExternalSystemError: S3 failed (a missing manifest counts as a problem instead).
     """
-    label = f"{record.database}/{record.backup_id}"
-    keys = list(record.keys) or [k for k in (record.manifest_key, record.data_key) if k]
-    if record.manifest_key is not None:
-        _delete_keys(client, bucket, [record.manifest_key], backup=label)
-    rest = [k for k in keys if k != record.manifest_key]
-    if rest:
-        _delete_keys(client, bucket, rest, backup=label)
-    return keys
+    try:
+        manifest = read_manifest(client, bucket, record)
+    except IntegrityError as exc:
+        return replace(record, manifest_problem=f"faulty manifest: {exc.message}"), None
+    except NotFoundError:
+        return replace(record, manifest_key=None), None  # deleted since the listing
+    problem = manifest_problem(record, manifest)
+    if problem:
+        return replace(record, manifest_problem=problem), None
+    return record, manifest
 
 
-def _size(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"  # pragma: no cover - loop always returns
+def latest_complete(
+    client: Any, bucket: str, records: Iterable[BackupRecord], *, before: str | None = None
+) -> Manifest | None:
+    """The manifest of the newest complete backup, its manifest read and checked.
 
-
-def catalogue_rows(records: Iterable[BackupRecord]) -> list[dict[str, str]]:
-    """Rows of the catalogue table artifact.
+    Backups lacking an object, or whose manifest turns out faulty, are skipped (and logged):
+    a restore test must never pick a backup whose data object is missing.
 
     Args:
-        records: the catalogue.
+        client: a boto3 S3 client.
+        bucket: the bucket.
+        records: the candidates (usually one database's catalogue).
+        before: only backups that started before this backup id.
 
     Returns:
-        One row per backup: database, id, kind, started, size, complete.
+        The manifest, or None when no backup is complete.
     """
-    return [
-        {
-            "database": r.database,
-            "backup": r.backup_id,
-            "kind": r.kind,
-            "started (UTC)": f"{r.started_at:%Y-%m-%d %H:%M}",
-            "size": _size(r.data_size),
-            "complete": "yes" if r.complete else f"no ({r.missing})",
-        }
-        for r in records
-    ]
+    limit = parse_backup_id(before) if before else None
+    for record in newest_first(records):
+        if limit and (record.started_at, record.kind) >= limit:
+            continue
+        if not record.complete:
+            logger.warning("skipping incomplete backup %s (%s)", record.label, record.missing)
+            continue
+        checked, manifest = check_manifest(client, bucket, record)
+        if manifest is not None:
+            return manifest
+        logger.warning("skipping incomplete backup %s (%s)", checked.label, checked.missing)
+    return None
 
 
-def catalogue_markdown(records: Iterable[BackupRecord], *, title: str = "Backup catalogue") -> str:
-    """Render the catalogue as a markdown table.
+def find_backup(
+    client: Any, bucket: str, prefix: str, database: str, backup_id: str | None
+) -> Manifest:
+    """Resolve a backup id (or the newest complete backup) of ``database`` to its manifest.
 
     Args:
-        records: the catalogue.
-        title: heading of the document.
+        client: boto3 S3 client.
+        bucket: the bucket.
+        prefix: the store prefix.
+        database: database name.
+        backup_id: a backup id, or None for the newest complete one.
 
     Returns:
-        Markdown text.
+        The manifest, checked against the data object.
+
+    Raises:
+        InvalidInputError: the id is malformed or names no complete backup.
+        NotFoundError: there is no complete backup at all.
+        IntegrityError: the named backup's manifest is faulty.
     """
-    rows = catalogue_rows(records)
-    if not rows:
-        return f"# {title}\n\nNo backups found.\n"
-    headers = list(rows[0])
-    lines = [f"# {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row[h] for h in headers) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-@task(name="list-backups", cache_policy=NO_CACHE)
-def list_backups_task(store: BackupStore, *, database: str | None = None) -> list[BackupRecord]:
-    """Prefect task: list the backups of a store block (see :func:`list_backups`).
-
-    Args:
-        store: the S3 backup store block.
-        database: one database, or None for all.
-
-    Returns:
-        The backups.
-    """
-    records = list_backups(store.get_client(), store.bucket, store.prefix, database=database)
-    get_run_logger().info(
-        "found %d backups (%d complete) in bucket %s",
-        len(records),
-        sum(r.complete for r in records),
-        store.bucket,
-    )
-    return records
-
-
-@task(name="verify-newest-backups", cache_policy=NO_CACHE)
-def verify_newest_task(store: BackupStore, records: list[BackupRecord]) -> list[BackupRecord]:
-    """Prefect task: see :func:`verify_newest`; logs each faulty manifest found.
-
-    Args:
-        store: the S3 backup store block.
-        records: the catalogue.
-
-    Returns:
-        The catalogue with faulty newest manifests marked.
-    """
-    checked = verify_newest(store.get_client(), store.bucket, records)
-    for record in checked:
-        if record.manifest_problem:
-            get_run_logger().warning(
-                "newest backup %s of %s: %s",
-                record.backup_id,
-                record.database,
-                record.manifest_problem,
+    if backup_id is not None:
+        try:
+            parse_backup_id(backup_id)
+        except ValueError:
+            raise InvalidInputError(
+                "backup_id", f"{backup_id!r} is not a backup id",
+                fix="use an id like 20261127T030000Z-full (see the backup catalogue)",
+            ) from None
+    records = list_backups(client, bucket, prefix, database=database)
+    if backup_id is None:
+        manifest = latest_complete(client, bucket, records)
+        if manifest is None:
+            raise NotFoundError(
+                "S3",
+                f"no complete backup of {database!r} under s3://{bucket}/{prefix}",
+                hint="run the backup flow first, or check the store block's bucket/prefix",
             )
-    return checked
+        return manifest
+    record = next((r for r in records if r.backup_id == backup_id), None)
+    if record is None or not record.complete:
+        where = backup_prefix(prefix, database, backup_id)
+        lacks = record.missing if record else "nothing there"
+        raise InvalidInputError(
+            "backup_id",
+            f"no complete backup {backup_id!r} of {database!r} (s3://{bucket}/{where}: {lacks})",
+            fix="pick an id from the backup catalogue (only complete backups count)",
+        )
+    record, manifest = check_manifest(client, bucket, record)
+    if manifest is None:
+        raise IntegrityError(
+            f"backup {backup_id} of {database}: {record.missing}",
+            hint="this backup cannot be trusted; nothing was restored; pick another backup id",
+        )
+    return manifest
 
 
-@task(name="delete-backups", cache_policy=NO_CACHE)
-def delete_backups_task(store: BackupStore, records: Sequence[BackupRecord]) -> list[str]:
-    """Prefect task: delete whole backups, manifest first (see :func:`delete_backup`).
+def previous_backup(
+    client: Any, bucket: str, prefix: str, database: str, backup_id: str
+) -> Manifest | None:
+    """The complete backup just before ``backup_id`` (for the backup interval), if any.
 
     Args:
-        store: the S3 backup store block.
-        records: the backups to delete.
+        client: boto3 S3 client.
+        bucket: the bucket.
+        prefix: the store prefix.
+        database: database name.
+        backup_id: the reference backup.
 
     Returns:
-        The labels ``database/backup_id`` deleted.
+        Its manifest, or None.
     """
-    logger = get_run_logger()
-    client = store.get_client()
-    done: list[str] = []
-    for record in records:
-        delete_backup(client, store.bucket, record)
-        logger.info("deleted backup %s of %s", record.backup_id, record.database)
-        done.append(f"{record.database}/{record.backup_id}")
-    return done
-
-
-@task(name="publish-catalogue", cache_policy=NO_CACHE)
-def publish_catalogue_task(records: Sequence[BackupRecord], *, key: str) -> None:
-    """Prefect task: publish the catalogue as a markdown artifact.
-
-    Args:
-        records: the catalogue.
-        key: artifact key (lowercase letters, digits, dashes).
-
-    """
-    create_markdown_artifact(
-        markdown=catalogue_markdown(records),
-        key=key,
-        description=f"{len(records)} backups, {sum(r.complete for r in records)} complete",
-    )
+    records = list_backups(client, bucket, prefix, database=database)
+    return latest_complete(client, bucket, records, before=backup_id)
 
 
 def artifact_key(*parts: str) -> str:
     """Build a valid artifact key (lowercase letters, digits, dashes) from free text.
 
+    Every artifact of the recovery flows is keyed through this one function.
+
     Args:
-        parts: pieces joined by dashes, e.g. ("prune-backups", "veza_db").
+        parts: pieces joined by dashes, e.g. ("prune-backups", "veza_db"); empty ones skipped.
 
     Returns:
-        For example ``prune-backups-veza-db``.
+        For example ``prune-backups-veza-db`` (at most 100 characters).
     """
     text = "-".join(p for p in parts if p).lower()
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-") or "backups"
+    key = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-")
+    return key[:100].rstrip("-") or "backups"

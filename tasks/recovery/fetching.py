@@ -1,4 +1,4 @@
-"""Fetch a backup (download, verify, decrypt, decompress) and pg_restore it into a database."""
+"""Fetch a backup: key check, streamed download, size and SHA-256 check, decryption to a spool."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from blocks.gpg import GpgDecryptionKey, Keyring
-from blocks.postgres import PostgresDatabase
 from errors import IntegrityError, InvalidInputError
 from errors.s3 import s3_errors
 from tasks.recovery.manifest import Manifest
@@ -139,24 +138,3 @@ def fetched_dump(
         yield path
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def pg_restore(db: PostgresDatabase, target: str, dump: Path, *, jobs: int = 1) -> None:
-    """Run ``pg_restore`` of ``dump`` into database ``target`` (stops at the first error).
-
-    Args:
-        db: the server (block); the password goes through the environment.
-        target: the database to restore into (must exist).
-        dump: path of the plain pg_dump archive.
-        jobs: parallel jobs (``-j``).
-
-    Raises:
-        PipelineError: pg_restore failed.
-    """
-    argv = ["pg_restore", "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}",
-            f"--dbname={target}", str(dump)]
-    with Pipeline(
-        [Stage("pg_restore", argv, env=db.subprocess_env(target))], stdout=subprocess.DEVNULL
-    ) as pipe:
-        pipe.check(timeout=4 * 3600)
-    logger.info("pg_restore into %s finished", target)

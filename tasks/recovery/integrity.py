@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
 from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
+from errors import ExternalSystemError
 from tasks.recovery.manifest import Manifest, TableCount
-from tasks.recovery.postgres import connect, count_rows
+from tasks.recovery.postgres import connect, count_rows, pg_errors
 
 logger = logging.getLogger(__name__)
+
+
+def _reason(exc: ExternalSystemError, db: PostgresDatabase, target: str) -> str:
+    """The server's first line from a translated error, without the ``user@host:port/db`` part."""
+    where = f"{exc.system}: {db.user}@{db.host}:{db.port}/{target}: "
+    return exc.message.removeprefix(where)[:200]
 
 
 def compare_counts(expected: list[TableCount], actual: list[TableCount]) -> list[str]:
@@ -69,9 +75,10 @@ def run_amcheck(db: PostgresDatabase, target: str) -> tuple[int | None, list[str
     failures: list[str] = []
     with connect(db, target, autocommit=True) as conn:
         try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
-        except psycopg.Error as exc:
-            logger.warning("amcheck not available in %s: %s", target, type(exc).__name__)
+            with pg_errors(db, target):
+                conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        except ExternalSystemError as exc:
+            logger.warning("amcheck not available in %s: %s", target, _reason(exc, db, target))
             return None, []
         indexes = conn.execute(
             """SELECT c.oid, n.nspname, c.relname FROM pg_index i
@@ -84,9 +91,10 @@ def run_amcheck(db: PostgresDatabase, target: str) -> tuple[int | None, list[str
         ).fetchall()
         for oid, schema, name in indexes:
             try:
-                conn.execute("SELECT bt_index_check(%s::regclass, true)", (oid,))
-            except psycopg.Error as exc:
-                failures.append(f"index {schema}.{name}: {str(exc).splitlines()[0][:200]}")
+                with pg_errors(db, target):
+                    conn.execute("SELECT bt_index_check(%s::regclass, true)", (oid,))
+            except ExternalSystemError as exc:
+                failures.append(f"index {schema}.{name}: {_reason(exc, db, target)}")
     return len(indexes), failures
 
 
@@ -105,10 +113,10 @@ def run_smoke(db: PostgresDatabase, target: str, queries: list[str]) -> list[str
     with connect(db, target) as conn:
         for number, query in enumerate(queries, start=1):
             try:
-                with conn.transaction(force_rollback=True):
+                with pg_errors(db, target), conn.transaction(force_rollback=True):
                     row = conn.execute(sql.SQL(query)).fetchone()
-            except psycopg.Error as exc:
-                failures.append(f"smoke query {number} failed: {str(exc).splitlines()[0][:200]}")
+            except ExternalSystemError as exc:
+                failures.append(f"smoke query {number} failed: {_reason(exc, db, target)}")
                 continue
             if not row or not row[0]:
                 failures.append(f"smoke query {number} returned {row[0] if row else 'no row'!r}")

@@ -1,4 +1,4 @@
-"""The psycopg boundary: connections with translated errors, snapshots, counts, databases."""
+"""PostgreSQL access: connections with translated errors, snapshots, row counts, databases."""
 
 from __future__ import annotations
 
@@ -15,15 +15,35 @@ from errors.postgres import translate_pg_error
 from tasks.recovery.manifest import TableCount
 
 logger = logging.getLogger(__name__)
-SYSTEM = "PostgreSQL"
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+@contextlib.contextmanager
+def pg_errors(db: PostgresDatabase, dbname: str | None = None) -> Iterator[None]:
+    """Translate psycopg errors raised inside the block (the only place they are caught).
+
+    Callers that tolerate a failed statement (amcheck, smoke SQL) catch the translated
+    ``ExternalSystemError`` instead of ``psycopg.Error``.
+
+    Args:
+        db: the database block (server, role; never the password).
+        dbname: the database talked to (default: the block's).
+
+    Raises:
+        ExternalSystemError: from :func:`errors.postgres.translate_pg_error`.
+    """
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate_pg_error(exc, user=db.user, host=db.host, port=db.port,
+                                 dbname=dbname or db.dbname) from None
 
 
 @contextlib.contextmanager
 def connect(
     db: PostgresDatabase, dbname: str | None = None, *, autocommit: bool = False
 ) -> Iterator[psycopg.Connection]:
-    """Open a connection; psycopg errors inside the block are translated.
+    """Open a connection; psycopg errors inside the block are translated (:func:`pg_errors`).
 
     Args:
         db: the database block.
@@ -34,12 +54,8 @@ def connect(
         The open connection (closed afterwards).
     """
     name = dbname or db.dbname
-    try:
-        with db.connect(name, autocommit=autocommit) as conn:
-            yield conn
-    except psycopg.Error as exc:
-        raise translate_pg_error(exc, user=db.user, host=db.host, port=db.port,
-                               dbname=name) from None
+    with pg_errors(db, name), db.connect(name, autocommit=autocommit) as conn:
+        yield conn
 
 
 def server_version(conn: psycopg.Connection) -> str:
@@ -98,22 +114,18 @@ def exported_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
         The snapshot id and the counts.
     """
     with connect(db) as conn:
-        try:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            with conn.transaction():
-                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-                snap_id = str(row[0]) if row else ""
-                size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-                yield Snapshot(
-                    snapshot_id=snap_id,
-                    server_version=server_version(conn),
-                    tables=count_rows(conn),
-                    database_bytes=int(size_row[0]) if size_row else 0,
-                )
-        except psycopg.Error as exc:
-            raise translate_pg_error(exc, user=db.user, host=db.host, port=db.port,
-                                   dbname=db.dbname) from None
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snap_id = str(row[0]) if row else ""
+            size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            yield Snapshot(
+                snapshot_id=snap_id,
+                server_version=server_version(conn),
+                tables=count_rows(conn),
+                database_bytes=int(size_row[0]) if size_row else 0,
+            )
 
 
 def database_exists(db: PostgresDatabase, name: str) -> bool:

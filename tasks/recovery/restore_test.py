@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, computed_field
@@ -16,14 +16,29 @@ from pydantic import BaseModel, Field, computed_field
 from blocks.gpg import GpgDecryptionKey
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from errors import retry_on_transient
-from tasks.recovery.fetching import check_key_matches, fetched_dump, pg_restore
+from errors import IntegrityError, retry_on_transient
+from tasks.recovery.catalogue import artifact_key, check_bucket, find_backup, previous_backup
+from tasks.recovery.fetching import check_key_matches, fetched_dump
 from tasks.recovery.integrity import check_against_manifest, run_amcheck, run_smoke
-from tasks.recovery.postgres import create_database, database_exists, drop_database
-from tasks.recovery.store import check_bucket, find_backup, previous_backup
+from tasks.recovery.postgres import database_exists, drop_database
+from tasks.recovery.restoring import recreate_and_restore, run_logger
 
 logger = logging.getLogger(__name__)
 HOUR = 3600.0
+
+
+class RestoreTestRequest(BaseModel):
+    """What the restore-test flow was asked to check (its parameters, less the block names)."""
+
+    backup_id: str | None = Field(
+        default=None, description="the backup to test (default: the newest complete one)"
+    )
+    smoke_sql: list[str] = Field(
+        default_factory=list, description="queries that must each return a truthy first column"
+    )
+    jobs: int = Field(default=2, description="pg_restore parallel jobs")
+    rto_objective_hours: float = Field(default=4.0, description="RTO objective (guide: 4 h)")
+    rpo_objective_hours: float = Field(default=1.0, description="RPO objective (guide: 1 h)")
 
 
 class RestoreTestReport(BaseModel):
@@ -78,6 +93,24 @@ class RestoreTestReport(BaseModel):
         """Integrity checks passed and both objectives were met."""
         return self.integrity_ok and self.rto_met and self.rpo_met
 
+    def raise_unless_passed(self) -> None:
+        """Fail loudly when the test did not pass.
+
+        Raises:
+            IntegrityError: listing the first ten problems (counts, amcheck, smoke, RTO, RPO).
+        """
+        if self.passed:
+            return
+        problems = self.table_mismatches + self.amcheck_failures + self.smoke_failures
+        if not self.rto_met:
+            problems.append(f"RTO {self.rto_seconds:.0f}s over objective")
+        if not self.rpo_met:
+            problems.append(f"RPO {self.rpo_seconds:.0f}s (or backup interval) over objective")
+        raise IntegrityError(
+            f"restore test of backup {self.backup_id} failed: " + "; ".join(problems[:10]),
+            hint="see the restore-test report artifact",
+        )
+
 
 def scratch_name(backup_id: str) -> str:
     """Name of the scratch database for a backup, e.g. ``restore_test_20261127t030000z_full``."""
@@ -88,34 +121,29 @@ def run_restore_test(
     db: PostgresDatabase,
     store: S3BackupStore,
     decryption: GpgDecryptionKey,
+    request: RestoreTestRequest | None = None,
     *,
-    backup_id: str | None = None,
-    smoke_sql: list[str] | None = None,
-    jobs: int = 2,
-    rto_objective_hours: float = 4.0,
-    rpo_objective_hours: float = 1.0,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RestoreTestReport:
     """Restore a backup of ``db.dbname`` into a scratch database on the same server and check it.
 
     Checks (keys, bucket, backup id, login) come first; the scratch database is dropped
     whatever happens. Integrity problems are reported (not raised) so the report can be
-    published; the caller fails the run when ``passed`` is False.
+    published; the caller fails the run when ``passed`` is False. Also the Prefect task
+    ``restore-test`` (retried once on a transient error).
 
     Args:
         db: the server and source database name.
         store: the S3 store.
         decryption: the private key block.
-        backup_id: a backup id, or None for the newest complete backup.
-        smoke_sql: operator queries that must each return a truthy first column.
-        jobs: pg_restore parallel jobs.
-        rto_objective_hours: RTO objective (the guide: 4 h).
-        rpo_objective_hours: RPO objective (the guide: 1 h).
+        request: which backup, smoke SQL, jobs and objectives (default: newest, none, 2, 4 h/1 h).
         now: clock (injected by tests).
 
     Returns:
         The report.
     """
+    request = request or RestoreTestRequest()
+    backup_id, smoke_sql, jobs = request.backup_id, request.smoke_sql, request.jobs
     with decryption.keyring() as keyring:
         client = store.get_client()
         check_bucket(client, store.bucket)
@@ -132,17 +160,15 @@ def run_restore_test(
                 client, bucket=store.bucket, manifest=manifest, decryption=decryption,
                 keyring=keyring,
             ) as dump:
-                drop_database(db, scratch)  # a leftover of a crashed run
-                create_database(db, scratch)
-                pg_restore(db, scratch, dump, jobs=jobs)
+                recreate_and_restore(db, scratch, dump, jobs=jobs)  # drops a crashed run's leftover
             rto = time.monotonic() - started
             tested_at = now()
             mismatches = check_against_manifest(db, scratch, manifest)
             indexes, amcheck_failures = run_amcheck(db, scratch)
-            smoke_failures = run_smoke(db, scratch, smoke_sql or [])
+            smoke_failures = run_smoke(db, scratch, smoke_sql)
         finally:
             drop_database(db, scratch)
-    return RestoreTestReport(
+    report = RestoreTestReport(
         backup_id=manifest.backup_id,
         database=manifest.database,
         scratch_database=scratch,
@@ -154,16 +180,22 @@ def run_restore_test(
         table_mismatches=mismatches,
         amcheck_indexes=indexes,
         amcheck_failures=amcheck_failures,
-        smoke_queries=len(smoke_sql or []),
+        smoke_queries=len(smoke_sql),
         smoke_failures=smoke_failures,
         rto_seconds=rto,
         rpo_seconds=(tested_at - manifest.finished_at).total_seconds(),
         backup_interval_seconds=(
             (manifest.finished_at - previous.finished_at).total_seconds() if previous else None
         ),
-        rto_objective_seconds=rto_objective_hours * HOUR,
-        rpo_objective_seconds=rpo_objective_hours * HOUR,
+        rto_objective_seconds=request.rto_objective_hours * HOUR,
+        rpo_objective_seconds=request.rpo_objective_hours * HOUR,
     )
+    run_logger().info(
+        "restore test of backup %s: %s (RTO %.0fs, RPO %.0fs)",
+        report.backup_id, "passed" if report.passed else "FAILED",
+        report.rto_seconds, report.rpo_seconds,
+    )
+    return report
 
 
 def _dur(seconds: float | None) -> str:
@@ -216,49 +248,13 @@ def render_markdown(report: RestoreTestReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task(
+restore_test_task = task(
     name="restore-test",
     retries=1,
     retry_delay_seconds=60,
     retry_condition_fn=retry_on_transient,
     cache_policy=NO_CACHE,
-)
-def restore_test_task(
-    db: PostgresDatabase,
-    store: S3BackupStore,
-    decryption: GpgDecryptionKey,
-    *,
-    backup_id: str | None = None,
-    smoke_sql: list[str] | None = None,
-    jobs: int = 2,
-    rto_objective_hours: float = 4.0,
-    rpo_objective_hours: float = 1.0,
-) -> RestoreTestReport:
-    """Prefect task: :func:`run_restore_test`.
-
-    Args:
-        db: the database block.
-        store: the store block.
-        decryption: the private key block.
-        backup_id: a backup id or None for the newest.
-        smoke_sql: operator smoke queries.
-        jobs: pg_restore jobs.
-        rto_objective_hours: RTO objective.
-        rpo_objective_hours: RPO objective.
-
-    Returns:
-        The report.
-    """
-    report = run_restore_test(
-        db, store, decryption, backup_id=backup_id, smoke_sql=smoke_sql, jobs=jobs,
-        rto_objective_hours=rto_objective_hours, rpo_objective_hours=rpo_objective_hours,
-    )
-    get_run_logger().info(
-        "restore test of backup %s: %s (RTO %.0fs, RPO %.0fs)",
-        report.backup_id, "passed" if report.passed else "FAILED",
-        report.rto_seconds, report.rpo_seconds,
-    )
-    return report
+)(run_restore_test)
 
 
 @task(name="publish-restore-test-report", cache_policy=NO_CACHE)
@@ -272,9 +268,8 @@ def publish_report(report: RestoreTestReport) -> str:
         The markdown.
     """
     text = render_markdown(report)
-    slug = re.sub(r"[^a-z0-9-]+", "-", report.database.lower()).strip("-")
     create_markdown_artifact(
-        markdown=text, key=f"restore-test-{slug}"[:100],
+        markdown=text, key=artifact_key("restore-test", report.database),
         description=f"restore test of backup {report.backup_id}",
     )
     return text

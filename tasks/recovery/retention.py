@@ -12,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from errors import InvalidInputError
-from tasks.recovery.catalogue import BackupRecord
+from tasks.recovery.catalogue import BackupRecord, newest_first
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,10 @@ def _kept_periods(policy: RetentionPolicy, today: date) -> list[tuple[str, str, 
 _LABELLERS = {"day": _day_label, "week": _week_label, "month": _month_label}
 
 
-def _newest_first(records: Iterable[BackupRecord]) -> list[BackupRecord]:
-    return sorted(records, key=lambda r: (r.started_at, r.backup_id), reverse=True)
-
-
 def _plan_database(
     records: Sequence[BackupRecord], policy: RetentionPolicy, now: datetime
 ) -> list[Decision]:
-    ordered = _newest_first(records)
+    ordered = newest_first(records)
     newest = ordered[0]
     if not newest.complete:
         frozen = (

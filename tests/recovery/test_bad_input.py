@@ -25,8 +25,8 @@ from errors import (
 from sandbox.launchers.gpg import generate_key
 from sandbox.procs import free_port, spawn, stop_pid, wait_until
 from tasks.recovery.backup import run_backup
-from tasks.recovery.restore_test import run_restore_test
-from tasks.recovery.restoring import run_restore
+from tasks.recovery.restore_test import RestoreTestRequest, run_restore_test
+from tasks.recovery.restoring import RestoreRequest, run_restore
 
 
 def _objects(s3_client, bucket):
@@ -85,7 +85,7 @@ def test_missing_or_wrong_decryption_key(seeded_db, store_block, encryption_bloc
     with pytest.raises(InvalidInputError) as err:
         run_restore(seeded_db, store_block,
                     GpgDecryptionKey(private_key=gpg_key.private_armored, passphrase="wrong"),
-                    backup_id=m.backup_id, target_database="never_created")
+                    RestoreRequest(backup_id=m.backup_id, target_database="never_created"))
     assert err.value.field == "passphrase"
 
 
@@ -141,10 +141,12 @@ def test_unknown_backup_id(seeded_db, store_block, encryption_block, decryption_
     run_backup(seeded_db, store_block, encryption_block)
     with pytest.raises(InvalidInputError) as err:
         run_restore(seeded_db, store_block, decryption_block,
-                    backup_id="20200101T000000Z-full", target_database="never_created")
+                    RestoreRequest(backup_id="20200101T000000Z-full",
+                                   target_database="never_created"))
     assert err.value.field == "backup_id" and "catalogue" in str(err.value)
     with pytest.raises(InvalidInputError) as err:
-        run_restore_test(seeded_db, store_block, decryption_block, backup_id="latest")
+        run_restore_test(seeded_db, store_block, decryption_block,
+                         RestoreTestRequest(backup_id="latest"))
     assert err.value.field == "backup_id" and "20261127T030000Z-full" in str(err.value)
 
 

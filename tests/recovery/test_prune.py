@@ -1,101 +1,23 @@
-"""The catalogue and the prune-backups flow against a moto S3 server, under the Prefect harness."""
+"""The prune-backups flow (retention, deletion, local spool) against moto, under Prefect."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from blocks.s3 import S3BackupStore
-from errors import BlockNotFoundError, IntegrityError, InvalidInputError, NotFoundError
+from errors import BlockNotFoundError, InvalidInputError
 from flows.prune import PruneReport, prune_backups
-from tasks.recovery.catalogue import (
-    catalogue_markdown,
-    delete_backup,
-    list_backups,
-    newest_complete,
-    read_manifest,
-)
-from tasks.recovery.manifest import BackupKind, Manifest, backup_id, backup_prefix
-
-PREFIX = "pg"
-
-
-def put_backup(
-    client: Any,
-    bucket: str,
-    database: str,
-    started: datetime,
-    kind: BackupKind = "full",
-    *,
-    manifest: bool = True,
-    data: bool = True,
-) -> str:
-    bid = backup_id(started, kind)
-    base = backup_prefix(PREFIX, database, bid)
-    payload = os.urandom(64)
-    if data:
-        client.put_object(Bucket=bucket, Key=base + "dump.pgc.zst.gpg", Body=payload)
-    if manifest:
-        doc = Manifest(
-            backup_id=bid,
-            kind=kind,
-            database=database,
-            server_version="15.8",
-            started_at=started,
-            finished_at=started + timedelta(minutes=2),
-            data_key=base + "dump.pgc.zst.gpg",
-            size_bytes=len(payload),
-            sha256=hashlib.sha256(payload).hexdigest(),
-            plain_bytes=128,
-            recipients=["0123456789ABCDEF"],
-            tables=[],
-            tool_version="test",
-            snapshot_consistent=True,
-        )
-        client.put_object(Bucket=bucket, Key=base + "manifest.json", Body=doc.model_dump_json())
-    return bid
-
-
-def all_keys(client: Any, bucket: str) -> set[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
-
-
-@pytest.fixture()
-def scenario(s3_client, s3_bucket):
-    """Two databases: veza_db (prunable) and chat_db (newest backup incomplete: frozen)."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    midnight = now.replace(hour=0, minute=0, second=0)
-    ids: dict[str, str] = {}
-    for i in range(1, 11):  # fulls at 01:00 on each of the 10 days before today
-        ids[f"full-{i}"] = put_backup(
-            s3_client, s3_bucket, "veza_db", midnight - timedelta(days=i) + timedelta(hours=1)
-        )
-    ids["hourly-new"] = put_backup(
-        s3_client, s3_bucket, "veza_db", now - timedelta(hours=1), "hourly"
-    )
-    ids["hourly-old"] = put_backup(
-        s3_client, s3_bucket, "veza_db", now - timedelta(hours=30), "hourly"
-    )
-    ids["debris"] = put_backup(
-        s3_client, s3_bucket, "veza_db", midnight - timedelta(days=20), manifest=False
-    )
-    for i in range(1, 6):
-        put_backup(
-            s3_client, s3_bucket, "chat_db", midnight - timedelta(days=i) + timedelta(hours=1)
-        )
-    ids["chat-inflight"] = put_backup(
-        s3_client, s3_bucket, "chat_db", now - timedelta(hours=2), manifest=False
-    )
-    s3_client.put_object(Bucket=s3_bucket, Key=f"{PREFIX}/README.txt", Body=b"not a backup")
-    return ids
+from tasks.recovery.catalogue import list_backups
+from tasks.recovery.manifest import Manifest, backup_prefix
+from tasks.recovery.pruning import delete_backup
+from tests.fixtures.recovery import PREFIX, all_keys
 
 
 @pytest.fixture()
@@ -147,46 +69,12 @@ def read_table(flow_run_id: Any) -> tuple[str, list[dict[str, str]]]:
     return key, rows
 
 
-# --- catalogue ---------------------------------------------------------------------
+# --- deletion -------------------------------------------------------------------
 
 
-def test_catalogue_groups_keys_into_backups(s3_client, s3_bucket, scenario):
-    records = list_backups(s3_client, s3_bucket, PREFIX, page_size=3)  # forces pagination
-    assert {r.database for r in records} == {"veza_db", "chat_db"}
-    assert len(records) == 13 + 6
-    debris = next(r for r in records if r.backup_id == scenario["debris"])
-    assert not debris.complete and debris.manifest_key is None and debris.data_size == 64
-    assert debris.missing == "no manifest"
-    newest = newest_complete(records, database="veza_db")
-    assert newest is not None and newest.backup_id == scenario["hourly-new"]
-    newest_full = newest_complete(records, database="veza_db", kind="full")
-    assert newest_full is not None and newest_full.backup_id == scenario["full-1"]
-    # the chat_db newest is in flight: the newest COMPLETE one is yesterday's full
-    chat = newest_complete(records, database="chat_db")
-    assert chat is not None and chat.kind == "full"
-    only = list_backups(s3_client, s3_bucket, PREFIX, database="chat_db")
-    assert {r.database for r in only} == {"chat_db"} and len(only) == 6
-    text = catalogue_markdown(records)
-    assert scenario["debris"] in text and "no (no manifest)" in text
-
-
-def test_read_manifest_validates(s3_client, s3_bucket, scenario):
+def test_delete_backup_removes_data_and_manifest_together(s3_client, s3_bucket, backup_scenario):
     records = list_backups(s3_client, s3_bucket, PREFIX, database="veza_db")
-    full = next(r for r in records if r.backup_id == scenario["full-1"])
-    manifest = read_manifest(s3_client, s3_bucket, full)
-    assert manifest.backup_id == full.backup_id and manifest.size_bytes == full.data_size
-
-    s3_client.put_object(Bucket=s3_bucket, Key=full.manifest_key, Body=b'{"backup_id": 3}')
-    with pytest.raises(IntegrityError, match="not valid"):
-        read_manifest(s3_client, s3_bucket, full)
-    debris = next(r for r in records if r.backup_id == scenario["debris"])
-    with pytest.raises(NotFoundError, match="no manifest"):
-        read_manifest(s3_client, s3_bucket, debris)
-
-
-def test_delete_backup_removes_data_and_manifest_together(s3_client, s3_bucket, scenario):
-    records = list_backups(s3_client, s3_bucket, PREFIX, database="veza_db")
-    victim = next(r for r in records if r.backup_id == scenario["full-5"])
+    victim = next(r for r in records if r.backup_id == backup_scenario["full-5"])
     extra = backup_prefix(PREFIX, "veza_db", victim.backup_id) + "leftover.part"
     s3_client.put_object(Bucket=s3_bucket, Key=extra, Body=b"x")
     victim = next(
@@ -200,22 +88,12 @@ def test_delete_backup_removes_data_and_manifest_together(s3_client, s3_bucket, 
     assert all_keys(s3_client, s3_bucket) == before - set(deleted)
 
 
-def test_missing_bucket_is_a_clear_error(s3_client):
-    with pytest.raises(NotFoundError) as caught:
-        list_backups(s3_client, f"no-such-{uuid.uuid4().hex[:8]}", PREFIX)
-    assert "does not exist" in str(caught.value) and "bucket" in str(caught.value)
-
-
-def test_database_with_slash_is_refused(s3_client, s3_bucket):
-    with pytest.raises(InvalidInputError) as caught:
-        list_backups(s3_client, s3_bucket, PREFIX, database="a/b")
-    assert caught.value.field == "database"
-
-
 # --- the flow ----------------------------------------------------------------------
 
 
-def test_dry_run_deletes_nothing_and_reports_the_plan(s3_client, s3_bucket, scenario, store_block):
+def test_dry_run_deletes_nothing_and_reports_the_plan(
+    s3_client, s3_bucket, backup_scenario, store_block
+):
     before = all_keys(s3_client, s3_bucket)
     report, run_id = run_prune(store_block=store_block, **POLICY)
 
@@ -232,11 +110,11 @@ def test_dry_run_deletes_nothing_and_reports_the_plan(s3_client, s3_bucket, scen
         "full-9",
         "full-10",
         "hourly-old",
-        ids=scenario,
+        ids=backup_scenario,
     )
     assert set(report.to_delete) == expected
-    assert veza("full-1", "full-2", "hourly-new", "debris", ids=scenario) <= set(report.kept)
-    assert f"chat_db/{scenario['chat-inflight']}" in report.kept
+    assert veza("full-1", "full-2", "hourly-new", "debris", ids=backup_scenario) <= set(report.kept)
+    assert f"chat_db/{backup_scenario['chat-inflight']}" in report.kept
 
     key, rows = read_table(run_id)
     assert key == "prune-backups-all"
@@ -244,20 +122,20 @@ def test_dry_run_deletes_nothing_and_reports_the_plan(s3_client, s3_bucket, scen
     assert {
         f"{r['database']}/{r['backup']}" for r in rows if r["action"] == "would delete"
     } == expected
-    assert "daily" in by_id[scenario["full-2"]]["reasons"]
-    assert "newest complete full" in by_id[scenario["full-1"]]["reasons"]
-    assert "frozen" in by_id[scenario["chat-inflight"]]["reasons"]
-    assert "hourly older than 6 h" == by_id[scenario["hourly-old"]]["reasons"]
+    assert "daily" in by_id[backup_scenario["full-2"]]["reasons"]
+    assert "newest complete full" in by_id[backup_scenario["full-1"]]["reasons"]
+    assert "frozen" in by_id[backup_scenario["chat-inflight"]]["reasons"]
+    assert "hourly older than 6 h" == by_id[backup_scenario["hourly-old"]]["reasons"]
 
 
-def test_real_run_deletes_exactly_the_plan(s3_client, s3_bucket, scenario, store_block):
+def test_real_run_deletes_exactly_the_plan(s3_client, s3_bucket, backup_scenario, store_block):
     before = all_keys(s3_client, s3_bucket)
     planned, _ = run_prune(store_block=store_block, delete_incomplete=True, **POLICY)
     report, run_id = run_prune(
         store_block=store_block, delete_incomplete=True, dry_run=False, **POLICY
     )
     assert set(report.deleted) == set(report.to_delete) == set(planned.to_delete)
-    assert f"veza_db/{scenario['debris']}" in report.deleted  # old debris, now opted in
+    assert f"veza_db/{backup_scenario['debris']}" in report.deleted  # old debris, now opted in
 
     gone = set()
     for label in report.deleted:
@@ -283,8 +161,10 @@ def test_real_run_deletes_exactly_the_plan(s3_client, s3_bucket, scenario, store
     assert again.deleted == [], "a second run finds nothing more to delete"
 
 
-def test_faulty_newest_manifest_freezes_its_database(s3_client, s3_bucket, scenario, store_block):
-    key = backup_prefix(PREFIX, "veza_db", scenario["hourly-new"]) + "manifest.json"
+def test_faulty_newest_manifest_freezes_its_database(
+    s3_client, s3_bucket, backup_scenario, store_block
+):
+    key = backup_prefix(PREFIX, "veza_db", backup_scenario["hourly-new"]) + "manifest.json"
     doc = Manifest.model_validate_json(
         s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     )
@@ -298,17 +178,17 @@ def test_faulty_newest_manifest_freezes_its_database(s3_client, s3_bucket, scena
     assert all_keys(s3_client, s3_bucket) == before
     _, rows = read_table(run_id)
     reasons = {r["backup"]: r["reasons"] for r in rows if r["database"] == "veza_db"}
-    assert "manifest does not match the data object" in reasons[scenario["full-5"]]
+    assert "manifest does not match the data object" in reasons[backup_scenario["full-5"]]
 
 
-def test_one_database_only(s3_client, s3_bucket, scenario, store_block):
+def test_one_database_only(s3_client, s3_bucket, backup_scenario, store_block):
     report, run_id = run_prune(store_block=store_block, database="veza_db", dry_run=False, **POLICY)
     assert report.deleted and all(label.startswith("veza_db/") for label in report.deleted)
     assert all(label.startswith("veza_db/") for label in report.kept)
     assert read_table(run_id)[0] == "prune-backups-veza-db"
 
 
-def test_bad_policy_is_refused_before_anything(s3_client, s3_bucket, scenario, store_block):
+def test_bad_policy_is_refused_before_anything(s3_client, s3_bucket, backup_scenario, store_block):
     before = all_keys(s3_client, s3_bucket)
     with pytest.raises(InvalidInputError) as caught:
         prune_backups(store_block=store_block, dry_run=False, daily=-1)
@@ -341,7 +221,9 @@ def make_spool(tmp_path: Path) -> tuple[Path, list[Path], list[Path]]:
     return spool, old, new
 
 
-def test_spool_cleanup_dry_run_and_real(tmp_path, s3_client, s3_bucket, scenario, store_block):
+def test_spool_cleanup_dry_run_and_real(
+    tmp_path, s3_client, s3_bucket, backup_scenario, store_block
+):
     spool, old, new = make_spool(tmp_path)
     report, _ = run_prune(store_block=store_block, local_spool=str(spool), **POLICY)
     assert sorted(report.spool_stale) == sorted(str(p.resolve()) for p in old)
@@ -355,7 +237,7 @@ def test_spool_cleanup_dry_run_and_real(tmp_path, s3_client, s3_bucket, scenario
     assert (spool / "nested").is_dir()
 
 
-def test_spool_age_is_configurable(tmp_path, store_block, scenario):
+def test_spool_age_is_configurable(tmp_path, store_block, backup_scenario):
     spool, _old, _new = make_spool(tmp_path)
     report, _ = run_prune(
         store_block=store_block, local_spool=str(spool), spool_max_age_days=5, **POLICY
@@ -364,7 +246,7 @@ def test_spool_age_is_configurable(tmp_path, store_block, scenario):
 
 
 def test_bad_spool_is_refused_before_anything(
-    tmp_path, s3_client, s3_bucket, scenario, store_block
+    tmp_path, s3_client, s3_bucket, backup_scenario, store_block
 ):
     before = all_keys(s3_client, s3_bucket)
     with pytest.raises(InvalidInputError) as caught:
