@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from errors import VerificationError
     from flows.release import release
     from sandbox.stack import up
-    from tasks.records import last_release
+    from tasks.release.history import last_release
     from tests.release import helpers as h
 
     results: dict[str, Any] = {"analysis": ANALYSIS, "runs": []}

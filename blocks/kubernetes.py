@@ -99,14 +99,6 @@ class KubernetesCluster(Block):
         api.call_api = call_api  # type: ignore[method-assign]
         return api
 
-    def apps_v1(self) -> client.AppsV1Api:
-        """Typed API for Deployments and ReplicaSets.
-
-        Returns:
-            ``AppsV1Api`` bound to a new API client.
-        """
-        return client.AppsV1Api(self.get_api_client())
-
     def core_v1(self) -> client.CoreV1Api:
         """Typed API for Services, Pods, Secrets and ConfigMaps.
 
@@ -114,11 +106,3 @@ class KubernetesCluster(Block):
             ``CoreV1Api`` bound to a new API client.
         """
         return client.CoreV1Api(self.get_api_client())
-
-    def coordination_v1(self) -> client.CoordinationV1Api:
-        """Typed API for Leases (the release lock).
-
-        Returns:
-            ``CoordinationV1Api`` bound to a new API client.
-        """
-        return client.CoordinationV1Api(self.get_api_client())

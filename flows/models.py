@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.services import AnalysisSpec, ServiceSpec
+from tasks.release.catalogue import AnalysisSpec, ServiceSpec
+from tasks.release.report import ReleaseSummary, ServiceOutcome
 
 
 class AnalysisOverrides(BaseModel):
@@ -40,29 +41,4 @@ class AnalysisOverrides(BaseModel):
         return spec.model_copy(update={"analysis": analysis})
 
 
-class ServiceOutcome(BaseModel):
-    """What happened to one service in a release."""
-
-    service: str
-    image: str
-    previous_image: str | None = None
-    colour: str | None = None
-    previous_colour: str | None = None
-    secret: str | None = None
-    switched: bool = False
-    verified: bool = False
-
-
-class ReleaseSummary(BaseModel):
-    """The value a release or rollback run returns."""
-
-    release_id: str
-    environment: str
-    version: str
-    outcome: str
-    dry_run: bool = False
-    plan: list[str] = Field(default_factory=list)
-    services: dict[str, ServiceOutcome] = Field(default_factory=dict)
-    reason: str | None = None
-    timings: dict[str, float] = Field(default_factory=dict)
-    reconciled: list[str] = Field(default_factory=list)
+__all__ = ["AnalysisOverrides", "ReleaseSummary", "ServiceOutcome"]

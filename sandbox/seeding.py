@@ -71,12 +71,13 @@ def url_variable(environment: str, service: VezaService) -> str:
     return f"VEZA_{environment.upper()}_{service.short.upper().replace('-', '_')}_URL"
 
 
-def deployment_body(service: VezaService, version: str) -> dict[str, Any]:
+def deployment_body(service: VezaService, version: str, replicas: int = 2) -> dict[str, Any]:
     """The blue Deployment of ``service``, as the conventions describe it.
 
     Args:
         service: the service.
         version: image tag.
+        replicas: its replicas (each one is a process of the sandbox).
 
     Returns:
         A Deployment manifest.
@@ -94,7 +95,7 @@ def deployment_body(service: VezaService, version: str) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {"name": f"{service.name}-blue", "labels": dict(labels)},
         "spec": {
-            "replicas": 2,
+            "replicas": replicas,
             "progressDeadlineSeconds": 30,
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": dict(labels)},
@@ -220,6 +221,7 @@ def seed_environment(
     environment: str,
     version: str = "1.0.0",
     traffic: bool = True,
+    replicas: int = 2,
     timeout: float = 180.0,
 ) -> dict[str, str]:
     """Seed ``namespace`` with the four Veza services and wait until they are available.
@@ -232,6 +234,7 @@ def seed_environment(
         environment: ``staging`` or ``production`` (Vault path and secrets).
         version: image tag of every service.
         traffic: label the namespace so the load generator sends it traffic.
+        replicas: replicas of each Deployment (tests that need no second pod use 1).
         timeout: seconds to wait for the Deployments and Service URLs.
 
     Returns:
@@ -249,6 +252,8 @@ def seed_environment(
         raise InvalidInputError(
             "environment", f"{environment!r} is not known", fix=f"use one of {ENVIRONMENTS}"
         )
+    if replicas < 1:
+        raise InvalidInputError("replicas", f"{replicas} is not positive", fix="use 1 or more")
     from kubernetes import client, config
 
     api = config.new_client_from_config(  # type: ignore[no-untyped-call]
@@ -271,7 +276,8 @@ def seed_environment(
             core.create_namespaced_secret, namespace, secret,
             on_conflict=lambda n=name, s=secret: core.replace_namespaced_secret(n, namespace, s),
         )
-        _created(apps.create_namespaced_deployment, namespace, deployment_body(service, version))
+        _created(apps.create_namespaced_deployment, namespace,
+                 deployment_body(service, version, replicas))
         _created(core.create_namespaced_service, namespace, service_body(service))
     for service in SERVICES:
         deployment = f"{service.name}-blue"

@@ -210,7 +210,8 @@ class Sandbox:
         return hvac.Client(url=self.vault_addr, token=self.vault_token)
 
     def seed_environment(
-        self, namespace: str, environment: str, version: str = "1.0.0", traffic: bool = True
+        self, namespace: str, environment: str, version: str = "1.0.0", traffic: bool = True,
+        replicas: int = 2,
     ) -> None:
         """Seed ``namespace`` with the four Veza services (see :mod:`sandbox.seeding`).
 
@@ -219,6 +220,7 @@ class Sandbox:
             environment: ``staging`` or ``production``.
             version: image tag of every service.
             traffic: let the load generator send it traffic.
+            replicas: replicas of each Deployment (each one is a process).
         """
         urls = seed_environment(
             kubeconfig=self.kubeconfig,
@@ -228,6 +230,7 @@ class Sandbox:
             environment=environment,
             version=version,
             traffic=traffic,
+            replicas=replicas,
         )
         if namespace == f"veza-{environment}":
             self.services[environment] = urls

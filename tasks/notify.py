@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import task
@@ -9,7 +10,6 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.slack import SlackWebhook
-from tasks.build import get_logger
 
 EMOJI = {"succeeded": ":white_check_mark:", "rolled-back": ":rewind:", "failed": ":x:"}
 
@@ -26,6 +26,15 @@ class Outcome(BaseModel):
     reason: str | None = None
     triggered_by: str | None = None
     run_url: str | None = None
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger(__name__)
 
 
 def current_run_url() -> str | None:
@@ -99,7 +108,7 @@ def notify(slack: SlackWebhook | None, outcome: Outcome) -> bool:
     Returns:
         True when Slack accepted the message.
     """
-    logger = get_logger(__name__)
+    logger = _logger()
     if slack is None:
         logger.info("notify: no Slack webhook configured; skipped")
         return False

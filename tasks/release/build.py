@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import subprocess
@@ -16,29 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from errors import BuildError, InvalidInputError
-from tasks.services import ServiceSpec, substitute
+from tasks.release.catalogue import ServiceSpec, substitute
+from tasks.release.logs import get_logger
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("test", "lint", "scan", "build", "push", "inspect")
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "PYTHONPATH", "VIRTUAL_ENV")
 TAIL_LINES = 20
-
-
-def get_logger(name: str = __name__) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The Prefect run logger inside a run, else the stdlib logger ``name``.
-
-    Args:
-        name: logger name used outside a run (the calling module's ``__name__``).
-
-    Returns:
-        A logger.
-    """
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger(name)
 
 
 class StepResult(BaseModel):
@@ -96,6 +79,18 @@ def build_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
     env.update(extra or {})
     return env
+
+
+def passthrough_env(names: list[str] | None) -> dict[str, str]:
+    """Our environment variables named by a release, for its build commands.
+
+    Args:
+        names: variable names (missing ones are skipped).
+
+    Returns:
+        Name to value.
+    """
+    return {n: os.environ[n] for n in names or [] if n in os.environ}
 
 
 def _tail(text: str) -> str:

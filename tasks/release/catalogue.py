@@ -14,7 +14,7 @@ from errors import InvalidInputError
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 ARGV_PLACEHOLDERS = frozenset({"image", "version", "service", "python"})
-DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "deployments" / "catalogue.yaml"
+DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "deployments" / "catalogue.yaml"
 
 Argv = list[str]
 

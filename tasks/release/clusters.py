@@ -1,4 +1,4 @@
-"""Blocks of an environment loaded once at a flow's entry, with the API clients they hand out."""
+"""One environment's systems: its blocks loaded once at a flow's entry and its API clients."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from blocks.loading import load_block
 from blocks.prometheus import PrometheusServer
 from blocks.slack import SlackWebhook
 from blocks.vault import VaultServer
-from tasks.reconcile import ServiceRef
-from tasks.services import EnvironmentSpec, ServiceSpec
+from tasks.release.catalogue import EnvironmentSpec
 
 
 @dataclass
@@ -64,15 +63,3 @@ def connect(env: EnvironmentSpec) -> Cluster:
     return Cluster(env=env, kubernetes=kube, prometheus=prometheus, vault=vault, slack=slack,
                    apps_v1=k8s.AppsV1Api(api), core_v1=k8s.CoreV1Api(api),
                    coordination_v1=k8s.CoordinationV1Api(api))
-
-
-def reconcile_refs(specs: list[ServiceSpec]) -> list[ServiceRef]:
-    """What reconcile needs of each service.
-
-    Args:
-        specs: services.
-
-    Returns:
-        Their references.
-    """
-    return [ServiceRef(s.name, s.service_name, s.deployment_base, s.container) for s in specs]

@@ -1,49 +1,27 @@
-"""Blue-green steps: live colour, clone the live Deployment into the other colour, smoke, switch."""
+"""Blue-green colours: read the live one, bring the other up (clone or reuse), scale one down."""
 
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from kubernetes import client as k8s
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from errors import InvalidInputError, NotFoundError, SmokeTestError
+from errors import InvalidInputError, NotFoundError, ReleaseError, retry_on_transient
 from errors.kubernetes import translate_api_errors
+from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
+from tasks.release.logs import get_logger
+from tasks.release.rollout import wait_for_rollout
+from tasks.release.smoke import ready_pods, smoke_test
+from tasks.release.switching import read_service
 
 COLOURS = ("blue", "green")
-ANNOTATION_PREFIX = "veza-ops.veza.io"
-PENDING_ANNOTATION = f"{ANNOTATION_PREFIX}/pending-release"
-PREVIOUS_ANNOTATION = f"{ANNOTATION_PREFIX}/previous-colour"
-RELEASE_ANNOTATION = f"{ANNOTATION_PREFIX}/release"
+RELEASE_ANNOTATION = "veza-ops.veza.io/release"
 DROPPED_METADATA = ("resourceVersion", "uid", "creationTimestamp", "managedFields",
                     "generation", "selfLink", "ownerReferences", "deletionTimestamp")
-
-
-@dataclass(frozen=True)
-class SwitchRecord:
-    """One Service selector switch, enough to undo it.
-
-    Attributes:
-        service: service (catalogue) name.
-        service_name: Kubernetes Service name.
-        namespace: namespace.
-        from_colour: colour that served before the switch.
-        to_colour: colour serving after the switch.
-        previous_selector: the full selector before the switch.
-        switched_at: epoch seconds of the switch.
-    """
-
-    service: str
-    service_name: str
-    namespace: str
-    from_colour: str
-    to_colour: str
-    previous_selector: dict[str, str]
-    switched_at: float
 
 
 def other_colour(colour: str) -> str:
@@ -64,35 +42,6 @@ def other_colour(colour: str) -> str:
             fix="label the live Deployment and the Service selector color=blue or color=green",
         )
     return COLOURS[1 - COLOURS.index(colour)]
-
-
-def colour_deployment_name(base: str, colour: str) -> str:
-    """Name of a colour's Deployment (``{base}-{colour}``).
-
-    Args:
-        base: deployment base name (the service name).
-        colour: colour.
-
-    Returns:
-        The Deployment name.
-    """
-    return f"{base}-{colour}"
-
-
-def read_service(core_v1: k8s.CoreV1Api, namespace: str, name: str) -> k8s.V1Service:
-    """Read a Service.
-
-    Args:
-        core_v1: core API.
-        namespace: namespace.
-        name: Service name.
-
-    Returns:
-        The Service.
-    """
-    with translate_api_errors(f"read service {namespace}/{name}"):
-        svc: k8s.V1Service = core_v1.read_namespaced_service(name, namespace)
-    return svc
 
 
 def live_colour(service: k8s.V1Service, colour_label: str = "color") -> str:
@@ -117,6 +66,58 @@ def live_colour(service: k8s.V1Service, colour_label: str = "color") -> str:
             fix=f"set the Service selector {colour_label}=blue (seed the blue-green pair first)",
         )
     return str(colour)
+
+
+def read_deployment_or_none(
+    apps_v1: k8s.AppsV1Api, namespace: str, name: str
+) -> k8s.V1Deployment | None:
+    """Read a Deployment, None when it does not exist.
+
+    Args:
+        apps_v1: apps API.
+        namespace: namespace.
+        name: Deployment name.
+
+    Returns:
+        The Deployment or None.
+    """
+    try:
+        with translate_api_errors(f"read deployment {namespace}/{name}"):
+            dep: k8s.V1Deployment = apps_v1.read_namespaced_deployment(name, namespace)
+    except NotFoundError:
+        return None
+    return dep
+
+
+def container_image(deployment: k8s.V1Deployment, container: str) -> str | None:
+    """Image of a named container of a Deployment.
+
+    Args:
+        deployment: the Deployment.
+        container: container name.
+
+    Returns:
+        The image, or None when the Deployment has no such container.
+    """
+    pod_spec = deployment.spec.template.spec if deployment.spec else None
+    for c in (pod_spec.containers if pod_spec else None) or []:
+        if c.name == container:
+            return str(c.image)
+    return None
+
+
+def to_dict(api_client: k8s.ApiClient, obj: Any) -> dict[str, Any]:
+    """Serialise a client model object into an API dict (camelCase).
+
+    Args:
+        api_client: any API client (only its serialiser is used).
+        obj: model object.
+
+    Returns:
+        The dict.
+    """
+    result: dict[str, Any] = api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return result
 
 
 def _retarget_secrets(container: dict[str, Any], secret_prefix: str, secret_name: str) -> None:
@@ -197,20 +198,6 @@ def clone_for_colour(
     return body
 
 
-def to_dict(api_client: k8s.ApiClient, obj: Any) -> dict[str, Any]:
-    """Serialise a client model object into an API dict (camelCase).
-
-    Args:
-        api_client: any API client (only its serialiser is used).
-        obj: model object.
-
-    Returns:
-        The dict.
-    """
-    result: dict[str, Any] = api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-    return result
-
-
 def apply_deployment(
     apps_v1: k8s.AppsV1Api, namespace: str, body: dict[str, Any]
 ) -> k8s.V1Deployment:
@@ -228,14 +215,8 @@ def apply_deployment(
         The stored Deployment.
     """
     name = body["metadata"]["name"]
-    action = f"apply deployment {namespace}/{name}"
-    existing: k8s.V1Deployment | None = None
-    try:
-        with translate_api_errors(f"read deployment {namespace}/{name}"):
-            existing = apps_v1.read_namespaced_deployment(name, namespace)
-    except NotFoundError:
-        existing = None
-    with translate_api_errors(action):
+    existing = read_deployment_or_none(apps_v1, namespace, name)
+    with translate_api_errors(f"apply deployment {namespace}/{name}"):
         if existing is not None:
             same_selector = (existing.spec.selector.match_labels or {}) == (
                 body["spec"]["selector"].get("matchLabels") or {}
@@ -266,188 +247,140 @@ def scale(apps_v1: k8s.AppsV1Api, namespace: str, name: str, replicas: int) -> N
         apps_v1.patch_namespaced_deployment(name, namespace, {"spec": {"replicas": replicas}})
 
 
-def ready_pods(
-    core_v1: k8s.CoreV1Api, namespace: str, match_labels: dict[str, str]
-) -> list[k8s.V1Pod]:
-    """List the running, ready, not-terminating pods with the given labels.
-
-    Args:
-        core_v1: core API.
-        namespace: namespace.
-        match_labels: label selector as a dict.
-
-    Returns:
-        The pods.
-    """
-    selector = ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
-    with translate_api_errors(f"list pods {selector} in {namespace}"):
-        pods = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
-    result: list[k8s.V1Pod] = []
-    for pod in pods:
-        meta = pod.metadata or k8s.V1ObjectMeta()
-        if meta.deletion_timestamp is not None or not pod.status or not pod.status.pod_ip:
-            continue
-        ready = [c for c in pod.status.conditions or [] if c.type == "Ready"]
-        if pod.status.phase == "Running" and ready and ready[0].status == "True":
-            result.append(pod)
-    return result
-
-
-def smoke_test(
-    pods: list[k8s.V1Pod],
-    *,
-    port: int,
-    paths: list[str],
-    attempts: int = 5,
-    timeout_s: float = 5.0,
-    transport: httpx.BaseTransport | None = None,
-) -> list[str]:
-    """GET each path on each pod directly (podIP:port) before it gets traffic.
-
-    A path passes when one of ``attempts`` requests answers below 500.
-
-    Args:
-        pods: the new colour's ready pods.
-        port: container port.
-        paths: paths to request (ready, health, then the service's smoke paths).
-        attempts: tries per path.
-        timeout_s: per-request timeout.
-        transport: httpx transport (tests).
-
-    Returns:
-        ``"GET http://ip:port/path -> 200"`` lines.
-
-    Raises:
-        SmokeTestError: no pod, or a path never answered below 500.
-    """
-    if not pods:
-        raise SmokeTestError("smoke test: the new colour has no ready pod",
-                             hint="check the new pods' readiness")
-    lines: list[str] = []
-    with httpx.Client(timeout=timeout_s, transport=transport) as http:
-        for pod in pods:
-            ip = (pod.status or k8s.V1PodStatus()).pod_ip
-            pod_name = (pod.metadata or k8s.V1ObjectMeta()).name
-            for path in paths:
-                url = f"http://{ip}:{port}{path}"
-                last = "no answer"
-                for _ in range(attempts):
-                    try:
-                        code = http.get(url).status_code
-                    except httpx.HTTPError as exc:
-                        last = type(exc).__name__
-                        continue
-                    last = str(code)
-                    if code < 500:
-                        break
-                else:
-                    raise SmokeTestError(
-                        f"smoke test of pod {pod_name}: GET {path} -> {last}",
-                        hint="the new version does not answer; it received no traffic",
-                    )
-                lines.append(f"GET {url} -> {last}")
-    return lines
-
-
-def switch_selector(
-    core_v1: k8s.CoreV1Api,
-    *,
-    service: str,
-    service_name: str,
-    namespace: str,
-    colour: str,
-    colour_label: str = "color",
-    pending_release: str | None = None,
-    clock: Callable[[], float] = time.time,
-) -> SwitchRecord:
-    """Point a Service at a colour with one strategic-merge patch.
-
-    With ``pending_release`` the patch also marks the switch as uncommitted (annotations
-    naming the release and the previous colour) so a crashed run can be reconciled; with
-    None the marks are removed.
-
-    Args:
-        core_v1: core API.
-        service: catalogue service name.
-        service_name: Kubernetes Service name.
-        namespace: namespace.
-        colour: colour to select.
-        colour_label: colour label key.
-        pending_release: release id marking an uncommitted switch, or None to clear.
-        clock: epoch clock.
-
-    Returns:
-        What is needed to undo the switch.
-    """
-    current = read_service(core_v1, namespace, service_name)
-    previous = dict((current.spec.selector or {}) if current.spec else {})
-    from_colour = str(previous.get(colour_label, ""))
-    annotations: dict[str, str | None]
-    if pending_release is not None:
-        annotations = {PENDING_ANNOTATION: pending_release, PREVIOUS_ANNOTATION: from_colour}
-    else:
-        annotations = {PENDING_ANNOTATION: None, PREVIOUS_ANNOTATION: None}
-    patch = {"metadata": {"annotations": annotations},
-             "spec": {"selector": {colour_label: colour}}}
-    with translate_api_errors(f"switch service {namespace}/{service_name} to {colour}"):
-        core_v1.patch_namespaced_service(service_name, namespace, patch)
-    return SwitchRecord(service, service_name, namespace, from_colour, colour, previous, clock())
-
-
-def clear_pending(core_v1: k8s.CoreV1Api, namespace: str, service_name: str) -> None:
-    """Mark a Service's switch as committed (remove the pending annotations).
-
-    Args:
-        core_v1: core API.
-        namespace: namespace.
-        service_name: Service name.
-    """
-    patch = {"metadata": {"annotations": {PENDING_ANNOTATION: None, PREVIOUS_ANNOTATION: None}}}
-    with translate_api_errors(f"commit service {namespace}/{service_name}"):
-        core_v1.patch_namespaced_service(service_name, namespace, patch)
-
-
-def read_deployment_or_none(
-    apps_v1: k8s.AppsV1Api, namespace: str, name: str
-) -> k8s.V1Deployment | None:
-    """Read a Deployment, None when it does not exist.
+def scale_down(apps_v1: k8s.AppsV1Api, namespace: str, deployments: list[str]) -> list[str]:
+    """Scale Deployments to zero (an abandoned or old colour).
 
     Args:
         apps_v1: apps API.
         namespace: namespace.
-        name: Deployment name.
+        deployments: Deployment names.
 
     Returns:
-        The Deployment or None.
+        The Deployments scaled down (missing ones are skipped).
     """
-    try:
-        with translate_api_errors(f"read deployment {namespace}/{name}"):
-            dep: k8s.V1Deployment = apps_v1.read_namespaced_deployment(name, namespace)
-    except NotFoundError:
-        return None
-    return dep
+    done: list[str] = []
+    for name in deployments:
+        try:
+            scale(apps_v1, namespace, name, 0)
+        except NotFoundError:
+            continue
+        done.append(name)
+    return done
 
 
-def container_image(deployment: k8s.V1Deployment, container: str) -> str | None:
-    """Image of a named container of a Deployment.
+scale_down_task = task(
+    name="scale-to-zero", retries=3, retry_delay_seconds=1,
+    retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
+)(scale_down)
+
+
+@dataclass
+class Prepared:
+    """A colour brought up and smoke-tested, not yet receiving traffic.
+
+    Attributes:
+        service: service name.
+        live_colour: colour serving now.
+        new_colour: the colour brought up.
+        deployment: name of the new colour's Deployment.
+        image: its image.
+        previous_image: the live colour's image.
+        secret_name: the Secret it reads (None: the live colour's references).
+        replicas: its replicas (those of the live colour).
+        action: ``cloned``, ``redeployed`` (cloned over an idle colour), ``scaled`` (idle
+            colour scaled back up) or ``switched`` (idle colour already at full scale).
+        smoke: smoke-test lines.
+    """
+
+    service: str
+    live_colour: str
+    new_colour: str
+    deployment: str
+    image: str
+    previous_image: str | None
+    secret_name: str | None
+    replicas: int
+    action: str = "cloned"
+    smoke: list[str] = field(default_factory=list)
+
+
+def bring_up_colour(
+    apps_v1: k8s.AppsV1Api,
+    core_v1: k8s.CoreV1Api,
+    *,
+    env: EnvironmentSpec,
+    spec: ServiceSpec,
+    image: str,
+    secret_name: str | None,
+    release_id: str,
+    reuse: bool = False,
+) -> Prepared:
+    """Bring the colour that is not serving up with ``image``, wait for it, smoke-test it.
+
+    The release clones the live Deployment into the other colour with the new image and
+    Secret. With ``reuse`` (the rollback), an idle colour that already runs ``image`` (kept
+    at zero replicas after a release) is only scaled back to the live colour's replicas.
 
     Args:
-        deployment: the Deployment.
-        container: container name.
+        apps_v1: apps API.
+        core_v1: core API.
+        env: the environment.
+        spec: the service.
+        image: image the colour must run.
+        secret_name: the immutable Secret it reads (None keeps the live references).
+        release_id: recorded on a cloned Deployment.
+        reuse: reuse an idle colour already running ``image``.
 
     Returns:
-        The image, or None when absent.
+        The colour, ready and answering, not yet selected by the Service.
+
+    Raises:
+        ReleaseError: the live Deployment is missing.
+        RolloutError: the colour did not become ready.
+        SmokeTestError: its pods do not answer.
     """
-    pod_spec = deployment.spec.template.spec if deployment.spec else None
-    for c in (pod_spec.containers if pod_spec else None) or []:
-        if c.name == container:
-            return str(c.image)
-    return None
+    ns = env.namespace
+    live = live_colour(read_service(core_v1, ns, spec.service_name), env.colour_label)
+    new, name = other_colour(live), spec.deployment_name(other_colour(live))
+    live_dep = read_deployment_or_none(apps_v1, ns, spec.deployment_name(live))
+    if live_dep is None:
+        raise ReleaseError(
+            f"{spec.name}: the Service selects {live} but Deployment "
+            f"{spec.deployment_name(live)} does not exist in {ns}",
+            hint="run the rollback flow to reconcile, or seed the live colour",
+        )
+    replicas = (live_dep.spec.replicas if live_dep.spec else None) or 1
+    idle = read_deployment_or_none(apps_v1, ns, name) if reuse else None
+    if idle is not None and idle.spec and container_image(idle, spec.container) == image:
+        current = idle.spec.replicas or 0
+        action = "switched" if current >= replicas else "scaled"
+        if current < replicas:
+            scale(apps_v1, ns, name, replicas)
+        match_labels = dict(idle.spec.selector.match_labels or {})
+    else:
+        body = clone_for_colour(
+            to_dict(apps_v1.api_client, live_dep), name=name, colour=new,
+            container=spec.container, image=image, secret_prefix=f"{spec.name}-secrets",
+            secret_name=secret_name, colour_label=env.colour_label, release_id=release_id,
+        )
+        body["spec"]["replicas"] = replicas
+        apply_deployment(apps_v1, ns, body)
+        action = "redeployed" if reuse else "cloned"
+        match_labels = body["spec"]["selector"]["matchLabels"]
+    get_logger(__name__).info("%s: %s Deployment %s %s (%s)", spec.name, new, name, action, image)
+    wait_for_rollout(apps_v1, ns, name, env.rollout_timeout_s, core_v1=core_v1)
+    pods = ready_pods(core_v1, ns, match_labels)
+    paths = list(dict.fromkeys([spec.ready_path, spec.health_path, *spec.smoke_paths]))
+    lines = smoke_test(pods, port=spec.port, paths=paths)
+    get_logger(__name__).info("%s: %s smoke-tested on %d pod(s)", spec.name, new, len(pods))
+    return Prepared(
+        service=spec.name, live_colour=live, new_colour=new, deployment=name, image=image,
+        previous_image=container_image(live_dep, spec.container), secret_name=secret_name,
+        replicas=replicas, action=action, smoke=lines,
+    )
 
 
-__all__ = [
-    "COLOURS", "PENDING_ANNOTATION", "PREVIOUS_ANNOTATION", "SwitchRecord", "apply_deployment",
-    "clear_pending", "clone_for_colour", "colour_deployment_name", "container_image",
-    "live_colour", "other_colour", "read_deployment_or_none", "read_service",
-    "ready_pods", "scale", "smoke_test", "switch_selector", "to_dict",
-]
+bring_up_colour_task = task(
+    name="bring-up-colour", retries=2, retry_delay_seconds=1,
+    retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
+)(bring_up_colour)

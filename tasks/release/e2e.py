@@ -13,10 +13,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from errors import E2EError, InvalidInputError
+from errors import E2EError, InvalidInputError, retry_on_transient
 from errors.kubernetes import translate_api_errors
-from tasks.build import build_env, get_logger
-from tasks.services import Catalogue, ServiceSpec, substitute
+from tasks.release.build import build_env
+from tasks.release.catalogue import Catalogue, ServiceSpec, substitute
+from tasks.release.logs import get_logger
 
 URL_ANNOTATIONS = ("veza.io/url", "sandbox.veza.io/url")
 TAIL_LINES = 30
@@ -120,6 +121,12 @@ def service_urls(
             svc = core_v1.read_namespaced_service(spec.service_name, namespace)
         urls[spec.name] = service_url(svc, spec, namespace)
     return urls
+
+
+service_urls_task = task(
+    name="service-urls", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1,
+    retry_condition_fn=retry_on_transient,
+)(service_urls)
 
 
 def check_response(response: httpx.Response) -> str | None:

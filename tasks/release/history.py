@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from errors import ConflictError, NotFoundError, TransientSystemError, retry_on_transient
 from errors.kubernetes import translate_api_errors
-from tasks.build import get_logger
+from tasks.release.logs import get_logger
 
 CONFIGMAP_NAME = "veza-ops-releases"
 DEFAULT_KEEP = 50
@@ -237,3 +237,7 @@ record_release_task = task(
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_transient,
 )(record_release)
+release_history_task = task(
+    name="release-history", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2,
+    retry_condition_fn=retry_on_transient,
+)(release_history)

@@ -1,9 +1,11 @@
-"""One release per environment: a Lease with expiry, so that a killed run's lock lapses."""
+"""One release per environment: a Lease with expiry (a killed run's lock lapses), renewed."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,10 +18,12 @@ from errors import (
     InvalidInputError,
     LockHeldError,
     NotFoundError,
+    VezaOpsError,
     retry_on_transient,
 )
 from errors.kubernetes import translate_api_errors
-from tasks.build import get_logger
+from tasks.release.clusters import Cluster
+from tasks.release.logs import get_logger
 
 LEASE_NAME = "veza-ops-release-lock"
 
@@ -283,10 +287,88 @@ acquire_release_lock_task = task(
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_transient,
 )(acquire_release_lock)
-release_lock_task = task(
-    name="release-lock",
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_on_transient,
-)(release_lock)
+
+
+@contextmanager
+def keep_lock(lock: Lock, *, every_s: float | None = None) -> Iterator[threading.Event]:
+    """Renew a release lock in a background thread while the block runs.
+
+    Args:
+        lock: the held lock.
+        every_s: renewal period (default: a third of the lock's ttl).
+
+    Yields:
+        An event set when the lock was lost.
+    """
+    stop = threading.Event()
+    lost = threading.Event()
+    period = every_s if every_s is not None else max(1.0, lock.ttl_s / 3)
+
+    def renew() -> None:
+        while not stop.wait(period):
+            try:
+                renew_lock(lock)
+            except LockHeldError:
+                lost.set()
+                return
+            except VezaOpsError as exc:
+                get_logger(__name__).warning("lock: renewal failed (%s); will retry",
+                                             exc.message)
+
+    thread = threading.Thread(target=renew, name="release-lock-renewal", daemon=True)
+    thread.start()
+    try:
+        yield lost
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class HeldLocks:
+    """The locks a run holds, renewed in the background; ask :meth:`check` before a step."""
+
+    def __init__(self) -> None:
+        self.lost: list[threading.Event] = []
+
+    def check(self) -> None:
+        """Fail when a lock was lost (not renewed in time): another run may have taken it.
+
+        Raises:
+            LockHeldError: a lock was lost.
+        """
+        if any(event.is_set() for event in self.lost):
+            raise LockHeldError("the release lock was lost (not renewed in time)",
+                                hint="another release may run; re-run this one later")
+
+
+@contextmanager
+def hold_locks(clusters: Sequence[Cluster], holder: str) -> Iterator[HeldLocks]:
+    """Take the release lock of each environment, renew them while the block runs, give back.
+
+    Args:
+        clusters: the environments, locked in this order.
+        holder: who we are (e.g. ``release/<id>``).
+
+    Yields:
+        The held locks.
+
+    Raises:
+        LockHeldError: another run holds one of the locks (those taken are given back).
+    """
+    held = HeldLocks()
+    locks: list[Lock] = []
+    try:
+        with ExitStack() as stack:
+            for c in clusters:
+                lock = acquire_release_lock_task(c.coordination_v1, c.env.namespace, holder,
+                                                 c.env.lock_ttl_s, wait_s=c.env.lock_wait_s)
+                locks.append(lock)
+                held.lost.append(stack.enter_context(keep_lock(lock)))
+            yield held
+    finally:
+        for lock in reversed(locks):
+            try:
+                release_lock(lock)
+            except VezaOpsError as exc:
+                get_logger(__name__).error(
+                    "could not release the lock: %s (it expires by itself)", exc.message)

@@ -13,12 +13,16 @@ from pydantic import BaseModel, Field
 
 from blocks.prometheus import PrometheusServer
 from blocks.vault import VaultServer
-from errors import PreflightError, VezaOpsError
+from errors import PreflightError, VezaOpsError, retry_on_transient
 from errors.kubernetes import translate_api_errors
 from errors.vault import translate_vault_errors
-from tasks.build import check_version, get_logger
-from tasks.locking import lock_holder
-from tasks.services import Catalogue, EnvironmentSpec, ServiceSpec
+from tasks.release.build import check_version
+from tasks.release.catalogue import Catalogue, EnvironmentSpec, ServiceSpec
+from tasks.release.clusters import Cluster
+from tasks.release.colours import container_image, other_colour
+from tasks.release.locking import lock_holder
+from tasks.release.logs import get_logger
+from tasks.release.rollout import rollout_status
 
 
 class ChecklistItem(BaseModel):
@@ -91,37 +95,6 @@ class PreflightContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _container_image(deployment: client.V1Deployment, container: str) -> str | None:
-    spec = deployment.spec
-    containers = spec.template.spec.containers if spec and spec.template.spec else []
-    for item in containers:
-        if item.name == container:
-            return item.image
-    return containers[0].image if len(containers) == 1 else None
-
-
-def deployment_available(deployment: client.V1Deployment) -> tuple[bool, str]:
-    """Tell whether a Deployment is fully rolled out and available.
-
-    Args:
-        deployment: the Deployment.
-
-    Returns:
-        (available, why not).
-    """
-    meta, spec, status = deployment.metadata, deployment.spec, deployment.status
-    wanted = spec.replicas if spec and spec.replicas is not None else 1
-    if status is None:
-        return False, "no status yet"
-    if (status.observed_generation or 0) < ((meta.generation if meta else 0) or 0):
-        return False, "spec not observed yet"
-    if (status.updated_replicas or 0) < wanted:
-        return False, f"{status.updated_replicas or 0}/{wanted} updated"
-    if (status.available_replicas or 0) < wanted:
-        return False, f"{status.available_replicas or 0}/{wanted} available"
-    return True, f"{wanted}/{wanted} available"
-
-
 def live_target(
     core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
@@ -148,7 +121,7 @@ def live_target(
     with translate_api_errors(f"read Deployment {name} in {ns}"):
         deployment = apps_v1.read_namespaced_deployment(name, ns)
     target = LiveTarget(
-        colour=colour, deployment=name, image=_container_image(deployment, spec.container)
+        colour=colour, deployment=name, image=container_image(deployment, spec.container)
     )
     return target, deployment
 
@@ -238,11 +211,11 @@ def build_checklist(ctx: PreflightContext) -> Checklist:
                 target, deployment = live_target(
                     ctx.staging_core_v1, ctx.staging_apps_v1, staging, spec
                 )
-                ok, why = deployment_available(deployment)
+                status = rollout_status(deployment)
                 if target.image != spec.image(ctx.version):
                     problems.append(f"{spec.name} runs {target.image}")
-                elif not ok:
-                    problems.append(f"{spec.name} {ctx.version} not healthy ({why})")
+                elif not status.done:
+                    problems.append(f"{spec.name} {ctx.version} not healthy ({status.message})")
                 else:
                     oks.append(spec.name)
             if problems:
@@ -311,3 +284,66 @@ def run_preflight(ctx: PreflightContext) -> Checklist:
 
 
 run_preflight_task = task(name="preflight", cache_policy=NO_CACHE)(run_preflight)
+
+
+def preflight_context(catalogue: Catalogue, c: Cluster, *, version: str, services: list[str],
+                      holder: str, staging: Cluster | None) -> PreflightContext:
+    """What the checklist of one environment looks at.
+
+    Args:
+        catalogue: the catalogue.
+        c: the environment checked.
+        version: the version released.
+        services: the services released.
+        holder: our lock holder name (our own lock is no other release).
+        staging: the staging environment, when ``c`` must already run the version there.
+
+    Returns:
+        The context.
+    """
+    return PreflightContext(
+        catalogue=catalogue, environment=c.env.name, version=version, services=services,
+        prometheus=c.prometheus, vault=c.vault, core_v1=c.core_v1, apps_v1=c.apps_v1,
+        coordination_v1=c.coordination_v1, holder=holder,
+        staging_core_v1=staging.core_v1 if staging else None,
+        staging_apps_v1=staging.apps_v1 if staging else None,
+    )
+
+
+def plan_release(specs: list[ServiceSpec], version: str, *, rolling: Cluster | None,
+                 bluegreen: Cluster | None, build: bool) -> list[str]:
+    """What a release would do, one line per step, read from the live targets (a dry run).
+
+    Args:
+        specs: the services.
+        version: the version.
+        rolling: the environment updated in place (staging), if any.
+        bluegreen: the blue-green environment (production), if any.
+        build: the images would be built.
+
+    Returns:
+        The plan's lines.
+    """
+    lines = [f"build {s.image(version)}" for s in specs] if build else []
+    for c in [c for c in (rolling, bluegreen) if c is not None]:
+        for spec in specs:
+            target, _ = live_target(c.core_v1, c.apps_v1, c.env, spec)
+            if c is rolling:
+                lines.append(f"{c.env.name}: {target.deployment} {target.image} -> "
+                             f"{spec.image(version)}, wait, undo on failure")
+                continue
+            a = spec.analysis
+            lines.append(
+                f"{c.env.name}: {spec.name} live {target.colour} ({target.image}); "
+                f"clone to {other_colour(target.colour or '')} with {spec.image(version)}, "
+                f"smoke, switch, verify (success rate >= {a.success_rate_min:g}, "
+                f"p99 <= {a.p99_max_ms:g} ms, {a.intervals} x {a.interval_s:g} s, "
+                f"failure limit {a.failure_limit})"
+            )
+    return lines
+
+
+plan_release_task = task(
+    name="plan-release", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1,
+    retry_condition_fn=retry_on_transient,
+)(plan_release)

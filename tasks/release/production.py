@@ -1,300 +1,140 @@
-"""Production blue-green steps as Prefect tasks: prepare the new colour, switch, verify, commit."""
+"""Blue-green production: bring every new colour up, switch and verify atomically, commit."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
 
-from kubernetes import client as k8s
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.transactions import Transaction, get_transaction
+from prefect.transactions import transaction
 
-from blocks.kubernetes import KubernetesCluster
-from errors import (
-    LockHeldError,
-    NotFoundError,
-    ReleaseError,
-    TransientSystemError,
-    VerificationError,
-    VezaOpsError,
-    retry_on_transient,
-)
-from tasks.analysis import AnalysisResult, AnalysisSettings, PromQuerier, analyse, raise_on_abort
-from tasks.bluegreen import (
+from errors import ReleaseError
+from tasks.release.catalogue import Catalogue, ServiceSpec
+from tasks.release.clusters import Cluster
+from tasks.release.colours import Prepared, bring_up_colour_task, scale_down_task
+from tasks.release.futures import settle
+from tasks.release.logs import get_logger
+from tasks.release.preflight import preflight_context, run_preflight_task
+from tasks.release.report import ReleaseReport
+from tasks.release.secrets import sync_secrets_task
+from tasks.release.switching import (
     SwitchRecord,
-    apply_deployment,
-    clear_pending,
-    clone_for_colour,
-    container_image,
-    live_colour,
-    other_colour,
-    read_deployment_or_none,
-    read_service,
-    ready_pods,
-    scale,
-    smoke_test,
-    switch_selector,
-    to_dict,
+    commit_switches_task,
+    switch_back_task,
+    switch_traffic,
 )
-from tasks.build import get_logger
-from tasks.locking import Lock, renew_lock
-from tasks.rollout import wait_for_rollout
-from tasks.services import EnvironmentSpec, ServiceSpec
+from tasks.release.verifying import raise_on_abort, verify_task
 
 
-@dataclass
-class Prepared:
-    """A new colour brought up and smoke-tested, not yet receiving traffic.
-
-    Attributes:
-        service: service name.
-        live_colour: colour serving now.
-        new_colour: the colour prepared.
-        deployment: name of the new colour's Deployment.
-        image: its image.
-        previous_image: the live colour's image.
-        secret_name: the Secret it reads.
-        replicas: its replicas (those of the live colour).
-        smoke: smoke-test lines.
-    """
-
-    service: str
-    live_colour: str
-    new_colour: str
-    deployment: str
-    image: str
-    previous_image: str | None
-    secret_name: str | None
-    replicas: int
-    smoke: list[str] = field(default_factory=list)
-
-
-def prepare_colour(
-    apps_v1: k8s.AppsV1Api,
-    core_v1: k8s.CoreV1Api,
-    *,
-    env: EnvironmentSpec,
-    spec: ServiceSpec,
-    image: str,
-    secret_name: str | None,
-    release_id: str,
-) -> Prepared:
-    """Clone the live colour into the other one with the new image and Secret; wait; smoke.
+def release_to_production(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *,
+                          staging: Cluster | None, version: str,
+                          report: ReleaseReport) -> None:
+    """Preflight, secrets, new colours, atomic switch and verification, commit, old colour down.
 
     Args:
-        apps_v1: apps API.
-        core_v1: core API.
-        env: the environment.
-        spec: the service.
-        image: new image.
-        secret_name: the new immutable Secret.
-        release_id: recorded on the Deployment.
-
-    Returns:
-        The prepared colour.
+        catalogue: the catalogue.
+        c: the blue-green environment.
+        specs: the services, in switch order.
+        staging: the environment that must already run the version, if any.
+        version: the version.
+        report: the run's report.
 
     Raises:
-        ReleaseError: the live Deployment is missing.
-        RolloutError: the new colour did not become ready.
-        SmokeTestError: its pods do not answer.
+        PreflightError: the checklist failed (nothing changed).
+        VerificationError: a new colour failed its analysis (every switch was undone).
+        ReleaseError: the switch-back was incomplete.
     """
-    ns = env.namespace
-    live = live_colour(read_service(core_v1, ns, spec.service_name), env.colour_label)
-    new = other_colour(live)
-    live_dep = read_deployment_or_none(apps_v1, ns, spec.deployment_name(live))
-    if live_dep is None:
-        raise ReleaseError(
-            f"{spec.name}: the Service selects {live} but Deployment "
-            f"{spec.deployment_name(live)} does not exist in {ns}",
-            hint="run the rollback flow to reconcile, or seed the live colour",
-        )
-    body = clone_for_colour(
-        to_dict(apps_v1.api_client, live_dep), name=spec.deployment_name(new), colour=new,
-        container=spec.container, image=image, secret_prefix=f"{spec.name}-secrets",
-        secret_name=secret_name, colour_label=env.colour_label, release_id=release_id,
-    )
-    apply_deployment(apps_v1, ns, body)
-    get_logger().info("%s: %s Deployment %s applied (%s)", spec.name, new,
-                      body["metadata"]["name"], image)
-    wait_for_rollout(apps_v1, ns, spec.deployment_name(new), env.rollout_timeout_s)
-    pods = ready_pods(core_v1, ns, body["spec"]["selector"]["matchLabels"])
-    paths = list(dict.fromkeys([spec.ready_path, spec.health_path, *spec.smoke_paths]))
-    lines = smoke_test(pods, port=spec.port, paths=paths)
-    get_logger().info("%s: %s smoke-tested on %d pod(s)", spec.name, new, len(pods))
-    return Prepared(
-        service=spec.name, live_colour=live, new_colour=new,
-        deployment=spec.deployment_name(new), image=image,
-        previous_image=container_image(live_dep, spec.container), secret_name=secret_name,
-        replicas=int(body["spec"].get("replicas") or 1), smoke=lines,
-    )
+    report.checklist(c.env.name, run_preflight_task(preflight_context(
+        catalogue, c, version=version, services=[s.name for s in specs],
+        holder=report.holder, staging=staging)))
+    secrets = {s.name: sync_secrets_task(c.core_v1, c.vault, c.env.namespace, s, c.env.name)
+               for s in specs}
+    report.record.secrets = secrets
+    with report.timed("prepare"):
+        prepared = bring_up_all(c, specs, version=version, secrets=secrets, report=report)
+    with report.timed("switch_and_verify"):
+        switch_and_verify(c, specs, prepared, report=report)
+    commit_switches_task(c.core_v1, c.env, [s.service_name for s in specs])
+    report.committed(prepared.values())
+    keep_old_colour_task(c.env.keep_old_colour_s)
+    scale_down_task(c.apps_v1, c.env.namespace,
+                    [s.deployment_name(prepared[s.name].live_colour) for s in specs])
 
 
-prepare_colour_task = task(
-    name="prepare-colour", retries=2, retry_delay_seconds=1,
-    retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
-)(prepare_colour)
-
-
-def _with_transient_retries(fn: Callable[[], Any], attempts: int = 3) -> Any:
-    """Retry inside a task body (tasks with retries must not sit in a transaction)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except TransientSystemError:
-            if attempt == attempts:
-                raise
-            time.sleep(0.2 * attempt)
-    return None  # pragma: no cover
-
-
-@task(name="switch-traffic", cache_policy=NO_CACHE)
-def switch_traffic(
-    kubernetes: KubernetesCluster,
-    *,
-    env: EnvironmentSpec,
-    spec: ServiceSpec,
-    colour: str,
-    release_id: str,
-) -> SwitchRecord:
-    """Point the Service at the new colour, marked uncommitted; the rollback hook undoes it.
+def bring_up_all(c: Cluster, specs: list[ServiceSpec], *, version: str,
+                 secrets: dict[str, str], report: ReleaseReport) -> dict[str, Prepared]:
+    """Bring every service's new colour up at once; on a failure scale the others down.
 
     Args:
-        kubernetes: the cluster block (kept in the transaction for the hook).
-        env: the environment.
-        spec: the service.
-        colour: the new colour.
-        release_id: marks the switch as pending until the release commits.
+        c: the blue-green environment.
+        specs: the services.
+        version: the version.
+        secrets: service to its new Secret.
+        report: the run's report.
 
     Returns:
-        The switch record.
-    """
-    core = kubernetes.core_v1()
-    record: SwitchRecord = _with_transient_retries(lambda: switch_selector(
-        core, service=spec.name, service_name=spec.service_name, namespace=env.namespace,
-        colour=colour, colour_label=env.colour_label, pending_release=release_id,
-    ))
-    txn = get_transaction()
-    if txn is not None:
-        txn.set("switch", asdict(record))
-        txn.set("kubernetes", kubernetes)
-        txn.set("colour_label", env.colour_label)
-    get_logger().info("%s: traffic switched %s -> %s", spec.name, record.from_colour, colour)
-    return record
-
-
-@switch_traffic.on_rollback
-def _switch_back(txn: Transaction) -> None:
-    """Rollback hook: put the Service back on its previous colour (logged, never raises)."""
-    record = txn.get("switch", None)
-    kubernetes = txn.get("kubernetes", None)
-    if record is None or kubernetes is None:
-        return
-    try:
-        core = kubernetes.core_v1()
-        _with_transient_retries(lambda: switch_selector(
-            core, service=record["service"], service_name=record["service_name"],
-            namespace=record["namespace"], colour=record["from_colour"],
-            colour_label=txn.get("colour_label", "color"), pending_release=None,
-        ))
-        get_logger().warning("%s: traffic switched back to %s", record["service"],
-                             record["from_colour"])
-    except VezaOpsError as exc:
-        get_logger().error("%s: switch back failed: %s", record["service"], exc.message)
-
-
-def verify(
-    prometheus: PromQuerier,
-    *,
-    env: EnvironmentSpec,
-    spec: ServiceSpec,
-    colour: str,
-    settings: AnalysisSettings,
-    clock: Callable[[], float] = time.monotonic,
-    sleeper: Callable[[float], Any] = time.sleep,
-) -> AnalysisResult:
-    """Analyse the new colour; raise when the verdict is abort.
-
-    Args:
-        prometheus: the Prometheus block.
-        env: the environment.
-        spec: the service.
-        colour: the colour now serving.
-        settings: thresholds and pacing.
-        clock: monotonic clock.
-        sleeper: interval waiter.
-
-    Returns:
-        The promoted analysis.
+        Service to its prepared colour.
 
     Raises:
-        VerificationError: the analysis aborted; ``decided_at`` holds the decision time.
+        BaseException: the first failure, once every colour settled.
     """
-    result = analyse(prometheus, service=spec.name, namespace=env.namespace, colour=colour,
-                     settings=settings, colour_label=env.colour_label,
-                     app_label=env.app_label, clock=clock, sleeper=sleeper)
-    for i, m in enumerate(result.measurements, start=1):
-        get_logger().info("%s: measurement %d: success rate %s, p99 %s ms%s", spec.name, i,
-                          m.success_rate, None if m.p99_ms is None else round(m.p99_ms),
-                          f" ({m.error})" if m.error else "")
+    outcomes = settle([bring_up_colour_task.submit(
+        c.apps_v1, c.core_v1, env=c.env, spec=s, image=s.image(version),
+        secret_name=secrets[s.name], release_id=report.id) for s in specs])
+    prepared = {p.service: p for p in outcomes if isinstance(p, Prepared)}
+    report.prepared(prepared.values())
+    failed = [exc for exc in outcomes if isinstance(exc, BaseException)]
+    if failed:
+        scale_down_task(c.apps_v1, c.env.namespace, [p.deployment for p in prepared.values()])
+        raise failed[0]
+    return prepared
+
+
+def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, Prepared], *,
+                      report: ReleaseReport) -> None:
+    """Switch and verify each service in order inside one transaction; undo all on a failure.
+
+    A failure rolls the transaction back: its hooks put each switched Service back on its old
+    colour, then a switch-back catches any the hooks missed and times the restoration from
+    the failing verdict. The new colours are scaled down.
+
+    Args:
+        c: the blue-green environment.
+        specs: the services, in switch order.
+        prepared: their new colours.
+        report: the run's report.
+
+    Raises:
+        VerificationError: a new colour failed its analysis.
+        ReleaseError: some Service could not be switched back.
+    """
+    switches: list[SwitchRecord] = []
+    decided_at: float | None = None
     try:
-        raise_on_abort(result)
-    except VerificationError as exc:
-        exc.decided_at = result.decided_at  # type: ignore[attr-defined]
+        with transaction():
+            for s in specs:
+                p = prepared[s.name]
+                switches.append(switch_traffic(c.kubernetes, env=c.env, spec=s,
+                                               colour=p.new_colour, release_id=report.id))
+                report.switched_to(s.name)
+                result = verify_task(c.prometheus, env=c.env, spec=s, colour=p.new_colour,
+                                     settings=s.analysis)
+                if result.verdict.decision == "abort":
+                    decided_at = result.decided_at
+                raise_on_abort(result)
+                report.verified(s.name, p.new_colour, result.verdict.reason)
+    except BaseException as exc:
+        restore = switch_back_task(c.core_v1, switches, colour_label=c.env.colour_label,
+                                   decided_at=decided_at)
+        report.rolled_back(switches, restore)
+        get_logger(__name__).error("release rolled back: %s",
+                                   getattr(exc, "message", type(exc).__name__))
+        scale_down_task(c.apps_v1, c.env.namespace, [p.deployment for p in prepared.values()])
+        if restore.errors:
+            raise ReleaseError(f"rollback incomplete: {restore.errors}",
+                               hint="run the rollback flow") from exc
         raise
-    return result
-
-
-verify_task = task(name="verify", cache_policy=NO_CACHE)(verify)
-
-
-def commit_switches(core_v1: k8s.CoreV1Api, env: EnvironmentSpec, services: list[str]) -> None:
-    """Mark every switch of the release as committed.
-
-    Args:
-        core_v1: core API.
-        env: the environment.
-        services: Service names.
-    """
-    for name in services:
-        clear_pending(core_v1, env.namespace, name)
-
-
-commit_switches_task = task(
-    name="commit-switches", retries=3, retry_delay_seconds=1,
-    retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
-)(commit_switches)
-
-
-def scale_down(apps_v1: k8s.AppsV1Api, namespace: str, deployments: list[str]) -> list[str]:
-    """Scale Deployments to zero (the old colour after the keep window).
-
-    Args:
-        apps_v1: apps API.
-        namespace: namespace.
-        deployments: Deployment names.
-
-    Returns:
-        The Deployments scaled down (missing ones are skipped).
-    """
-    done: list[str] = []
-    for name in deployments:
-        try:
-            scale(apps_v1, namespace, name, 0)
-        except NotFoundError:
-            continue
-        done.append(name)
-    return done
-
-
-scale_down_task = task(
-    name="scale-to-zero", retries=3, retry_delay_seconds=1,
-    retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
-)(scale_down)
 
 
 def keep_old_colour(
@@ -310,44 +150,10 @@ def keep_old_colour(
         clock: monotonic clock (injected in tests).
         sleeper: waits (injected in tests).
     """
-    get_logger().info("keeping the old colour for %.0f s (instant rollback)", seconds)
+    get_logger(__name__).info("keeping the old colour for %.0f s (instant rollback)", seconds)
     deadline = clock() + seconds
     while (left := deadline - clock()) > 0:
         sleeper(min(left, 5.0))
 
 
 keep_old_colour_task = task(name="keep-old-colour", cache_policy=NO_CACHE)(keep_old_colour)
-
-
-@contextmanager
-def keep_lock(lock: Lock, *, every_s: float | None = None) -> Iterator[threading.Event]:
-    """Renew a release lock in a background thread while the block runs.
-
-    Args:
-        lock: the held lock.
-        every_s: renewal period (default: a third of the lock's ttl).
-
-    Yields:
-        An event set when the lock was lost.
-    """
-    stop = threading.Event()
-    lost = threading.Event()
-    period = every_s if every_s is not None else max(1.0, lock.ttl_s / 3)
-
-    def renew() -> None:
-        while not stop.wait(period):
-            try:
-                renew_lock(lock)
-            except LockHeldError:
-                lost.set()
-                return
-            except VezaOpsError as exc:
-                get_logger().warning("lock: renewal failed (%s); will retry", exc.message)
-
-    thread = threading.Thread(target=renew, name="release-lock-renewal", daemon=True)
-    thread.start()
-    try:
-        yield lost
-    finally:
-        stop.set()
-        thread.join(timeout=5)

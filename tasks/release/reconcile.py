@@ -9,17 +9,17 @@ from kubernetes import client as k8s
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.bluegreen import (
-    COLOURS,
+from errors import retry_on_transient
+from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
+from tasks.release.colours import COLOURS, container_image, other_colour, read_deployment_or_none
+from tasks.release.logs import get_logger
+from tasks.release.rollout import rollout_status
+from tasks.release.switching import (
     PENDING_ANNOTATION,
     PREVIOUS_ANNOTATION,
-    colour_deployment_name,
-    container_image,
-    read_deployment_or_none,
     read_service,
     switch_selector,
 )
-from tasks.build import get_logger
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,13 @@ class ColourState:
     Attributes:
         exists: the Deployment exists.
         replicas: desired replicas.
-        ready_replicas: ready replicas.
+        ready: it is scaled up and rolled out (:func:`tasks.release.rollout.rollout_status`).
         image: image of the service's container.
     """
 
     exists: bool
     replicas: int = 0
-    ready_replicas: int = 0
+    ready: bool = False
     image: str | None = None
 
 
@@ -60,16 +60,16 @@ class ServiceState:
     colours: dict[str, ColourState] = field(default_factory=dict)
 
     def ready(self, colour: str | None) -> bool:
-        """Whether a colour has at least one ready replica.
+        """Whether a colour can take traffic.
 
         Args:
             colour: the colour.
 
         Returns:
-            True when it can take traffic.
+            True when its Deployment exists, is scaled up and rolled out.
         """
         state = self.colours.get(colour or "")
-        return bool(state and state.exists and state.ready_replicas > 0)
+        return bool(state and state.exists and state.ready)
 
 
 @dataclass(frozen=True)
@@ -89,39 +89,22 @@ class ReconcileAction:
     reason: str
 
 
-@dataclass(frozen=True)
-class ServiceRef:
-    """What reconcile needs to know about a service.
-
-    Attributes:
-        service: catalogue name.
-        service_name: Service name.
-        deployment_base: Deployments are ``{base}-{colour}``.
-        container: container name.
-    """
-
-    service: str
-    service_name: str
-    deployment_base: str
-    container: str
-
-
 def observe(
-    apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, namespace: str,
-    services: Sequence[ServiceRef], *, colour_label: str = "color",
+    apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, env: EnvironmentSpec,
+    services: Sequence[ServiceSpec],
 ) -> list[ServiceState]:
     """Read the real state of each service from the cluster.
 
     Args:
         apps_v1: apps API.
         core_v1: core API.
-        namespace: namespace.
+        env: the environment.
         services: services to look at.
-        colour_label: colour label key.
 
     Returns:
         One state per service.
     """
+    namespace, colour_label = env.namespace, env.colour_label
     states: list[ServiceState] = []
     for ref in services:
         svc = read_service(core_v1, namespace, ref.service_name)
@@ -129,21 +112,18 @@ def observe(
         annotations = (svc.metadata.annotations or {}) if svc.metadata else {}
         colours: dict[str, ColourState] = {}
         for colour in COLOURS:
-            dep = read_deployment_or_none(
-                apps_v1, namespace, colour_deployment_name(ref.deployment_base, colour)
-            )
+            dep = read_deployment_or_none(apps_v1, namespace, ref.deployment_name(colour))
             if dep is None:
                 colours[colour] = ColourState(exists=False)
                 continue
-            status = dep.status or k8s.V1DeploymentStatus()
+            replicas = (dep.spec.replicas if dep.spec else None) or 0
             colours[colour] = ColourState(
-                exists=True,
-                replicas=(dep.spec.replicas if dep.spec else None) or 0,
-                ready_replicas=status.ready_replicas or 0,
+                exists=True, replicas=replicas,
+                ready=replicas > 0 and rollout_status(dep).done,
                 image=container_image(dep, ref.container),
             )
         states.append(ServiceState(
-            service=ref.service, service_name=ref.service_name,
+            service=ref.name, service_name=ref.service_name,
             selected=str(selector.get(colour_label, "")),
             pending_release=annotations.get(PENDING_ANNOTATION),
             previous_colour=annotations.get(PREVIOUS_ANNOTATION),
@@ -168,7 +148,7 @@ def plan(states: Sequence[ServiceState]) -> tuple[list[ReconcileAction], list[st
     actions: list[ReconcileAction] = []
     problems: list[str] = []
     for s in states:
-        other = COLOURS[1 - COLOURS.index(s.selected)] if s.selected in COLOURS else None
+        other = other_colour(s.selected) if s.selected in COLOURS else None
         if s.pending_release is not None:
             back = s.previous_colour if s.previous_colour in COLOURS else other
             if back and s.ready(back):
@@ -223,29 +203,31 @@ def apply(
 
 
 def reconcile_environment(
-    apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, namespace: str,
-    services: Sequence[ServiceRef], *, colour_label: str = "color",
+    apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, env: EnvironmentSpec,
+    services: Sequence[ServiceSpec],
 ) -> tuple[list[str], list[str]]:
     """Observe, plan and apply: bring every service to a consistent, ready colour.
 
     Args:
         apps_v1: apps API.
         core_v1: core API.
-        namespace: namespace.
+        env: the environment.
         services: services to reconcile.
-        colour_label: colour label key.
 
     Returns:
         Actions done (one line each) and problems left for a human.
     """
-    states = observe(apps_v1, core_v1, namespace, services, colour_label=colour_label)
-    actions, problems = plan(states)
-    done = apply(core_v1, namespace, actions, colour_label=colour_label)
+    namespace = env.namespace
+    actions, problems = plan(observe(apps_v1, core_v1, env, services))
+    done = apply(core_v1, namespace, actions, colour_label=env.colour_label)
     for line in done:
-        get_logger().warning("reconcile %s: %s", namespace, line)
+        get_logger(__name__).warning("reconcile %s: %s", namespace, line)
     for line in problems:
-        get_logger().error("reconcile %s: %s", namespace, line)
+        get_logger(__name__).error("reconcile %s: %s", namespace, line)
     return done, problems
 
 
-reconcile_task = task(name="reconcile", cache_policy=NO_CACHE)(reconcile_environment)
+reconcile_task = task(
+    name="reconcile", retries=2, retry_delay_seconds=1,
+    retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
+)(reconcile_environment)

@@ -1,116 +1,88 @@
-"""Rollback: put switched services back on their old colour; restore a scaled-down old colour."""
+"""Manual rollback: choose what to return to from the history, put each service back on it."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from kubernetes import client as k8s
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from errors import ReleaseError, VezaOpsError
-from tasks.bluegreen import (
-    SwitchRecord,
-    apply_deployment,
-    clone_for_colour,
-    colour_deployment_name,
+from errors import InvalidInputError, retry_on_transient
+from tasks.release.catalogue import Catalogue, EnvironmentSpec, ServiceSpec
+from tasks.release.colours import (
+    bring_up_colour,
     container_image,
+    live_colour,
     read_deployment_or_none,
-    read_service,
-    scale,
-    switch_selector,
-    to_dict,
+    scale_down,
 )
-from tasks.rollout import wait_for_rollout
-
-
-@dataclass
-class RestoreReport:
-    """What a rollback did and how long traffic took to come back.
-
-    Attributes:
-        restored: services whose selector was put back, in the order done.
-        errors: services that could not be restored, with the reason.
-        decided_at: epoch seconds of the failing check (start of the measurement).
-        finished_at: epoch seconds when the last selector was restored.
-    """
-
-    restored: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-    decided_at: float = 0.0
-    finished_at: float = 0.0
-
-    @property
-    def restoration_s(self) -> float:
-        """Seconds from the failing check to the last selector restored."""
-        return max(0.0, self.finished_at - self.decided_at)
-
-
-def switch_back(
-    core_v1: k8s.CoreV1Api,
-    switches: Sequence[SwitchRecord],
-    *,
-    colour_label: str = "color",
-    decided_at: float | None = None,
-    clock: Callable[[], float] = time.time,
-) -> RestoreReport:
-    """Switch every already-switched Service back to its old colour, newest first.
-
-    The old colour still runs at full scale, so this is one patch per Service. A failure on
-    one Service does not stop the others; failures are reported.
-
-    Args:
-        core_v1: core API.
-        switches: the switches done by the release.
-        colour_label: colour label key.
-        decided_at: epoch seconds of the failing check (default: now).
-        clock: epoch clock.
-
-    Returns:
-        The report with the restoration time.
-    """
-    report = RestoreReport(decided_at=clock() if decided_at is None else decided_at)
-    for record in reversed(list(switches)):
-        try:
-            switch_selector(
-                core_v1,
-                service=record.service,
-                service_name=record.service_name,
-                namespace=record.namespace,
-                colour=record.from_colour,
-                colour_label=colour_label,
-                pending_release=None,
-            )
-        except VezaOpsError as exc:
-            report.errors[record.service] = exc.message
-            continue
-        report.restored.append(record.service)
-    report.finished_at = clock()
-    return report
+from tasks.release.history import ReleaseRecord
+from tasks.release.logs import get_logger
+from tasks.release.switching import read_service, switch_selector
 
 
 @dataclass(frozen=True)
-class RestoreTarget:
-    """Where a manual rollback takes one service.
+class RollbackTarget:
+    """What a rollback returns to.
 
     Attributes:
-        service: catalogue service name.
-        service_name: Kubernetes Service name.
-        deployment_base: Deployments are ``{base}-{colour}``.
-        container: container name.
-        image: image to run.
-        secret_name: immutable Secret to use (None keeps the cloned references).
-        port: container port (smoke).
+        label: the target's version, or ``before <version>`` of the last release.
+        specs: services to put back, in switch order.
+        images: service to image to return to.
+        secrets: service to the Secret that image ran with (when known).
+        previous_images: service to the image it replaces (the last release's).
     """
 
-    service: str
-    service_name: str
-    deployment_base: str
-    container: str
-    image: str
-    secret_name: str | None
-    port: int
+    label: str
+    specs: list[ServiceSpec]
+    images: dict[str, str]
+    secrets: dict[str, str]
+    previous_images: dict[str, str]
+
+
+def choose_target(history: list[ReleaseRecord], catalogue: Catalogue,
+                  services: list[str] | None, target_release: str | None) -> RollbackTarget:
+    """Pick what to return to: a named release, else what ran before the last one (pure).
+
+    Args:
+        history: the environment's records, oldest first.
+        catalogue: the catalogue.
+        services: services to roll back (default: those of the last release).
+        target_release: id of a successful release to return to.
+
+    Returns:
+        The target.
+
+    Raises:
+        InvalidInputError: no successful release on record, an unknown target, or a service
+            with no image on record.
+    """
+    done = [r for r in history if r.kind == "release" and r.outcome == "succeeded"]
+    if not done:
+        raise InvalidInputError("environment", "has no successful release on record",
+                                fix="nothing to roll back; run a release first")
+    last = done[-1]
+    if target_release is None:
+        images = {s: i for s, i in last.previous_images.items() if i and i != "-"}
+        secrets = {s: n for r in done[:-1] for s, n in r.secrets.items()}
+        label = f"before {last.version}"
+    else:
+        chosen = [r for r in done if r.id == target_release]
+        if not chosen:
+            raise InvalidInputError(
+                "target_release", f"{target_release!r} is not a successful release on record",
+                fix=f"use one of {[r.id for r in done][-10:]}")
+        images, secrets = dict(chosen[0].images), dict(chosen[0].secrets)
+        label = chosen[0].version
+    specs = catalogue.select(services or [s for s in catalogue.switch_order if s in last.images])
+    missing = [s.name for s in specs if s.name not in images]
+    if missing:
+        raise InvalidInputError("services", f"no image on record to return {missing} to",
+                                fix="name a target_release that deployed them")
+    return RollbackTarget(label, specs, {s.name: images[s.name] for s in specs},
+                          {s.name: secrets[s.name] for s in specs if s.name in secrets},
+                          {s.name: last.images.get(s.name, "-") for s in specs})
 
 
 @dataclass(frozen=True)
@@ -121,8 +93,8 @@ class RestoreOutcome:
         service: service name.
         colour: the colour now serving.
         image: its image.
-        action: ``already`` (nothing to do), ``switched`` (old colour was running),
-            ``scaled`` (scaled up then switched) or ``redeployed`` (recreated then switched).
+        action: ``already`` (nothing to do), ``switched`` (the old colour was running),
+            ``scaled`` (scaled up, then switched) or ``redeployed`` (recreated, then switched).
     """
 
     service: str
@@ -131,79 +103,45 @@ class RestoreOutcome:
     action: str
 
 
-def restore_service(
-    apps_v1: k8s.AppsV1Api,
-    core_v1: k8s.CoreV1Api,
-    *,
-    namespace: str,
-    target: RestoreTarget,
-    colour_label: str = "color",
-    timeout_s: float = 300.0,
-    release_id: str = "",
-    sleeper: Callable[[float], Any] = time.sleep,
-) -> RestoreOutcome:
-    """Bring one service back to a target image: reuse the old colour, scale or redeploy it.
+def restore_service(apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, *, env: EnvironmentSpec,
+                    spec: ServiceSpec, image: str, secret_name: str | None,
+                    release_id: str) -> RestoreOutcome:
+    """Put one service back on an image: reuse the idle colour or redeploy it, switch, scale.
+
+    The colour is brought up like a release's (:func:`tasks.release.colours.bring_up_colour`
+    with ``reuse``); then the Service selects it and the abandoned colour goes to zero.
 
     Args:
         apps_v1: apps API.
         core_v1: core API.
-        namespace: namespace.
-        target: the image and secret to return to.
-        colour_label: colour label key.
-        timeout_s: rollout deadline.
-        release_id: recorded on a redeployed Deployment.
-        sleeper: poll waiter.
+        env: the environment.
+        spec: the service.
+        image: the image to return to.
+        secret_name: the Secret it ran with (None keeps the live references).
+        release_id: the rollback's id (recorded on a redeployed Deployment).
 
     Returns:
         What was done.
 
     Raises:
-        ReleaseError: the live Deployment is missing, or the old colour never became ready.
+        ReleaseError: the live Deployment is missing.
+        RolloutError: the colour never became ready (traffic was not switched).
     """
-    svc = read_service(core_v1, namespace, target.service_name)
-    live = str(((svc.spec.selector or {}) if svc.spec else {}).get(colour_label, ""))
-    live_dep = read_deployment_or_none(
-        apps_v1, namespace, colour_deployment_name(target.deployment_base, live)
-    )
-    if live_dep is not None and container_image(live_dep, target.container) == target.image:
-        return RestoreOutcome(target.service, live, target.image, "already")
-    if live_dep is None:
-        raise ReleaseError(
-            f"rollback of {target.service}: the live Deployment "
-            f"{colour_deployment_name(target.deployment_base, live)} does not exist",
-            hint="run the reconcile step or redeploy the service by hand",
-        )
-    old = "green" if live == "blue" else "blue"
-    old_name = colour_deployment_name(target.deployment_base, old)
-    old_dep = read_deployment_or_none(apps_v1, namespace, old_name)
-    replicas = (live_dep.spec.replicas if live_dep.spec else None) or 1
-    if old_dep is not None and container_image(old_dep, target.container) == target.image:
-        current = (old_dep.spec.replicas if old_dep.spec else None) or 0
-        action = "switched" if current >= replicas else "scaled"
-        if current < replicas:
-            scale(apps_v1, namespace, old_name, replicas)
-    else:
-        body = clone_for_colour(
-            to_dict(apps_v1.api_client, live_dep),
-            name=old_name,
-            colour=old,
-            container=target.container,
-            image=target.image,
-            secret_prefix=f"{target.service}-secrets",
-            secret_name=target.secret_name,
-            colour_label=colour_label,
-            release_id=release_id,
-        )
-        body["spec"]["replicas"] = replicas
-        apply_deployment(apps_v1, namespace, body)
-        action = "redeployed"
-    wait_for_rollout(apps_v1, namespace, old_name, timeout_s, sleeper=sleeper)
-    switch_selector(
-        core_v1,
-        service=target.service,
-        service_name=target.service_name,
-        namespace=namespace,
-        colour=old,
-        colour_label=colour_label,
-    )
-    return RestoreOutcome(target.service, old, target.image, action)
+    ns = env.namespace
+    live = live_colour(read_service(core_v1, ns, spec.service_name), env.colour_label)
+    live_dep = read_deployment_or_none(apps_v1, ns, spec.deployment_name(live))
+    if live_dep is not None and container_image(live_dep, spec.container) == image:
+        return RestoreOutcome(spec.name, live, image, "already")
+    p = bring_up_colour(apps_v1, core_v1, env=env, spec=spec, image=image,
+                        secret_name=secret_name, release_id=release_id, reuse=True)
+    switch_selector(core_v1, service=spec.name, service_name=spec.service_name, namespace=ns,
+                    colour=p.new_colour, colour_label=env.colour_label)
+    scale_down(apps_v1, ns, [spec.deployment_name(p.live_colour)])
+    get_logger(__name__).info("%s: %s (%s on %s)", spec.name, p.action, image, p.new_colour)
+    return RestoreOutcome(spec.name, p.new_colour, image, p.action)
+
+
+restore_service_task = task(
+    name="restore-service", retries=2, retry_delay_seconds=1,
+    retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
+)(restore_service)

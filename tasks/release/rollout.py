@@ -1,4 +1,4 @@
-"""Rollout readiness as data (``kubectl rollout status`` semantics) and waiting under a deadline."""
+"""Deployment readiness, judged once (``kubectl rollout status``), and waiting under a deadline."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ class RolloutStatus:
 
 def rollout_status(deployment: k8s.V1Deployment) -> RolloutStatus:
     """Judge a Deployment exactly like kubectl's DeploymentStatusViewer.
+
+    The one readiness judgment of the release: rollouts, the preflight's staging check and
+    reconcile all use it.
 
     Args:
         deployment: the Deployment as read from the API.

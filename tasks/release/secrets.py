@@ -15,8 +15,8 @@ from blocks.vault import VaultServer
 from errors import ConflictError, PermanentSystemError, SealedError, retry_on_transient
 from errors.kubernetes import translate_api_errors
 from errors.vault import translate_vault_errors
-from tasks.build import get_logger
-from tasks.services import ServiceSpec
+from tasks.release.catalogue import ServiceSpec
+from tasks.release.logs import get_logger
 
 MANAGED_BY = "veza-ops"
 

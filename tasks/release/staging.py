@@ -1,4 +1,4 @@
-"""Staging rollout: set the new image, wait, and undo to the previous revision on failure."""
+"""Staging: set the new image, wait, undo to the previous revision on failure; then E2E."""
 
 from __future__ import annotations
 
@@ -14,8 +14,15 @@ from prefect.cache_policies import NO_CACHE
 
 from errors import ReleaseError, RolloutError
 from errors.kubernetes import translate_api_errors
-from tasks.bluegreen import to_dict
-from tasks.rollout import wait_for_rollout
+from tasks.release.catalogue import Catalogue, EnvironmentSpec, ServiceSpec
+from tasks.release.clusters import Cluster
+from tasks.release.colours import to_dict
+from tasks.release.e2e import run_e2e_task, service_urls_task
+from tasks.release.futures import results
+from tasks.release.preflight import live_target
+from tasks.release.report import ReleaseReport
+from tasks.release.rollout import wait_for_rollout
+from tasks.release.secrets import sync_secrets_task
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
@@ -212,4 +219,60 @@ def deploy_to_staging(
     return StagingResult(name, image, status.message)
 
 
-deploy_to_staging_task = task(name="staging-rollout", cache_policy=NO_CACHE)(deploy_to_staging)
+def stage_service(apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, *, env: EnvironmentSpec,
+                  spec: ServiceSpec, version: str, secret_name: str | None) -> StagingResult:
+    """Roll one service of the rolling environment out to a version (see deploy_to_staging).
+
+    Args:
+        apps_v1: apps API.
+        core_v1: core API.
+        env: the rolling environment.
+        spec: the service.
+        version: the version.
+        secret_name: its new immutable Secret.
+
+    Returns:
+        The staging result.
+    """
+    target, _ = live_target(core_v1, apps_v1, env, spec)
+    return deploy_to_staging(
+        apps_v1, namespace=env.namespace, name=target.deployment, container=spec.container,
+        image=spec.image(version), timeout_s=env.rollout_timeout_s,
+        secret_prefix=f"{spec.name}-secrets", secret_name=secret_name)
+
+
+stage_service_task = task(name="staging-rollout", cache_policy=NO_CACHE)(stage_service)
+
+
+def release_to_staging(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *,
+                       version: str, report: ReleaseReport) -> dict[str, str]:
+    """Secrets, rollout of every service at once (each undone on failure), then E2E.
+
+    Args:
+        catalogue: the catalogue (E2E commands).
+        c: the rolling environment.
+        specs: the services.
+        version: the version.
+        report: the run's report.
+
+    Returns:
+        Service to the name of its new Secret.
+
+    Raises:
+        RolloutError: a service did not roll out (it was undone; the first failure is raised
+            once every rollout ended).
+        E2EError: an E2E check failed.
+    """
+    with report.timed("staging"):
+        secrets = {s.name: sync_secrets_task(c.core_v1, c.vault, c.env.namespace, s, c.env.name)
+                   for s in specs}
+        results([stage_service_task.submit(c.apps_v1, c.core_v1, env=c.env, spec=s,
+                                           version=version, secret_name=secrets[s.name])
+                 for s in specs])
+    with report.timed("e2e"):
+        urls = service_urls_task(c.core_v1, c.env.namespace, specs)
+        result = run_e2e_task(catalogue, c.env.name, urls, services=[s.name for s in specs],
+                              version=version)
+        report.e2e(c.env.name, result)
+        result.raise_for_failure()
+    return secrets

@@ -1,14 +1,20 @@
-"""Prometheus verification of a new colour: PromQL, a pure verdict over measurements, the loop."""
+"""Verification of a new colour in Prometheus: PromQL, a pure verdict, the paced loop, the task."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from errors import ExternalSystemError, VerificationError
+from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
+from tasks.release.logs import get_logger
 
 Decision = Literal["continue", "promote", "abort"]
 
@@ -296,3 +302,48 @@ def raise_on_abort(result: AnalysisResult) -> None:
             f"{result.verdict.reason}",
             hint="the release was rolled back; inspect the new version's errors and latency",
         )
+
+
+def verify(
+    prometheus: PromQuerier,
+    *,
+    env: EnvironmentSpec,
+    spec: ServiceSpec,
+    colour: str,
+    settings: AnalysisSettings,
+    clock: Callable[[], float] = time.monotonic,
+    sleeper: Callable[[float], Any] = time.sleep,
+) -> AnalysisResult:
+    """Analyse the colour now serving a service and log each measurement and the verdict.
+
+    The task does not raise on abort: it returns the verdict with its time (``decided_at``)
+    and the caller raises (:func:`raise_on_abort`) inside its transaction, so that the
+    rollback's timing starts at the verdict.
+
+    Args:
+        prometheus: the Prometheus block.
+        env: the environment.
+        spec: the service.
+        colour: the colour now serving.
+        settings: thresholds and pacing.
+        clock: monotonic clock.
+        sleeper: interval waiter.
+
+    Returns:
+        The analysis, promoted or aborted.
+    """
+    result = analyse(prometheus, service=spec.name, namespace=env.namespace, colour=colour,
+                     settings=settings, colour_label=env.colour_label,
+                     app_label=env.app_label, clock=clock, sleeper=sleeper)
+    log = get_logger(__name__)
+    for i, m in enumerate(result.measurements, start=1):
+        log.info("%s: measurement %d: success rate %s, p99 %s ms%s", spec.name, i,
+                 m.success_rate, None if m.p99_ms is None else round(m.p99_ms),
+                 f" ({m.error})" if m.error else "")
+    level = logging.ERROR if result.verdict.decision == "abort" else logging.INFO
+    log.log(level, "%s: verdict %s: %s", spec.name, result.verdict.decision,
+            result.verdict.reason)
+    return result
+
+
+verify_task = task(name="verify", cache_policy=NO_CACHE)(verify)

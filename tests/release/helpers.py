@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,17 @@ def register_blocks(sandbox: Any, *, prefix: str | None = None) -> str:
 
 def write_catalogue(
     path: Path, *, staging_ns: str, production_ns: str, blocks: str,
-    interval_s: float = 2.0, intervals: int = 3, failure_limit: int = 0, max_no_data: int = 3,
+    interval_s: float = 1.0, intervals: int = 2, failure_limit: int = 0, max_no_data: int = 6,
     keep_old_colour_s: float = 1.0, rollout_timeout_s: float = 25.0, lock_ttl_s: int = 15,
     lock_wait_s: float = 0.0, build: dict[str, Any] | None = None,
     e2e_command: list[str] | None = None,
 ) -> Path:
-    """Write a catalogue YAML for one test's namespace pair."""
+    """Write a catalogue YAML for one test's namespace pair.
+
+    The analysis defaults are as short as the sandbox's 1 s scrape allows: two healthy
+    1 s intervals promote; up to 6 silent intervals are tolerated while a new colour's series
+    appear (silence never promotes).
+    """
     analysis = {"success_rate_min": 0.99, "p99_max_ms": 500, "interval_s": interval_s,
                 "intervals": intervals, "failure_limit": failure_limit,
                 "max_no_data": max_no_data}
@@ -81,6 +85,13 @@ def selectors(core: Any, namespace: str) -> dict[str, Any]:
             for name in ORDER}
 
 
+def catalogue_without_cluster(path: Path, blocks: str = "no-such-block") -> Path:
+    """A catalogue whose namespaces do not exist (for inputs refused before any request)."""
+    suffix = uuid.uuid4().hex[:6]
+    return write_catalogue(path, staging_ns=f"nowhere-s-{suffix}",
+                           production_ns=f"nowhere-p-{suffix}", blocks=blocks)
+
+
 def images(apps: Any, namespace: str, colour: str) -> dict[str, tuple[Any, Any]]:
     """Service name -> (image, replicas) of its colour's Deployment."""
     out = {}
@@ -96,18 +107,6 @@ def push_all(sandbox: Any, version: str, **behaviour: Any) -> None:
 
     for repo, _, _ in SERVICES.values():
         sandbox.registry.push(f"{repo}:{version}", Behaviour(**behaviour))
-
-
-def wait_for(predicate: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll a condition under a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def snapshot(apps: Any, core: Any, namespace: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def test_kubeconfig_content_or_path_and_context(sandbox_stack):
         api = block.get_api_client()
         assert api.configuration.host.split("://")[1] == sandbox_stack.api_url.split("://")[1]
         assert client.CoordinationV1Api(api).list_namespaced_lease("default").items is not None
-        assert isinstance(block.apps_v1(), client.AppsV1Api)
+        assert isinstance(block.core_v1(), client.CoreV1Api)
     with pytest.raises(InvalidInputError) as raised:
         KubernetesCluster(kubeconfig_path="/nonexistent/kubeconfig").get_api_client()
     assert raised.value.field == "kubeconfig_path"

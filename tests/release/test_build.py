@@ -8,8 +8,8 @@ import pytest
 
 from errors import BuildError, InvalidInputError
 from sandbox.registry import ImageRegistry
-from tasks.build import run_build
-from tasks.services import BuildCommands, ServiceSpec
+from tasks.release.build import run_build
+from tasks.release.catalogue import BuildCommands, ServiceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 PUSH = ["{python}", "-m", "sandbox.registry", "push", "{image}"]

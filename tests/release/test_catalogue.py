@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from errors import InvalidInputError
-from tasks.services import DEFAULT_CATALOGUE, load_catalogue, parse_catalogue, substitute
+from tasks.release.catalogue import DEFAULT_CATALOGUE, load_catalogue, parse_catalogue, substitute
 
 
 def minimal(**overrides):

@@ -1,4 +1,4 @@
-"""Blue-green steps: colour logic and the clone of the live Deployment (pure parts)."""
+"""Colours: the other colour, the live one, and the clone of the live Deployment (pure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client as k8s
 
 from errors import InvalidInputError
-from tasks.bluegreen import clone_for_colour, live_colour, other_colour
+from tasks.release.colours import clone_for_colour, live_colour, other_colour
 
 
 def live_deployment() -> dict[str, Any]:

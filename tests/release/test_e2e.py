@@ -8,8 +8,8 @@ import pytest
 from kubernetes import client, config
 
 from errors import E2EError, InvalidInputError
-from tasks.e2e import E2EResult, env_var_for, run_e2e, service_urls
-from tasks.services import parse_catalogue
+from tasks.release.catalogue import parse_catalogue
+from tasks.release.e2e import E2EResult, env_var_for, run_e2e, service_urls
 
 SERVICES = {
     "veza-backend-api": {
@@ -48,8 +48,8 @@ def dead_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def test_e2e_against_staging(sandbox_stack, sandbox_namespaces):
-    staging_ns, _ = sandbox_namespaces
+def test_e2e_against_staging(sandbox_stack, sandbox_shared_namespaces):
+    staging_ns, _ = sandbox_shared_namespaces
     core = client.CoreV1Api(
         config.new_client_from_config(config_file=str(sandbox_stack.kubeconfig))
     )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
-from tasks.records import (
+from tasks.release.history import (
     CONFIGMAP_NAME,
     CheckRecord,
     ReleaseRecord,

@@ -98,8 +98,8 @@ def test_long_bodies_are_clipped():
 def test_library_errors_never_escape_the_release_helpers(k8s_server, k8s_api_client, k8s_namespace):
     from datetime import UTC, datetime
 
-    from tasks.locking import acquire_release_lock, lock_holder
-    from tasks.records import ReleaseRecord, record_release, release_history
+    from tasks.release.history import ReleaseRecord, record_release, release_history
+    from tasks.release.locking import acquire_release_lock, lock_holder
 
     headers = {"Authorization": f"Bearer {k8s_server.token}"}
     fault = {"verb": "*", "resource": "*", "error_rate": 1.0, "latency_ms": 0}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubernetes import client
 
 from errors import InvalidInputError, LockHeldError
-from tasks.locking import (
+from sandbox.procs import wait_until
+from tasks.release.locking import (
     LEASE_NAME,
     acquire_release_lock,
     is_free,
@@ -41,16 +41,6 @@ def test_expiry_is_renew_time_plus_duration():
 @pytest.fixture()
 def coordination(k8s_api_client) -> client.CoordinationV1Api:
     return client.CoordinationV1Api(k8s_api_client)
-
-
-def wait_for(condition, timeout: float = 30.0, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("condition not met before the deadline")
 
 
 def test_second_acquirer_fails_fast_naming_the_holder(coordination, k8s_namespace):
@@ -101,7 +91,7 @@ def test_an_expired_lock_is_taken_over(coordination, k8s_namespace):
         except LockHeldError:
             return None
 
-    taken = wait_for(try_take, timeout=30)
+    taken = wait_until(try_take, timeout=30, what="the expired lock taken over")
     assert taken.holder == "release/next"
     stored = coordination.read_namespaced_lease(LEASE_NAME, k8s_namespace)
     assert stored.spec.holder_identity == "release/next"
@@ -111,7 +101,8 @@ def test_an_expired_lock_is_taken_over(coordination, k8s_namespace):
 def test_renew_keeps_the_lock_and_release_only_by_the_holder(coordination, k8s_namespace):
     lock = acquire_release_lock(coordination, k8s_namespace, "release/run-1", 300)
     before = coordination.read_namespaced_lease(LEASE_NAME, k8s_namespace).spec.renew_time
-    wait_for(lambda: datetime.now(UTC) > before + timedelta(milliseconds=50))
+    wait_until(lambda: datetime.now(UTC) > before + timedelta(milliseconds=50), timeout=30,
+               what="the clock to move past the renewal time")
     renew_lock(lock)
     after = coordination.read_namespaced_lease(LEASE_NAME, k8s_namespace).spec.renew_time
     assert after > before

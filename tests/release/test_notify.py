@@ -123,11 +123,11 @@ def test_task_wrappers_in_a_flow_run(prefect_harness, receiver):
     from prefect.cache_policies import NO_CACHE
 
     from errors import retry_on_transient
-    from tasks.build import run_build_task
-    from tasks.locking import acquire_release_lock_task
     from tasks.notify import notify_task
-    from tasks.records import record_release_task
-    from tasks.secrets_sync import sync_secrets_task
+    from tasks.release.build import run_build_task
+    from tasks.release.history import record_release_task
+    from tasks.release.locking import acquire_release_lock_task
+    from tasks.release.secrets import sync_secrets_task
 
     for wrapper in (sync_secrets_task, record_release_task, acquire_release_lock_task):
         assert wrapper.retry_condition_fn is retry_on_transient and wrapper.retries > 0

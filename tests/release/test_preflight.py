@@ -11,15 +11,9 @@ from pydantic import SecretStr
 from blocks.prometheus import PrometheusServer
 from blocks.vault import VaultServer
 from errors import PreflightError
-from tasks.locking import acquire_release_lock, release_lock
-from tasks.preflight import (
-    Checklist,
-    ChecklistItem,
-    PreflightContext,
-    deployment_available,
-    run_preflight,
-)
-from tasks.services import parse_catalogue
+from tasks.release.catalogue import parse_catalogue
+from tasks.release.locking import acquire_release_lock, release_lock
+from tasks.release.preflight import Checklist, ChecklistItem, PreflightContext, run_preflight
 
 SERVICES = {
     "veza-backend-api": {"image_repository": "veza/backend-api", "port": 8080},
@@ -84,8 +78,8 @@ def failed(error: pytest.ExceptionInfo[PreflightError]) -> dict[str, str]:
     return {item.name: item.detail for item in checklist.failures()}
 
 
-def test_preflight_on_a_seeded_sandbox(sandbox_stack, sandbox_namespaces, apis):
-    staging_ns, production_ns = sandbox_namespaces
+def test_preflight_on_a_seeded_sandbox(sandbox_stack, sandbox_shared_namespaces, apis):
+    staging_ns, production_ns = sandbox_shared_namespaces
     catalogue = catalogue_for(staging_ns, production_ns)
 
     # Production of the version staging runs: every item passes, in order.
@@ -169,23 +163,7 @@ def test_preflight_with_vault_sealed_and_prometheus_unreachable(sandbox_stack, a
     assert sandbox_stack.vault_token not in str(raised.value)
 
 
-def test_deployment_available_and_markdown():
-    deployment = client.V1Deployment(
-        metadata=client.V1ObjectMeta(generation=3),
-        spec=client.V1DeploymentSpec(
-            replicas=2,
-            selector=client.V1LabelSelector(),
-            template=client.V1PodTemplateSpec(),
-        ),
-        status=client.V1DeploymentStatus(
-            observed_generation=3, updated_replicas=2, available_replicas=1
-        ),
-    )
-    assert deployment_available(deployment) == (False, "1/2 available")
-    deployment.status.available_replicas = 2
-    assert deployment_available(deployment)[0]
-    deployment.status.observed_generation = 2
-    assert deployment_available(deployment) == (False, "spec not observed yet")
+def test_checklist_markdown():
     checklist = Checklist(
         environment="production",
         version="1.2.0",

@@ -1,4 +1,4 @@
-"""Crash safety: the reconcile plan over observed states (pure part)."""
+"""Crash safety: the reconcile plan over observed states, and a release killed mid-switch."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.reconcile import ColourState, ServiceState, plan
+from tasks.release.reconcile import ColourState, ServiceState, plan
 
-READY = ColourState(exists=True, replicas=2, ready_replicas=2, image="i:1")
-DOWN = ColourState(exists=True, replicas=0, ready_replicas=0, image="i:1")
+READY = ColourState(exists=True, replicas=2, ready=True, image="i:1")
+DOWN = ColourState(exists=True, replicas=0, ready=False, image="i:1")
 GONE = ColourState(exists=False)
 
 
@@ -66,6 +66,7 @@ def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_
     from prefect.settings import PREFECT_API_URL
 
     from flows.release import release
+    from sandbox.procs import wait_until
     from tests.release import helpers as h
 
     staging, production = sandbox_namespaces
@@ -83,7 +84,7 @@ def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_
         [sys.executable, "-c", KILL_SCRIPT, root, "4.0.0", str(catalogue)],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        h.wait_for(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
+        wait_until(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
                    timeout=240, what="the first switch")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -102,4 +103,4 @@ def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_
     for name in h.ORDER:
         annotations = core.read_namespaced_service(name, production).metadata.annotations or {}
         assert "veza-ops.veza.io/pending-release" not in annotations
-    assert all(n == 2 for _, n in h.images(apps, production, "green").values())
+    assert all(n == 1 for _, n in h.images(apps, production, "green").values())

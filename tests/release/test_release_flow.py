@@ -18,6 +18,7 @@ from errors import (
     RolloutError,
     VerificationError,
 )
+from sandbox.procs import wait_until
 from tests.release import helpers as h
 
 pytestmark = pytest.mark.timeout(420)
@@ -50,11 +51,32 @@ def blocks(prefect_harness, sandbox_stack) -> str:
     return h.register_blocks(sandbox_stack)
 
 
+def make_env(sandbox: Any, pair: tuple[str, str], blocks: str, tmp: Path) -> Env:
+    apps, core = h.apis(sandbox)
+    return Env(sandbox, pair[0], pair[1], blocks, tmp, apps, core)
+
+
 @pytest.fixture
 def env(sandbox_stack, sandbox_namespaces, blocks, tmp_path) -> Env:
-    apps, core = h.apis(sandbox_stack)
-    staging, production = sandbox_namespaces
-    return Env(sandbox_stack, staging, production, blocks, tmp_path, apps, core)
+    """A fresh pair, one replica per Deployment: the release changes it."""
+    return make_env(sandbox_stack, sandbox_namespaces, blocks, tmp_path)
+
+
+@pytest.fixture
+def shared_env(sandbox_stack, sandbox_shared_namespaces, blocks, tmp_path) -> Env:
+    """The session's shared pair: only for runs that change nothing."""
+    return make_env(sandbox_stack, sandbox_shared_namespaces, blocks, tmp_path)
+
+
+@pytest.fixture
+def no_cluster(monkeypatch) -> None:
+    """Any attempt to reach a system fails the test: the input must be refused before."""
+    import flows.release
+
+    def connect(*_: Any) -> Any:
+        raise AssertionError("the flow connected to an environment")
+
+    monkeypatch.setattr(flows.release, "connect", connect)
 
 
 def run_release(catalogue: str, version: str, **kwargs: Any) -> Any:
@@ -80,10 +102,16 @@ def api_logs() -> str:
     return "\n".join(messages)
 
 
-def test_good_release_promoted_end_to_end(env, monkeypatch, capfd):
-    """Priority 1 (+10, secrets never in logs): build, staging, E2E, blue-green, commit."""
+def test_good_release_promoted_end_to_end(sandbox_stack, sandbox_seed, blocks, tmp_path,
+                                          monkeypatch, capfd):
+    """Priority 1 (+10, secrets never in logs): build, staging, E2E, blue-green, commit.
+
+    Two replicas per Deployment: the new colour must copy the live colour's scale.
+    """
     from sandbox.registry import REGISTRY_ENV
-    from tasks.records import last_release
+    from tasks.release.history import last_release
+
+    env = make_env(sandbox_stack, sandbox_seed(replicas=2), blocks, tmp_path)
 
     monkeypatch.setenv(REGISTRY_ENV, str(env.sandbox.registry.path))
     build = {"push": ["{python}", "-m", "sandbox.registry", "push", "{image}"],
@@ -134,8 +162,8 @@ def test_error_rate_green_rolled_back(env):
         svc = env.core.read_namespaced_service(service, env.production)
         assert "veza-ops.veza.io/pending-release" not in (svc.metadata.annotations or {})
     assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:1.0.0"
-    assert all(n == 2 for _, n in h.images(env.apps, env.production, "blue").values())
-    from tasks.records import last_release
+    assert all(n == 1 for _, n in h.images(env.apps, env.production, "blue").values())
+    from tasks.release.history import last_release
 
     record = last_release(env.core, env.production)
     assert record is not None and record.outcome == "rolled-back"
@@ -152,7 +180,7 @@ def test_third_service_failing_rolls_back_the_first_two(env):
     with pytest.raises(VerificationError, match=r"veza-stream-server.*p99"):
         run_release(catalogue, "2.3.0", skip_build=True)
     assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
-    from tasks.records import last_release
+    from tasks.release.history import last_release
 
     record = last_release(env.core, env.production)
     assert record is not None and record.outcome == "rolled-back"
@@ -173,9 +201,9 @@ def test_never_ready_image_stopped_in_staging(env):
         run_release(catalogue, "2.4.0", skip_build=True)
     web = env.apps.read_namespaced_deployment("veza-web-blue", env.staging)
     assert web.spec.template.spec.containers[0].image == "veza/web:1.0.0"
-    from tasks.rollout import rollout_status
+    from tasks.release.rollout import rollout_status
 
-    h.wait_for(lambda: rollout_status(
+    wait_until(lambda: rollout_status(
         env.apps.read_namespaced_deployment("veza-web-blue", env.staging)).done,
         timeout=30, what="staging web rolled back")
     page = httpx.get(env.url(env.staging, "veza-web") + "/", timeout=5).text
@@ -185,7 +213,7 @@ def test_never_ready_image_stopped_in_staging(env):
     assert after.pop("configmaps") == ["veza-ops-releases"]
     before.pop("configmaps")
     assert after == before
-    from tasks.records import last_release
+    from tasks.release.history import last_release
 
     record = last_release(env.core, env.production)
     assert record is not None and record.outcome == "failed"
@@ -195,7 +223,9 @@ def test_never_ready_image_stopped_in_staging(env):
 def test_prometheus_stopped_during_verification_rolls_back(env):
     """Priority 5: silence is never a pass."""
     h.push_all(env.sandbox, "2.5.0")
-    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=3, max_no_data=1)
+    # 2 s intervals: a new colour's first measurement has data before Prometheus stops.
+    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3,
+                              max_no_data=1)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -207,7 +237,7 @@ def test_prometheus_stopped_during_verification_rolls_back(env):
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        h.wait_for(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
+        wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
                    timeout=120, what="first switch")
         env.sandbox.stop_prometheus()
         thread.join(timeout=120)
@@ -219,8 +249,9 @@ def test_prometheus_stopped_during_verification_rolls_back(env):
     assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
 
 
-def test_vault_sealed_changes_nothing(env):
+def test_vault_sealed_changes_nothing(shared_env):
     """Priority 6: the preflight gate refuses before any change."""
+    env = shared_env
     h.push_all(env.sandbox, "2.6.0")
     before = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
     env.sandbox.seal_vault()
@@ -237,7 +268,7 @@ def test_vault_sealed_changes_nothing(env):
 
 def test_two_releases_do_not_interleave(env):
     """Priority 7: the second release fails fast naming the holder."""
-    from tasks.locking import lock_holder
+    from tasks.release.locking import lock_holder
 
     h.push_all(env.sandbox, "2.7.0")
     catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=1, keep_old_colour_s=0)
@@ -246,7 +277,7 @@ def test_two_releases_do_not_interleave(env):
         run_release(catalogue, "2.7.0", skip_build=True)))
     thread.start()
     coordination = k8s.CoordinationV1Api(env.core.api_client)
-    holder = h.wait_for(lambda: lock_holder(coordination, env.production), timeout=60,
+    holder = wait_until(lambda: lock_holder(coordination, env.production), timeout=60,
                         what="first release to take the lock")
     with pytest.raises(LockHeldError, match=holder.split("/")[-1]):
         run_release(catalogue, "2.7.0", skip_build=True)
@@ -258,7 +289,7 @@ def test_two_releases_do_not_interleave(env):
 def test_manual_rollback_after_good_release(env):
     """Priority 9: the rollback flow scales the old colour back up and switches to it."""
     from flows.rollback import rollback
-    from tasks.records import last_release
+    from tasks.release.history import last_release
 
     h.push_all(env.sandbox, "2.9.0")
     catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=1, keep_old_colour_s=0)
@@ -268,7 +299,7 @@ def test_manual_rollback_after_good_release(env):
                        triggered_by="test")
     assert summary.outcome == "succeeded"
     assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
-    assert all(img.endswith(":1.0.0") and n == 2
+    assert all(img.endswith(":1.0.0") and n == 1
                for img, n in h.images(env.apps, env.production, "blue").values())
     assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:1.0.0"
     record = last_release(env.core, env.production)
@@ -281,36 +312,33 @@ def test_manual_rollback_after_good_release(env):
     ({"services": ["veza-nope"]}, "services"),
     ({"catalogue_path": "/nonexistent/catalogue.yaml"}, "catalogue"),
 ])
-def test_bad_input_refused_before_any_change(env, kwargs, field):
-    """Priority 10: every bad input names its field, and nothing changes."""
+def test_bad_input_refused_before_any_change(no_cluster, tmp_path, kwargs, field):
+    """Priority 10: every bad input names its field, before any system is reached."""
     from flows.release import release
 
-    before = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
-    params = {"version": "3.0.0", "environment": "production",
-              "catalogue_path": env.catalogue(), "skip_build": True, **kwargs}
+    params = {"version": "3.0.0", "environment": "production", "skip_build": True,
+              "catalogue_path": str(h.catalogue_without_cluster(tmp_path / "c.yaml")),
+              **kwargs}
     with pytest.raises(InvalidInputError) as failure:
         release(**params)
     assert field in str(failure.value)
-    after = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
-    assert after == before
 
 
-def test_unknown_block_and_bad_overrides_refused(env, tmp_path):
+def test_unknown_block_and_bad_overrides_refused(prefect_harness, tmp_path):
     from flows.release import release
 
-    path = Path(env.catalogue()).read_text().replace(env.blocks, "no-such-block")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(path)
+    bad = h.catalogue_without_cluster(tmp_path / "bad.yaml", blocks="no-such-block")
     with pytest.raises(InvalidInputError, match="kubernetes_block"):
         release(version="3.0.0", catalogue_path=str(bad), skip_build=True)
     with pytest.raises(Exception, match="interval_s"):
-        release(version="3.0.0", catalogue_path=env.catalogue(), skip_build=True,
+        release(version="3.0.0", catalogue_path=str(bad), skip_build=True,
                 analysis={"interval_s": -1})  # type: ignore[call-overload]
 
 
-def test_dry_run_prints_the_plan_and_changes_nothing(env):
+def test_dry_run_prints_the_plan_and_changes_nothing(shared_env):
     from flows.release import release
 
+    env = shared_env
     before = [h.snapshot(env.apps, env.core, ns) for ns in (env.staging, env.production)]
     summary = release(version="3.1.0", catalogue_path=env.catalogue(), dry_run=True)
     assert summary.outcome == "dry-run"

@@ -1,39 +1,80 @@
-"""Rollback building blocks on the sandbox: redeploying a missing colour, switching back."""
+"""Rollback: choosing the target from the history (pure), restoring a service on the sandbox."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from tasks.rollback import RestoreReport, RestoreTarget, restore_service, switch_back
+from errors import InvalidInputError
+from tasks.release.catalogue import EnvironmentSpec, ServiceSpec, parse_catalogue
+from tasks.release.history import ReleaseRecord
+from tasks.release.rollback import choose_target, restore_service
 from tests.release import helpers as h
 
+CATALOGUE = parse_catalogue({
+    "environments": {"production": {"namespace": "p", "kubernetes_block": "k",
+                                    "prometheus_block": "p", "vault_block": "v"}},
+    "services": {name: {"image_repository": repo, "port": port}
+                 for name, (repo, port, _) in h.SERVICES.items()},
+})
 
-def test_restoration_time_is_decision_to_last_selector():
-    report = RestoreReport(decided_at=100.0, finished_at=100.75)
-    assert report.restoration_s == pytest.approx(0.75)
-    assert RestoreReport(decided_at=5.0, finished_at=4.0).restoration_s == 0.0
+
+def release(i: int, outcome: str = "succeeded", **fields) -> ReleaseRecord:
+    return ReleaseRecord(id=f"2026010{i}T000000Z", environment="production",
+                         version=f"1.{i}.0", started_at=datetime.now(UTC), outcome=outcome,
+                         images={"veza-web": f"veza/web:1.{i}.0"},
+                         previous_images={"veza-web": f"veza/web:1.{i - 1}.0"},
+                         secrets={"veza-web": f"veza-web-secrets-{i}"}, **fields)
+
+
+def test_default_target_is_what_ran_before_the_last_release():
+    target = choose_target([release(1), release(2), release(3, "rolled-back")], CATALOGUE,
+                           None, None)
+    assert target.label == "before 1.2.0"
+    assert [s.name for s in target.specs] == ["veza-web"]
+    assert target.images == {"veza-web": "veza/web:1.1.0"}
+    assert target.secrets == {"veza-web": "veza-web-secrets-1"}
+    assert target.previous_images == {"veza-web": "veza/web:1.2.0"}
+
+
+def test_named_target_and_refusals():
+    history = [release(1), release(2)]
+    named = choose_target(history, CATALOGUE, None, release(1).id)
+    assert named.label == "1.1.0" and named.images == {"veza-web": "veza/web:1.1.0"}
+    with pytest.raises(InvalidInputError, match="target_release"):
+        choose_target(history, CATALOGUE, None, "nope")
+    with pytest.raises(InvalidInputError, match="services"):
+        choose_target(history, CATALOGUE, ["veza-chat-server"], None)
+    with pytest.raises(InvalidInputError, match="environment"):
+        choose_target([release(1, "failed")], CATALOGUE, None, None)
 
 
 @pytest.mark.timeout(300)
-def test_redeploy_missing_colour_then_switch_back(sandbox_stack, sandbox_namespaces):
-    _, production = sandbox_namespaces
+def test_redeploy_missing_colour_then_switch_back(sandbox_stack, sandbox_seed):
+    """Two replicas: the redeployed colour must copy the live colour's scale."""
+    from tasks.release.switching import switch_back, switch_selector
+
+    _, production = sandbox_seed(replicas=2, staging=False)
     apps, core = h.apis(sandbox_stack)
     h.push_all(sandbox_stack, "1.1.0")
-    target = RestoreTarget(service="veza-chat-server", service_name="veza-chat-server",
-                           deployment_base="veza-chat-server", container="veza-chat-server",
-                           image="veza/chat-server:1.1.0", secret_name=None, port=8081)
-    outcome = restore_service(apps, core, namespace=production, target=target,
-                              timeout_s=120)
+    env = EnvironmentSpec(name="production", namespace=production, strategy="blue-green",
+                          kubernetes_block="k", prometheus_block="p", vault_block="v",
+                          rollout_timeout_s=120)
+    spec = ServiceSpec(name="veza-chat-server", image_repository="veza/chat-server", port=8081)
+    outcome = restore_service(apps, core, env=env, spec=spec, image="veza/chat-server:1.1.0",
+                              secret_name=None, release_id="r-test")
     assert (outcome.action, outcome.colour) == ("redeployed", "green")
     green = apps.read_namespaced_deployment("veza-chat-server-green", production)
     assert green.spec.replicas == 2
     assert green.spec.template.spec.containers[0].image == "veza/chat-server:1.1.0"
     assert h.selectors(core, production)["veza-chat-server"] == "green"
+    blue = apps.read_namespaced_deployment("veza-chat-server-blue", production)
+    assert blue.spec.replicas == 0  # the abandoned colour is scaled down
     # Already there: nothing to do.
-    again = restore_service(apps, core, namespace=production, target=target, timeout_s=120)
+    again = restore_service(apps, core, env=env, spec=spec, image="veza/chat-server:1.1.0",
+                            secret_name=None, release_id="r-test")
     assert again.action == "already"
-
-    from tasks.bluegreen import switch_selector
 
     record = switch_selector(core, service="veza-chat-server", service_name="veza-chat-server",
                              namespace=production, colour="blue", pending_release="r-test")
@@ -45,21 +86,3 @@ def test_redeploy_missing_colour_then_switch_back(sandbox_stack, sandbox_namespa
     svc = core.read_namespaced_service("veza-chat-server", production)
     assert svc.spec.selector["color"] == "green"
     assert "veza-ops.veza.io/pending-release" not in (svc.metadata.annotations or {})
-
-
-def test_keep_old_colour_waits_out_the_window_in_bounded_steps():
-    from tasks.production import keep_old_colour
-
-    now = [100.0]
-    waits: list[float] = []
-
-    def sleeper(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
-
-    keep_old_colour(12.0, clock=lambda: now[0], sleeper=sleeper)
-    assert now[0] == 112.0  # the whole window, no more
-    assert waits == [5.0, 5.0, 2.0]  # never one long blind sleep
-    waits.clear()
-    keep_old_colour(0.0, clock=lambda: now[0], sleeper=sleeper)
-    assert waits == []

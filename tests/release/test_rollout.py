@@ -1,10 +1,10 @@
-"""kubectl rollout-status semantics of tasks.rollout, and pod failure reasons."""
+"""kubectl rollout-status semantics (the one readiness judgment), and pod failure reasons."""
 
 from __future__ import annotations
 
 from kubernetes import client as k8s
 
-from tasks.rollout import pod_problems, rollout_status
+from tasks.release.rollout import pod_problems, rollout_status
 
 
 def deployment(*, generation=2, observed=2, spec_replicas=2, replicas=2, updated=2,

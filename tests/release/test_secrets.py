@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from blocks.vault import VaultServer
 from errors import NotFoundError, SealedError, UnreachableError
-from tasks.secrets_sync import content_hash, secret_name, sync_secrets
-from tasks.services import ServiceSpec
+from tasks.release.catalogue import ServiceSpec
+from tasks.release.secrets import content_hash, secret_name, sync_secrets
 
 
 @pytest.fixture(scope="module")

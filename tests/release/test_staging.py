@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from errors import RolloutError
-from tasks.staging import image_patch, previous_revision_template
+from tasks.release.staging import image_patch, previous_revision_template
 
 
 def rs(name, revision, image, uid="dep-uid") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from errors import UnreachableError, VerificationError
-from tasks.analysis import (
+from tasks.release.verifying import (
     Measurement,
     analyse,
     evaluate,

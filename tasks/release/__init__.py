@@ -1,0 +1,1 @@
+"""The release half: catalogue, build, secrets, staging, blue-green production and rollback."""
