@@ -185,7 +185,8 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         _create_bucket(s3)
         key = generate_key("veza-backup", passphrase=secrets.token_urlsafe(12))
         print("- Prefect server (UI included)", file=out)
-        server = start_prefect_server(dir / "prefect", ui=True)
+        # Generous: on a busy 2-core machine its first start (database, UI) can pass 2 minutes.
+        server = start_prefect_server(dir / "prefect", ui=True, timeout=300)
         stack.record("prefect-server", server.pid, url=server.ui_url)
         env = server.client_env()
         print("- work pool `veza-ops`, `prefect deploy --all`", file=out)
