@@ -65,6 +65,7 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
 
     with report.running(target), hold_locks([c for c in (target, staging) if c],
                                             report.holder) as locks:
+        # A crashed run's uncommitted switches are put back first, then the checklist gate.
         if bluegreen is not None:
             report.reconciled(*reconcile_task(bluegreen.apps_v1, bluegreen.core_v1,
                                               bluegreen.env, specs))
@@ -77,13 +78,13 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
             with report.timed("build"):
                 passthrough = passthrough_env(build_env_passthrough)
                 results([run_build_task.submit(s, version, passthrough) for s in specs])
-        report.changed = True
+        report.changed = True  # from here on the environments change: the run is recorded
         if rolling is not None:
             secrets = release_to_staging(catalogue, rolling, specs, version=version,
                                          report=report)
             if bluegreen is None:
                 report.staged(secrets)
-        locks.check()
+        locks.check()  # never switch production traffic without the lock
         if bluegreen is not None:
             release_to_production(catalogue, bluegreen, specs, staging=staging,
                                   version=version, report=report)

@@ -36,7 +36,7 @@ def register_blocks(sandbox: Any, *, prefix: str | None = None) -> str:
 def write_catalogue(
     path: Path, *, staging_ns: str, production_ns: str, blocks: str,
     interval_s: float = 1.0, intervals: int = 2, failure_limit: int = 0, max_no_data: int = 6,
-    keep_old_colour_s: float = 1.0, rollout_timeout_s: float = 25.0, lock_ttl_s: int = 15,
+    keep_old_colour_s: float = 0.0, rollout_timeout_s: float = 25.0, lock_ttl_s: int = 15,
     lock_wait_s: float = 0.0, build: dict[str, Any] | None = None,
     e2e_command: list[str] | None = None,
 ) -> Path:

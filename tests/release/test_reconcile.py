@@ -75,7 +75,7 @@ def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_
     catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns=staging,
                                   production_ns=production, blocks=blocks,
                                   e2e_command=["{python}", "-c", "pass"], intervals=2,
-                                  keep_old_colour_s=0, lock_ttl_s=6, lock_wait_s=60)
+                                  keep_old_colour_s=0, lock_ttl_s=5, lock_wait_s=60)
     h.push_all(sandbox_stack, "4.0.0")
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
@@ -85,7 +85,7 @@ def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
-                   timeout=240, what="the first switch")
+                   timeout=240, what="the first switch", interval=0.2)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:

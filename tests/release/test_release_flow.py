@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,19 @@ def env(sandbox_stack, sandbox_namespaces, blocks, tmp_path) -> Env:
 def shared_env(sandbox_stack, sandbox_shared_namespaces, blocks, tmp_path) -> Env:
     """The session's shared pair: only for runs that change nothing."""
     return make_env(sandbox_stack, sandbox_shared_namespaces, blocks, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def rolled_back_env(sandbox_stack, blocks, tmp_path_factory) -> Iterator[Env]:
+    """One pair for the releases that are rolled back: each leaves production as it found it
+    (blue serving 1.0.0, which each asserts), so they share it."""
+    from tests.fixtures.sandbox import seeder
+
+    seed, clean = seeder(sandbox_stack)
+    try:
+        yield make_env(sandbox_stack, seed(), blocks, tmp_path_factory.mktemp("rolled-back"))
+    finally:
+        clean()
 
 
 @pytest.fixture
@@ -149,10 +163,13 @@ def test_good_release_promoted_end_to_end(sandbox_stack, sandbox_seed, blocks, t
     assert leaked == []
 
 
-def test_error_rate_green_rolled_back(env):
+def test_error_rate_green_rolled_back(rolled_back_env):
     """Priority 2: a green answering 20 % errors is rolled back; blue keeps serving."""
+    env = rolled_back_env
     h.push_all(env.sandbox, "2.2.0", error_rate=0.2)
-    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E)
+    # 2 s intervals: each measurement sees enough requests that 20 % errors cannot pass by
+    # luck (only the first service is verified: the abort costs one or two intervals).
+    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3)
     with pytest.raises(VerificationError) as failure:
         run_release(catalogue, "2.2.0", skip_build=True)
     assert "veza-backend-api" in str(failure.value)
@@ -170,8 +187,9 @@ def test_error_rate_green_rolled_back(env):
     assert record.timings["restoration_s"] >= 0.0 and "detection_s" in record.timings
 
 
-def test_third_service_failing_rolls_back_the_first_two(env):
+def test_third_service_failing_rolls_back_the_first_two(rolled_back_env):
     """Priority 3: the stream server's p99 breaks the threshold after two switches."""
+    env = rolled_back_env
     from sandbox.registry import Behaviour
 
     h.push_all(env.sandbox, "2.3.0")
@@ -205,7 +223,7 @@ def test_never_ready_image_stopped_in_staging(env):
 
     wait_until(lambda: rollout_status(
         env.apps.read_namespaced_deployment("veza-web-blue", env.staging)).done,
-        timeout=30, what="staging web rolled back")
+        timeout=30, what="staging web rolled back", interval=0.2)
     page = httpx.get(env.url(env.staging, "veza-web") + "/", timeout=5).text
     assert "veza/web:1.0.0" in page and "veza/web:2.4.0" not in page
     after = h.snapshot(env.apps, env.core, env.production)
@@ -220,8 +238,9 @@ def test_never_ready_image_stopped_in_staging(env):
     assert "veza-web-blue" in (record.reason or "")
 
 
-def test_prometheus_stopped_during_verification_rolls_back(env):
+def test_prometheus_stopped_during_verification_rolls_back(rolled_back_env):
     """Priority 5: silence is never a pass."""
+    env = rolled_back_env
     h.push_all(env.sandbox, "2.5.0")
     # 2 s intervals: a new colour's first measurement has data before Prometheus stops.
     catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3,
@@ -238,7 +257,7 @@ def test_prometheus_stopped_during_verification_rolls_back(env):
     thread.start()
     try:
         wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
-                   timeout=120, what="first switch")
+                   timeout=120, what="first switch", interval=0.2)
         env.sandbox.stop_prometheus()
         thread.join(timeout=120)
     finally:
@@ -278,7 +297,7 @@ def test_two_releases_do_not_interleave(env):
     thread.start()
     coordination = k8s.CoordinationV1Api(env.core.api_client)
     holder = wait_until(lambda: lock_holder(coordination, env.production), timeout=60,
-                        what="first release to take the lock")
+                        what="first release to take the lock", interval=0.2)
     with pytest.raises(LockHeldError, match=holder.split("/")[-1]):
         run_release(catalogue, "2.7.0", skip_build=True)
     thread.join(timeout=180)
