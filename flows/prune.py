@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from blocks.loading import load_block
 from blocks.s3 import S3BackupStore
+from errors import RecoveryError
 from tasks.recovery.catalogue import artifact_key
 from tasks.recovery.pruning import (
     check_spool,
@@ -18,7 +19,13 @@ from tasks.recovery.pruning import (
     publish_catalogue_task,
     verify_newest_task,
 )
-from tasks.recovery.retention import RetentionPolicy, plan_retention_task, publish_decisions_task
+from tasks.recovery.retention import (
+    RetentionPolicy,
+    alarms,
+    freezes,
+    plan_retention_task,
+    publish_decisions_task,
+)
 
 
 class PruneReport(BaseModel):
@@ -35,7 +42,10 @@ class PruneReport(BaseModel):
         description="database/backup_id actually deleted (empty in a dry run)"
     )
     frozen: list[str] = Field(
-        description="databases left untouched: their newest backup is incomplete"
+        description="databases left untouched: newest backup incomplete or fulls stopped"
+    )
+    frozen_why: dict[str, str] = Field(
+        default_factory=dict, description="database -> why nothing of it was deleted"
     )
     spool_stale: list[str] = Field(default_factory=list, description="stray local files found")
     spool_removed: list[str] = Field(default_factory=list, description="stray local files removed")
@@ -52,6 +62,7 @@ def prune_backups(
     hourly_hours: int = 48,
     incomplete_grace_hours: int = 24,
     delete_incomplete: bool = False,
+    max_full_age_h: int = 48,
     dry_run: bool = True,
     local_spool: str | None = None,
     spool_max_age_days: int = 7,
@@ -69,6 +80,8 @@ def prune_backups(
         hourly_hours: hourly backups are kept this many hours (guide: 48).
         incomplete_grace_hours: an incomplete backup younger than this is never touched.
         delete_incomplete: also delete incomplete backups older than the grace period.
+        max_full_age_h: while a database's newest full is older than this (hours; 0: no
+            check), nothing of it is deleted and the run fails naming it and the age.
         dry_run: plan and report only (default).
         local_spool: a local directory whose stray files older than ``spool_max_age_days``
             are removed (dry run applies too).
@@ -76,6 +89,9 @@ def prune_backups(
 
     Returns:
         The report; the kept/deleted table is also published as an artifact.
+
+    Raises:
+        RecoveryError: after the other databases were pruned, when fulls of one stopped.
     """
     policy = RetentionPolicy(
         daily=daily,
@@ -84,6 +100,7 @@ def prune_backups(
         hourly_hours=hourly_hours,
         incomplete_grace_hours=incomplete_grace_hours,
         delete_incomplete=delete_incomplete,
+        max_full_age_h=max_full_age_h,
     )
     if local_spool:
         check_spool(local_spool, max_age_days=spool_max_age_days)
@@ -110,12 +127,22 @@ def prune_backups(
         kept=[d.record.label for d in decisions if d.keep],
         to_delete=[r.label for r in doomed],
         deleted=deleted,
-        frozen=sorted({d.record.database for d in decisions if d.reasons[0].startswith("frozen")}),
+        frozen=sorted(freezes(decisions)),
+        frozen_why=freezes(decisions),
     )
+    for frozen_db, why in report.frozen_why.items():
+        get_run_logger().warning("%s: %s", frozen_db, why)
     if local_spool:
         spool = clean_spool_task(
             local_spool, max_age_days=spool_max_age_days, now=now, dry_run=dry_run
         )
         report.spool_stale = spool.stale
         report.spool_removed = spool.removed
+    stale = alarms(decisions)
+    if stale:
+        raise RecoveryError(
+            "prune refused: " + "; ".join(stale.values()),
+            hint="fix the nightly full backup of " + ", ".join(sorted(stale))
+            + " (the other databases were pruned)",
+        )
     return report

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,12 @@ from tasks.recovery.manifest import (
     Manifest,
     backup_prefix,
     parse_backup_id,
+)
+from tasks.recovery.naming import (
+    artifact_key as artifact_key,  # noqa: PLC0414 (re-exported for its callers)
+)
+from tasks.recovery.naming import (
+    check_database_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,12 +100,8 @@ def _root(prefix: str, database: str | None = None) -> str:
 
 
 def _check_database(database: str | None) -> None:
-    if database is not None and (not database or "/" in database):
-        raise InvalidInputError(
-            "database",
-            f"{database!r} is not a database name",
-            fix="pass a database name without '/' (or nothing, for every database)",
-        )
+    if database is not None:
+        check_database_name(database)
 
 
 def check_bucket(client: Any, bucket: str) -> None:
@@ -381,19 +382,3 @@ def previous_backup(
     """
     records = list_backups(client, bucket, prefix, database=database)
     return latest_complete(client, bucket, records, before=backup_id)
-
-
-def artifact_key(*parts: str) -> str:
-    """Build a valid artifact key (lowercase letters, digits, dashes) from free text.
-
-    Every artifact of the recovery flows is keyed through this one function.
-
-    Args:
-        parts: pieces joined by dashes, e.g. ("prune-backups", "veza_db"); empty ones skipped.
-
-    Returns:
-        For example ``prune-backups-veza-db`` (at most 100 characters).
-    """
-    text = "-".join(p for p in parts if p).lower()
-    key = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-")
-    return key[:100].rstrip("-") or "backups"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -29,6 +29,9 @@ class RetentionPolicy:
         delete_incomplete: delete incomplete backups (no manifest or no data) older than the
             grace period. Off by default: the mission says prune never deletes anything whose
             manifest is missing; an operator turns it on to clear known debris.
+        max_full_age_h: while the newest complete full backup of a database is older than
+            this many hours (or there is none), nothing of that database is deleted and the
+            prune fails loudly: fulls have stopped. 0 turns the check off.
     """
 
     daily: int = 30
@@ -37,6 +40,7 @@ class RetentionPolicy:
     hourly_hours: int = 48
     incomplete_grace_hours: int = 24
     delete_incomplete: bool = False
+    max_full_age_h: int = 48
 
     def __post_init__(self) -> None:
         """Reject values that make no sense before anything is planned.
@@ -44,7 +48,10 @@ class RetentionPolicy:
         Raises:
             InvalidInputError: naming the first field that is negative or not an integer.
         """
-        for name in ("daily", "weekly", "monthly", "hourly_hours", "incomplete_grace_hours"):
+        for name in (
+            "daily", "weekly", "monthly", "hourly_hours", "incomplete_grace_hours",
+            "max_full_age_h",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidInputError(
@@ -60,11 +67,16 @@ class RetentionPolicy:
 
 @dataclass(frozen=True)
 class Decision:
-    """What retention decided for one backup, and every reason behind it."""
+    """What retention decided for one backup, and every reason behind it.
+
+    ``alarm`` is set on every decision of a database frozen because its fulls stopped: the
+    prune must then fail loudly (see :func:`alarms`).
+    """
 
     record: BackupRecord
     keep: bool
     reasons: list[str] = field(default_factory=list)
+    alarm: bool = False
 
 
 def _day_label(day: date) -> str:
@@ -100,17 +112,54 @@ def _kept_periods(policy: RetentionPolicy, today: date) -> list[tuple[str, str, 
 _LABELLERS = {"day": _day_label, "week": _week_label, "month": _month_label}
 
 
+def _age(delta: timedelta) -> str:
+    minutes = int(abs(delta).total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h"
+
+
+def _freeze(
+    ordered: list[BackupRecord], policy: RetentionPolicy, now: datetime
+) -> tuple[str, bool] | None:
+    """Why nothing of this database may be deleted (and whether to alarm), or None."""
+    newest = ordered[0]
+    if not newest.complete and newest.started_at > now:
+        return (
+            f"frozen: the newest backup {newest.backup_id} of {newest.database} is incomplete "
+            f"({newest.missing}) and dated {_age(newest.started_at - now)} in the future "
+            "(clock skew, or a hand-made key?): it stays the newest until the clock passes it; "
+            "nothing is deleted until an operator looks (delete it if it is debris)",
+            False,
+        )
+    if not newest.complete:
+        return (
+            f"frozen: the newest backup {newest.backup_id} of {newest.database} is incomplete "
+            f"({newest.missing}); nothing is deleted until an operator looks",
+            False,
+        )
+    if policy.max_full_age_h:
+        full = next((r for r in ordered if r.complete and r.kind == "full"), None)
+        limit = timedelta(hours=policy.max_full_age_h)
+        if full is None or now - full.started_at > limit:
+            age = "there is none" if full is None else f"it is {_age(now - full.started_at)} old"
+            return (
+                f"frozen: no recent full backup of {newest.database} ({age}, "
+                f"max_full_age_h={policy.max_full_age_h}); nothing is deleted until fulls resume",
+                True,
+            )
+    return None
+
+
 def _plan_database(
     records: Sequence[BackupRecord], policy: RetentionPolicy, now: datetime
 ) -> list[Decision]:
     ordered = newest_first(records)
-    newest = ordered[0]
-    if not newest.complete:
-        frozen = (
-            f"frozen: the newest backup {newest.backup_id} of {newest.database} is incomplete "
-            f"({newest.missing}); nothing is deleted until an operator looks"
-        )
-        return [Decision(r, keep=True, reasons=[frozen]) for r in ordered]
+    frozen = _freeze(ordered, policy, now)
+    if frozen is not None:
+        frozen_why, alarm = frozen
+        return [Decision(r, keep=True, reasons=[frozen_why], alarm=alarm) for r in ordered]
 
     reasons: dict[str, list[str]] = defaultdict(list)
     complete = [r for r in ordered if r.complete]
@@ -122,14 +171,21 @@ def _plan_database(
     today = now.date()
     for label, unit, wanted in _kept_periods(policy, today):
         labeller = _LABELLERS[unit]
-        seen: set[str] = set()
-        for record in fulls:  # newest first: the first one seen in a period is its newest
-            period = labeller(record.started_at.date())
-            if period in seen:
-                continue
-            seen.add(period)
+        newest: dict[str, BackupRecord] = {}
+        newest_full: dict[str, BackupRecord] = {}
+        for record in complete:  # newest first: the first one seen in a period is its newest
+            period = labeller(record.started_at.astimezone(UTC).date())
             if period in wanted:
-                reasons[record.backup_id].append(f"{label} {period}")
+                newest.setdefault(period, record)
+                if record.kind == "full":
+                    newest_full.setdefault(period, record)
+        for period, record in newest.items():
+            if period in newest_full:
+                reasons[newest_full[period].backup_id].append(f"{label} {period}")
+            else:  # fulls stopped: the period still keeps a backup rather than a gap
+                reasons[record.backup_id].append(
+                    f"{label} {period} (no full that {unit}: its newest backup)"
+                )
 
     hourly_window = timedelta(hours=policy.hourly_hours)
     grace = timedelta(hours=policy.incomplete_grace_hours)
@@ -190,15 +246,19 @@ def plan_retention(
 
     Each database is planned on its own. Full backups: the newest complete one of each of the
     last ``daily`` days, ``weekly`` ISO weeks and ``monthly`` months (calendar periods ending
-    at ``now``, UTC) is kept. Hourly backups are kept ``hourly_hours``. The newest complete
-    backup (and the newest complete full) is always kept. If the newest backup of a database
-    is incomplete, nothing of that database is deleted. Incomplete backups younger than the
-    grace period are kept; older ones are deleted only when ``policy.delete_incomplete``.
+    at ``now``, UTC) is kept; a period without any full keeps its newest complete backup of
+    any kind instead. Hourly backups are kept ``hourly_hours``. The newest complete backup
+    (and the newest complete full) is always kept. Nothing of a database is deleted when its
+    newest backup is incomplete or dated in the future, or when its newest full is older than
+    ``policy.max_full_age_h`` (those decisions carry ``alarm``). Incomplete backups younger
+    than the grace period are kept; older ones are deleted only when
+    ``policy.delete_incomplete``.
 
     Args:
         records: the catalogue (any order, one or several databases).
         policy: the retention policy.
-        now: the current time (timezone-aware), injected so the plan is reproducible.
+        now: the current time (timezone-aware, any zone: converted to UTC), injected so the
+            plan is reproducible.
 
     Returns:
         One decision per record, grouped by database (sorted), newest first.
@@ -210,6 +270,7 @@ def plan_retention(
         raise InvalidInputError(
             "now", "is a naive datetime", fix="pass a timezone-aware time, e.g. datetime.now(UTC)"
         )
+    now = now.astimezone(UTC)
     by_database: dict[str, list[BackupRecord]] = defaultdict(list)
     for record in records:
         by_database[record.database].append(record)
@@ -217,6 +278,34 @@ def plan_retention(
     for database in sorted(by_database):
         decisions.extend(_plan_database(by_database[database], policy, now))
     return decisions
+
+
+def freezes(decisions: Iterable[Decision]) -> dict[str, str]:
+    """Why each frozen database is frozen.
+
+    Args:
+        decisions: the plan.
+
+    Returns:
+        Database -> the freeze reason, for every database nothing of which may be deleted.
+    """
+    return {
+        d.record.database: d.reasons[0]
+        for d in decisions
+        if d.reasons and d.reasons[0].startswith("frozen")
+    }
+
+
+def alarms(decisions: Iterable[Decision]) -> dict[str, str]:
+    """The freezes the prune must fail on (fulls stopped), by database.
+
+    Args:
+        decisions: the plan.
+
+    Returns:
+        Database -> the reason naming it and its newest full's age.
+    """
+    return {d.record.database: d.reasons[0] for d in decisions if d.alarm}
 
 
 def decision_rows(decisions: Iterable[Decision], *, dry_run: bool) -> list[dict[str, str]]:

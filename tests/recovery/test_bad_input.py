@@ -157,3 +157,16 @@ def test_errors_never_leak_the_db_password(pg_server, seeded_db, store_block, en
         with pytest.raises(Exception) as err:
             run_backup(db, store_block, encryption_block)
         assert secret not in str(err.value) and secret not in repr(err.value)
+
+
+@pytest.mark.parametrize("name", ["veza/db", "..", "veza\ndb"])
+def test_database_name_unusable_as_a_key_segment_is_refused(
+    name, pg_server, seeded_db, store_block, encryption_block, s3_client
+):
+    db = seeded_db.model_copy(update={"dbname": name})
+    with pytest.raises(InvalidInputError) as err:
+        run_backup(db, store_block, encryption_block)
+    assert err.value.field == "database_block" and "key segment" in str(err.value)
+    assert "'/'" in err.value.fix
+    assert _objects(s3_client, store_block.bucket) == 0
+    assert not s3_client.list_multipart_uploads(Bucket=store_block.bucket).get("Uploads")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from tasks.recovery.catalogue import (
     read_manifest,
 )
 from tasks.recovery.manifest import DATA_NAME, backup_prefix
+from tasks.recovery.naming import check_database_name
 from tasks.recovery.pruning import catalogue_markdown
 from tests.fixtures.recovery import PREFIX, put_backup
 
@@ -100,8 +102,23 @@ def test_database_with_slash_is_refused(s3_client, s3_bucket):
 
 
 def test_artifact_keys_are_valid_whatever_the_names():
-    assert artifact_key("prune-backups", "veza_db") == "prune-backups-veza-db"
+    valid = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    assert artifact_key("prune-backups", "all") == "prune-backups-all"  # lossless: as is
     assert artifact_key("backup-catalogue", "") == "backup-catalogue"
-    assert artifact_key("restore-test", "Veza DB--2") == "restore-test-veza-db-2"
-    assert artifact_key("", "__") == "backups"
+    assert artifact_key("prune-backups", "veza_db").startswith("prune-backups-veza-db-")
+    assert artifact_key("restore-test", "Veza DB--2").startswith("restore-test-veza-db-2-")
+    assert artifact_key("", "__").startswith("backups-")
     assert len(artifact_key("backup", "x" * 300)) == 100
+    keys = [
+        artifact_key("backup", name)
+        for name in ("veza_db", "veza-db", "Veza_db", "veza db", "veza__db", "x" * 300, "x" * 301)
+    ]
+    assert len(set(keys)) == len(keys), "names differing only by -/_/case never share a key"
+    assert all(valid.match(k) and len(k) <= 100 for k in keys)
+
+
+@pytest.mark.parametrize("name", ["a/b", "", ".", "..", "tab\tname"])
+def test_database_names_that_are_not_one_key_segment_are_refused(name):
+    with pytest.raises(InvalidInputError) as caught:
+        check_database_name(name)
+    assert caught.value.field == "database" and "key segment" in str(caught.value)

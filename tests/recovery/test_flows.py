@@ -20,6 +20,7 @@ from errors import BlockNotFoundError, IntegrityError
 from flows.backup import backup_flow
 from flows.restore import restore_flow
 from flows.restore_test import restore_test_flow
+from tasks.recovery.catalogue import artifact_key
 from tasks.recovery.manifest import Manifest
 from tests.fixtures.recovery import SEED_COUNTS, drop_db
 
@@ -85,15 +86,15 @@ def test_round_trip_through_the_flows_and_no_secret_in_any_log(
     finally:
         drop_db(pg_server, target)
 
-    slug = seeded_db.dbname.replace("_", "-")
+    wanted = {artifact_key(kind, seeded_db.dbname)
+              for kind in ("backup", "restore-test", "backup-progress")}
     APILogWorker.drain_all(timeout=30)
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"backup-{slug}", f"restore-test-{slug}",
-                                        f"backup-progress-{slug}"])))
+            key=ArtifactFilterKey(any_=sorted(wanted))))
         keys = {a.key for a in artifacts}
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
-    assert keys == {f"backup-{slug}", f"restore-test-{slug}", f"backup-progress-{slug}"}
+    assert keys == wanted
     assert logs  # the flow runs did log
     text = caplog.text + "\n".join(log.message for log in logs)
     text += "\n".join(str(a.data) + str(a.description) for a in artifacts)

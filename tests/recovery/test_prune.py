@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from flows.prune import PruneReport, prune_backups
 from tasks.recovery.catalogue import list_backups
 from tasks.recovery.manifest import Manifest, backup_prefix
 from tasks.recovery.pruning import delete_backup
-from tests.fixtures.recovery import PREFIX, all_keys
+from tests.fixtures.recovery import PREFIX, all_keys, put_backup
 
 
 @pytest.fixture()
@@ -185,7 +185,33 @@ def test_one_database_only(s3_client, s3_bucket, backup_scenario, store_block):
     report, run_id = run_prune(store_block=store_block, database="veza_db", dry_run=False, **POLICY)
     assert report.deleted and all(label.startswith("veza_db/") for label in report.deleted)
     assert all(label.startswith("veza_db/") for label in report.kept)
-    assert read_table(run_id)[0] == "prune-backups-veza-db"
+    assert read_table(run_id)[0].startswith("prune-backups-veza-db-")
+
+
+def test_stopped_fulls_fail_the_prune_naming_the_database_and_age(
+    s3_client, s3_bucket, store_block
+):
+    now = datetime.now(UTC).replace(microsecond=0)
+    for days in (5, 6, 7):  # veza_db: fulls stopped 5 days ago, hourlies go on
+        put_backup(s3_client, s3_bucket, "veza_db", now - timedelta(days=days, hours=1))
+    for hours in range(1, 40, 3):
+        put_backup(s3_client, s3_bucket, "veza_db", now - timedelta(hours=hours), "hourly")
+    put_backup(s3_client, s3_bucket, "chat_db", now - timedelta(days=3))  # chat_db: healthy
+    put_backup(s3_client, s3_bucket, "chat_db", now - timedelta(hours=2))
+    before = all_keys(s3_client, s3_bucket)
+
+    state = prune_backups(store_block=store_block, dry_run=False, return_state=True, **POLICY)
+    assert state.is_failed()
+    assert state.message is not None
+    assert "veza_db" in state.message and "5 d 1 h old" in state.message
+    assert "max_full_age_h=48" in state.message
+    gone = before - all_keys(s3_client, s3_bucket)
+    assert gone and all(k.startswith(f"{PREFIX}/chat_db/") for k in gone), "only chat_db pruned"
+    _, rows = read_table(state.state_details.flow_run_id)
+    veza_rows = [r for r in rows if r["database"] == "veza_db"]
+    assert veza_rows and all(
+        r["action"] == "keep" and "no recent full backup" in r["reasons"] for r in veza_rows
+    )
 
 
 def test_bad_policy_is_refused_before_anything(s3_client, s3_bucket, backup_scenario, store_block):

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from errors import InvalidInputError
 from tasks.recovery.catalogue import BackupRecord
 from tasks.recovery.manifest import backup_id
-from tasks.recovery.retention import Decision, RetentionPolicy, decision_rows, plan_retention
+from tasks.recovery.retention import (
+    Decision,
+    RetentionPolicy,
+    alarms,
+    decision_rows,
+    freezes,
+    plan_retention,
+)
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday, ISO week 2026-W48
 
@@ -127,7 +134,7 @@ def test_newest_complete_is_never_deleted_even_with_zero_policy():
 def test_old_backups_only_still_keep_the_newest():
     # backups stopped 3 years ago: calendar windows hold nothing, the newest complete stays
     old_now = NOW + timedelta(days=3 * 365)
-    decisions = plan_retention(calendar(20), RetentionPolicy(), old_now)
+    decisions = plan_retention(calendar(20), RetentionPolicy(max_full_age_h=0), old_now)
     survivors = kept(decisions)
     assert [d.record.kind for d in survivors] == ["hourly", "full"]
     assert survivors[0].reasons == ["newest complete"]
@@ -214,7 +221,8 @@ def test_newest_of_a_day_is_the_one_kept():
 
 
 @pytest.mark.parametrize(
-    "field", ["daily", "weekly", "monthly", "hourly_hours", "incomplete_grace_hours"]
+    "field",
+    ["daily", "weekly", "monthly", "hourly_hours", "incomplete_grace_hours", "max_full_age_h"],
 )
 def test_negative_policy_values_are_refused_naming_the_field(field):
     with pytest.raises(InvalidInputError) as caught:
@@ -242,3 +250,62 @@ def test_rows_say_what_happens():
     assert {r["action"] for r in dry} == {"keep", "would delete"}
     assert {r["action"] for r in real} == {"keep", "delete"}
     assert dry[0]["reasons"] == "newest complete; within 1 h"
+
+
+# --- fulls stop while hourlies continue; clocks and zones ------------------------------
+
+
+def fulls_stopped(days_without: int) -> list[BackupRecord]:
+    """The calendar of 60 days, its fulls of the last ``days_without`` days missing."""
+    stop = NOW - timedelta(days=days_without)
+    return [r for r in calendar(60) if r.kind == "hourly" or r.started_at < stop]
+
+
+def test_a_day_without_a_full_keeps_its_newest_backup_instead_of_a_gap():
+    records = fulls_stopped(41)
+    decisions = plan_retention(records, RetentionPolicy(max_full_age_h=0), NOW)
+    daily = with_reason(kept(decisions), "daily ")
+    days = {d.record.started_at.date() for d in daily}
+    assert days == {(NOW - timedelta(days=i)).date() for i in range(30)}, "one per day, no gap"
+    assert all(d.record.kind == "hourly" for d in daily)
+    assert all(any("no full that day: its newest backup" in r for r in d.reasons) for d in daily)
+    # the newest backup of each of those days is the one kept (23:00; today: 12:00)
+    past = [d for d in daily if d.record.started_at < NOW.replace(hour=0)]
+    assert len(past) == 29 and all(d.record.started_at.hour == 23 for d in past)
+    weekly = with_reason(kept(decisions), "weekly ")
+    assert len(weekly) == 9 and len({d.record.backup_id for d in weekly}) == 9
+
+
+def test_prune_refuses_while_the_newest_full_is_too_old():
+    records = fulls_stopped(41) + calendar(10, database="chat_db")
+    decisions = plan_retention(records, RetentionPolicy(), NOW)
+    veza = [d for d in decisions if d.record.database == "veza_db"]
+    assert all(d.keep and d.alarm for d in veza), "nothing of veza_db is deleted"
+    assert any(not d.keep for d in decisions if d.record.database == "chat_db")
+    assert not any(d.alarm for d in decisions if d.record.database == "chat_db")
+    assert list(alarms(decisions)) == ["veza_db"]
+    why = alarms(decisions)["veza_db"]
+    assert "veza_db" in why and "41 d 9 h old" in why and "max_full_age_h=48" in why
+    # within the limit, no alarm; a database with no full at all is an alarm too
+    assert not alarms(plan_retention(fulls_stopped(1), RetentionPolicy(), NOW))
+    hourly_only = [r for r in calendar(3) if r.kind == "hourly"]
+    assert "there is none" in alarms(plan_retention(hourly_only, RetentionPolicy(), NOW))["veza_db"]
+
+
+def test_the_same_instant_in_another_zone_gives_the_same_plan():
+    late = NOW.replace(hour=23, minute=30)  # 01:30 the next day in UTC+2
+    zoned = late.astimezone(timezone(timedelta(hours=2)))
+    assert zoned.date() != late.date()
+    records = calendar(40, now=late)
+    policy = RetentionPolicy(daily=3, weekly=0, monthly=0, hourly_hours=6)
+    assert plan_retention(records, policy, zoned) == plan_retention(records, policy, late)
+
+
+def test_a_future_dated_debris_object_freezes_but_says_so():
+    records = calendar(40)
+    ahead = record(NOW + timedelta(days=3, hours=2), "full", complete=False)
+    decisions = plan_retention([*records, ahead], RetentionPolicy(), NOW)
+    assert all(d.keep for d in decisions)
+    why = freezes(decisions)["veza_db"]
+    assert ahead.backup_id in why and "3 d 2 h in the future" in why and "clock" in why
+    assert not alarms(decisions)
