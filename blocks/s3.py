@@ -49,6 +49,15 @@ class S3BackupStore(Block):
     max_inflight_parts: int = Field(
         default=2, ge=1, le=8, description="Parts uploaded concurrently (memory ~ size x this)."
     )
+    max_attempts: int = Field(
+        default=5, ge=1, le=20,
+        description="Attempts per S3 request (botocore standard retries: 5xx, throttling, "
+        "resets and timeouts; 1 = no retry).",
+    )
+    read_timeout_s: float = Field(
+        default=60.0, gt=0, le=900,
+        description="Seconds without a byte from S3 before a request counts as stalled (retried).",
+    )
 
     @model_validator(mode="after")
     def _kms_needs_key(self) -> S3BackupStore:
@@ -64,6 +73,10 @@ class S3BackupStore(Block):
     def get_client(self) -> Any:
         """Build a boto3 S3 client from the credentials block.
 
+        Transient failures (5xx, throttling, connection resets, stalls past
+        ``read_timeout_s``) are retried by botocore, ``max_attempts`` in all per request: the
+        one retry style of the uploads (a part's body is in memory, so it can be resent).
+
         Returns:
             A ``botocore`` S3 client.
         """
@@ -72,7 +85,11 @@ class S3BackupStore(Block):
             "s3",
             region_name=self.region or self.credentials.region_name,
             endpoint_url=self.endpoint_url,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(
+                retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
+                connect_timeout=min(self.read_timeout_s, 30.0),
+                read_timeout=self.read_timeout_s,
+            ),
         )
 
     def upload_extra_args(self) -> dict[str, str]:

@@ -4,14 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
+from errors import PermanentSystemError
 from errors.s3 import s3_errors
 
 logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB  # S3: every part but the last
+MAX_PART = 5 * 1024 * MiB  # S3: 5 GiB
+MAX_PARTS = 10_000  # S3: parts per upload
+PLANNED_PARTS = 9_000  # what the size estimate may use: the rest is spare
+HEADROOM = 2.0  # the stream may outgrow the estimate (bytea as hex, incompressible data)
+
+
+def part_size_for(estimate_bytes: int, *, minimum: int = MIN_PART) -> int:
+    """The part size that fits a stream of about ``estimate_bytes`` within S3's 10,000 parts.
+
+    The estimate (the database's size on disk) is multiplied by ``HEADROOM`` and spread over
+    ``PLANNED_PARTS`` parts, rounded up to a whole MiB; never below ``minimum`` (the store's
+    setting) nor 5 MiB, never above 5 GiB (S3's limits).
+
+    Args:
+        estimate_bytes: expected size of the stream (0 or less: unknown, the minimum).
+        minimum: the configured part size.
+
+    Returns:
+        Bytes per part.
+    """
+    needed = math.ceil(max(estimate_bytes, 0) * HEADROOM / PLANNED_PARTS / MiB) * MiB
+    return min(MAX_PART, max(MIN_PART, minimum, needed))
 
 
 @dataclass(frozen=True)
@@ -51,16 +78,20 @@ def upload_stream(
     """Upload ``stream`` to ``s3://bucket/key`` as a multipart upload, memory bounded.
 
     At most ``max_inflight`` parts are being sent while the next is read, so memory stays
-    around ``(max_inflight + 1) * part_size``. The object only appears when
-    ``complete_multipart_upload`` succeeds, which happens after ``before_complete`` (the
-    caller's check of every producer's exit status) returned. Any failure aborts the upload.
+    around ``(max_inflight + 1) * part_size``. Each part's bytes stay in memory until S3
+    accepted it, so the client's botocore retries (the one retry style: 5xx, throttling,
+    resets, read timeouts; see ``S3BackupStore.get_client``) can resend a part the stream
+    could not give again. The object only appears when ``complete_multipart_upload``
+    succeeds, which happens after ``before_complete`` (the caller's check of every
+    producer's exit status) returned. Any failure, including a part still failing after its
+    retries (the error names the part), aborts the upload: no object, no pending parts.
 
     Args:
         client: boto3 S3 client.
         bucket: the bucket.
         key: the object key.
         stream: readable binary stream (e.g. the last pipeline stage's stdout).
-        part_size: bytes per part (>= 5 MiB except the last).
+        part_size: bytes per part (>= 5 MiB; see :func:`part_size_for`).
         max_inflight: parts uploaded concurrently.
         extra_args: create_multipart_upload extras (SSE, storage class).
         on_part: called with the running byte count after each part is read.
@@ -94,6 +125,12 @@ def upload_stream(
                 if not body and number > 0:
                     break
                 number += 1
+                if number > MAX_PARTS:
+                    raise PermanentSystemError(
+                        "S3", f"s3://{bucket}/{key}: the stream needs more than {MAX_PARTS} "
+                        f"parts of {part_size} bytes",
+                        hint="the size estimate was far too low: raise part_size_mib",
+                    )
                 digest.update(body)
                 size += len(body)
                 if on_part is not None:
