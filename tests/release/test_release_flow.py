@@ -69,10 +69,10 @@ def shared_env(sandbox_stack, sandbox_shared_namespaces, blocks, tmp_path) -> En
     return make_env(sandbox_stack, sandbox_shared_namespaces, blocks, tmp_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def rolled_back_env(sandbox_stack, blocks, tmp_path_factory) -> Iterator[Env]:
     """One pair for the releases that are rolled back: each leaves production as it found it
-    (blue serving 1.0.0, which each asserts), so they share it."""
+    (blue serving 1.0.0, which each asserts), so they share it; deleted after them."""
     from tests.fixtures.sandbox import seeder
 
     seed, clean = seeder(sandbox_stack)
@@ -163,48 +163,79 @@ def test_good_release_promoted_end_to_end(sandbox_stack, sandbox_seed, blocks, t
     assert leaked == []
 
 
-def test_error_rate_green_rolled_back(rolled_back_env):
-    """Priority 2: a green answering 20 % errors is rolled back; blue keeps serving."""
-    env = rolled_back_env
-    h.push_all(env.sandbox, "2.2.0", error_rate=0.2)
-    # 2 s intervals: each measurement sees enough requests that 20 % errors cannot pass by
-    # luck (only the first service is verified: the abort costs one or two intervals).
-    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3)
-    with pytest.raises(VerificationError) as failure:
-        run_release(catalogue, "2.2.0", skip_build=True)
-    assert "veza-backend-api" in str(failure.value)
-    assert "success rate" in str(failure.value)
-    assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
-    for service in h.ORDER:
-        svc = env.core.read_namespaced_service(service, env.production)
-        assert "veza-ops.veza.io/pending-release" not in (svc.metadata.annotations or {})
-    assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:1.0.0"
-    assert all(n == 1 for _, n in h.images(env.apps, env.production, "blue").values())
-    from tasks.release.history import last_release
+class TestRolledBackReleases:
+    """Releases that fail after switching: traffic is back on blue, as each asserts."""
 
-    record = last_release(env.core, env.production)
-    assert record is not None and record.outcome == "rolled-back"
-    assert record.timings["restoration_s"] >= 0.0 and "detection_s" in record.timings
+    def test_error_rate_green_rolled_back(self, rolled_back_env):
+        """Priority 2: a green answering 20 % errors is rolled back; blue keeps serving."""
+        env = rolled_back_env
+        h.push_all(env.sandbox, "2.2.0", error_rate=0.2)
+        # 2 s intervals: each measurement sees enough requests that 20 % errors cannot pass by
+        # luck (only the first service is verified: the abort costs one or two intervals).
+        catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3)
+        with pytest.raises(VerificationError) as failure:
+            run_release(catalogue, "2.2.0", skip_build=True)
+        assert "veza-backend-api" in str(failure.value)
+        assert "success rate" in str(failure.value)
+        assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
+        for service in h.ORDER:
+            svc = env.core.read_namespaced_service(service, env.production)
+            assert "veza-ops.veza.io/pending-release" not in (svc.metadata.annotations or {})
+        assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:1.0.0"
+        assert all(n == 1 for _, n in h.images(env.apps, env.production, "blue").values())
+        from tasks.release.history import last_release
 
+        record = last_release(env.core, env.production)
+        assert record is not None and record.outcome == "rolled-back"
+        assert record.timings["restoration_s"] >= 0.0 and "detection_s" in record.timings
 
-def test_third_service_failing_rolls_back_the_first_two(rolled_back_env):
-    """Priority 3: the stream server's p99 breaks the threshold after two switches."""
-    env = rolled_back_env
-    from sandbox.registry import Behaviour
+    def test_third_service_failing_rolls_back_the_first_two(self, rolled_back_env):
+        """Priority 3: the stream server's p99 breaks the threshold after two switches."""
+        env = rolled_back_env
+        from sandbox.registry import Behaviour
 
-    h.push_all(env.sandbox, "2.3.0")
-    env.sandbox.registry.push("veza/stream-server:2.3.0", Behaviour(latency_ms=900))
-    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=2)
-    with pytest.raises(VerificationError, match=r"veza-stream-server.*p99"):
-        run_release(catalogue, "2.3.0", skip_build=True)
-    assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
-    from tasks.release.history import last_release
+        h.push_all(env.sandbox, "2.3.0")
+        env.sandbox.registry.push("veza/stream-server:2.3.0", Behaviour(latency_ms=900))
+        catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=2)
+        with pytest.raises(VerificationError, match=r"veza-stream-server.*p99"):
+            run_release(catalogue, "2.3.0", skip_build=True)
+        assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
+        from tasks.release.history import last_release
 
-    record = last_release(env.core, env.production)
-    assert record is not None and record.outcome == "rolled-back"
-    names = [c.name for c in record.checks]
-    assert "verify veza-backend-api green" in names and "verify veza-chat-server green" in names
-    assert any("3 service(s) back on their old colour" in c.detail for c in record.checks)
+        record = last_release(env.core, env.production)
+        assert record is not None and record.outcome == "rolled-back"
+        names = [c.name for c in record.checks]
+        assert "verify veza-backend-api green" in names and "verify veza-chat-server green" in names
+        assert any("3 service(s) back on their old colour" in c.detail for c in record.checks)
+
+    def test_prometheus_stopped_during_verification_rolls_back(self, rolled_back_env):
+        """Priority 5: silence is never a pass."""
+        env = rolled_back_env
+        h.push_all(env.sandbox, "2.5.0")
+        # 2 s intervals: a new colour's first measurement has data before Prometheus stops.
+        catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3,
+                                  max_no_data=1)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                run_release(catalogue, "2.5.0", skip_build=True)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
+                       timeout=120, what="first switch", interval=0.2)
+            env.sandbox.stop_prometheus()
+            thread.join(timeout=120)
+        finally:
+            env.sandbox.start_prometheus()
+        assert not thread.is_alive()
+        assert errors and isinstance(errors[0], VerificationError)
+        assert "no data" in str(errors[0])
+        assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
 
 
 def test_never_ready_image_stopped_in_staging(env):
@@ -238,36 +269,6 @@ def test_never_ready_image_stopped_in_staging(env):
     record = last_release(env.core, env.production)
     assert record is not None and record.outcome == "failed"
     assert "veza-web-blue" in (record.reason or "")
-
-
-def test_prometheus_stopped_during_verification_rolls_back(rolled_back_env):
-    """Priority 5: silence is never a pass."""
-    env = rolled_back_env
-    h.push_all(env.sandbox, "2.5.0")
-    # 2 s intervals: a new colour's first measurement has data before Prometheus stops.
-    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3,
-                              max_no_data=1)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_release(catalogue, "2.5.0", skip_build=True)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
-                   timeout=120, what="first switch", interval=0.2)
-        env.sandbox.stop_prometheus()
-        thread.join(timeout=120)
-    finally:
-        env.sandbox.start_prometheus()
-    assert not thread.is_alive()
-    assert errors and isinstance(errors[0], VerificationError)
-    assert "no data" in str(errors[0])
-    assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
 
 
 def test_vault_sealed_changes_nothing(shared_env):
