@@ -26,6 +26,33 @@ class PostgresDatabase(Block):
     dbname: str = Field(description="The database to back up (or the server's main database).")
     sslmode: SslMode = Field(default="prefer", description="libpq sslmode.")
     connect_timeout: int = Field(default=10, ge=1, description="Seconds to wait for a connection.")
+    lock_wait_timeout_s: int = Field(
+        default=300, ge=1,
+        description="Seconds pg_dump and our own sessions wait for a table lock before failing.",
+    )
+    statement_timeout_s: int = Field(
+        default=3600, ge=1, description="Longest statement of our own sessions, in seconds."
+    )
+    idle_in_transaction_timeout_s: int = Field(
+        default=12 * 3600, ge=1,
+        description="Our sessions idle in a transaction this long are ended by the server (the "
+        "snapshot session idles while pg_dump runs: keep it above the longest backup).",
+    )
+
+    def session_options(self) -> str:
+        """The libpq ``options`` bounding every wait of our sessions (locks, statements, idling).
+
+        Returns:
+            ``-c lock_timeout=... -c statement_timeout=... -c idle_in_transaction_session_timeout``.
+        """
+        return " ".join(
+            f"-c {name}={seconds * 1000}"
+            for name, seconds in (
+                ("lock_timeout", self.lock_wait_timeout_s),
+                ("statement_timeout", self.statement_timeout_s),
+                ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout_s),
+            )
+        )
 
     def connect(self, dbname: str | None = None, *, autocommit: bool = False) -> psycopg.Connection:
         """Open a psycopg connection (library errors are translated by ``tasks.pg``).
@@ -47,6 +74,7 @@ class PostgresDatabase(Block):
             connect_timeout=self.connect_timeout,
             autocommit=autocommit,
             application_name="veza-ops",
+            options=self.session_options(),
         )
 
     def subprocess_env(self, dbname: str | None = None) -> dict[str, str]:

@@ -48,6 +48,12 @@ def translate_pg_error(exc: psycopg.Error, *, user: str, host: str, port: int,
             SYSTEM, f"cannot reach {host}:{port} ({_first_line(exc)})",
             hint="check host/port/sslmode of the PostgresDatabase block and that the server runs",
         )
+    if state == "55P03" or "lock timeout" in text:
+        return TransientSystemError(
+            SYSTEM, f"{where}: gave up waiting for a table lock ({_first_line(exc)})",
+            hint="another session holds a lock (see pg_locks); the wait is bounded by "
+            "lock_wait_timeout_s of the PostgresDatabase block",
+        )
     if state.startswith(("08", "53", "57", "40")):
         return TransientSystemError(SYSTEM, f"{where}: {_first_line(exc)}")
     return PermanentSystemError(SYSTEM, f"{where}: {_first_line(exc)}")
