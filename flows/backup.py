@@ -21,6 +21,7 @@ def backup_flow(
     encryption_block: str,
     kind: Literal["full", "hourly"] = "full",
     *,
+    include_role_passwords: bool = False,
     retries: int = 2,
     retry_delay_seconds: float = 30.0,
 ) -> Manifest:
@@ -31,6 +32,8 @@ def backup_flow(
         store_block: name of the S3BackupStore block.
         encryption_block: name of the GpgEncryption block (recipients' public keys).
         kind: "full" (nightly) or "hourly".
+        include_role_passwords: keep the roles' password hashes in the globals object
+            (default: left out; restored roles then need a password set by hand).
         retries: extra attempts after a transient failure (each one a whole new backup).
         retry_delay_seconds: pause between attempts.
 
@@ -41,6 +44,6 @@ def backup_flow(
     store = load_block(S3BackupStore, store_block, field="store_block")
     encryption = load_block(GpgEncryption, encryption_block, field="encryption_block")
     attempt = backup_task.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds)
-    outcome = attempt(db, store, encryption, kind=kind)
+    outcome = attempt(db, store, encryption, kind=kind, role_passwords=include_role_passwords)
     publish_backup_table(outcome)
     return outcome.manifest

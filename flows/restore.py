@@ -8,7 +8,12 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from tasks.recovery.restoring import DatabaseRestoreOutcome, RestoreRequest, restore_task
+from tasks.recovery.restoring import (
+    DatabaseRestoreOutcome,
+    OwnerMode,
+    RestoreRequest,
+    restore_task,
+)
 
 
 @flow(name="restore", log_prints=False)
@@ -22,6 +27,9 @@ def restore_flow(
     confirm_overwrite: str | None = None,
     source_database: str | None = None,
     jobs: int = 2,
+    owner_mode: OwnerMode = "recreate-roles",
+    owner_role: str | None = None,
+    drop_previous: bool = False,
 ) -> DatabaseRestoreOutcome:
     """Restore a backup into a database; a non-empty target needs confirm_overwrite = its name.
 
@@ -35,6 +43,11 @@ def restore_flow(
         confirm_overwrite: type the target database's name to replace a non-empty one.
         source_database: the database the backup was taken of (default: the block's dbname).
         jobs: pg_restore parallel jobs.
+        owner_mode: "recreate-roles" (missing roles created from the backup's globals first)
+            or "no-owner" (objects owned by owner_role or the block's user; no grants).
+        owner_role: with no-owner, the role that owns the restored objects.
+        drop_previous: drop the replaced database after a verified restore (default: kept
+            as <target>_before_<backup id>).
 
     Returns:
         What was restored.
@@ -45,5 +58,6 @@ def restore_flow(
     request = RestoreRequest(
         backup_id=backup_id, target_database=target_database,
         confirm_overwrite=confirm_overwrite, source_database=source_database, jobs=jobs,
+        owner_mode=owner_mode, owner_role=owner_role, drop_previous=drop_previous,
     )
     return restore_task(db, store, decryption, request)

@@ -14,6 +14,7 @@ from tasks.recovery.restore_test import (
     publish_report,
     restore_test_task,
 )
+from tasks.recovery.restoring import OwnerMode
 
 
 @flow(name="restore-test", log_prints=False)
@@ -28,6 +29,8 @@ def restore_test_flow(
     rto_objective_hours: float = 4.0,
     rpo_objective_hours: float = 1.0,
     fail_on_problems: bool = True,
+    scratch_server_block: str | None = None,
+    owner_mode: OwnerMode = "recreate-roles",
 ) -> RestoreTestReport:
     """Test that a backup restores: checksum, decryption, pg_restore, counts, amcheck, smoke SQL.
 
@@ -41,6 +44,10 @@ def restore_test_flow(
         rto_objective_hours: RTO objective (guide: 4 h).
         rpo_objective_hours: RPO objective (guide: 1 h).
         fail_on_problems: fail the run when the report did not pass (default).
+        scratch_server_block: a PostgresDatabase block of a separate scratch server to restore
+            on (recommended: one that never saw the roles, like a DR cluster); default: the
+            source server.
+        owner_mode: "recreate-roles" (default) or "no-owner".
 
     Returns:
         The report (also published as a markdown artifact).
@@ -48,11 +55,16 @@ def restore_test_flow(
     db = load_block(PostgresDatabase, database_block, field="database_block")
     store = load_block(S3BackupStore, store_block, field="store_block")
     decryption = load_block(GpgDecryptionKey, decryption_block, field="decryption_block")
+    scratch = (
+        load_block(PostgresDatabase, scratch_server_block, field="scratch_server_block")
+        if scratch_server_block else None
+    )
     request = RestoreTestRequest(
         backup_id=backup_id, smoke_sql=smoke_sql or [], jobs=jobs,
         rto_objective_hours=rto_objective_hours, rpo_objective_hours=rpo_objective_hours,
+        owner_mode=owner_mode,
     )
-    report = restore_test_task(db, store, decryption, request)
+    report = restore_test_task(db, store, decryption, request, scratch_server=scratch)
     publish_report(report)
     if fail_on_problems:
         report.raise_unless_passed()

@@ -64,40 +64,69 @@ def fetched_dump(
     decryption: GpgDecryptionKey,
     keyring: Keyring,
 ) -> Iterator[Path]:
-    """Download, verify and decrypt a backup into a private temp dir removed afterwards.
+    """Download, verify and decrypt a backup's dump (see :func:`fetched_object`).
+
+    Yields:
+        Path of the plain pg_dump archive.
+    """
+    with fetched_object(
+        client, bucket=bucket, backup_id=manifest.backup_id, key=manifest.data_key,
+        size_bytes=manifest.size_bytes, sha256=manifest.sha256, decryption=decryption,
+        keyring=keyring,
+    ) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def fetched_object(
+    client: Any,
+    *,
+    bucket: str,
+    backup_id: str,
+    key: str,
+    size_bytes: int,
+    sha256: str,
+    decryption: GpgDecryptionKey,
+    keyring: Keyring,
+    name: str = "dump.pgc",
+) -> Iterator[Path]:
+    """Download, verify and decrypt one object of a backup into a private temp dir.
 
     The object is streamed (never held in memory) through SHA-256 and ``gpg --decrypt``
-    and ``zstd -d`` into ``dump.pgc`` in a fresh 0700 directory (pg_restore -j needs a
+    and ``zstd -d`` into ``name`` in a fresh 0700 directory (pg_restore -j needs a
     seekable file). Size and checksum are compared with the manifest before the path is
     handed out, so nothing is restored from a corrupted or altered object.
 
     Args:
         client: boto3 S3 client.
         bucket: the bucket.
-        manifest: the backup's manifest.
+        backup_id: the backup (for messages).
+        key: the object's key.
+        size_bytes: its size according to the manifest.
+        sha256: its SHA-256 according to the manifest.
         decryption: the private-key block (for the passphrase).
         keyring: its imported keyring.
+        name: file name of the plain result in the temp dir.
 
     Yields:
-        Path of the plain pg_dump archive.
+        Path of the plain (decrypted, decompressed) file, removed afterwards.
 
     Raises:
         IntegrityError: size or SHA-256 differs from the manifest.
         PipelineError: gpg or zstd failed.
     """
-    key = manifest.data_key
     with s3_errors(action="read backup", bucket=bucket, key=key):
         head = client.head_object(Bucket=bucket, Key=key)
-    if int(head["ContentLength"]) != manifest.size_bytes:
+    if int(head["ContentLength"]) != size_bytes:
         raise IntegrityError(
-            f"backup {manifest.backup_id}: s3://{bucket}/{key} has {head['ContentLength']} bytes, "
-            f"the manifest says {manifest.size_bytes}",
+            f"backup {backup_id}: s3://{bucket}/{key} has {head['ContentLength']} bytes, "
+            f"the manifest says {size_bytes}",
             hint="the object or its manifest was altered; nothing was restored; use another backup",
         )
     workdir = Path(tempfile.mkdtemp(prefix="veza-restore-"))
     os.chmod(workdir, 0o700)
     try:
-        path = workdir / "dump.pgc"
+        path = workdir / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out, _passphrase_fd(decryption) as pass_fd:
@@ -124,17 +153,17 @@ def fetched_dump(
                 with contextlib.suppress(BrokenPipeError):
                     pipe.input.close()
                 results = pipe.wait(timeout=3600)
-                if size != manifest.size_bytes or digest.hexdigest() != manifest.sha256:
+                if size != size_bytes or digest.hexdigest() != sha256:
                     raise IntegrityError(
-                        f"backup {manifest.backup_id}: SHA-256 of s3://{bucket}/{key} is "
+                        f"backup {backup_id}: SHA-256 of s3://{bucket}/{key} is "
                         f"{digest.hexdigest()} ({size} bytes); the manifest says "
-                        f"{manifest.sha256} ({manifest.size_bytes} bytes)",
+                        f"{sha256} ({size_bytes} bytes)",
                         hint="the object or its manifest was altered; nothing was restored; "
                         "use another backup",
                     )
                 del results
                 pipe.check()
-        logger.info("backup %s downloaded and verified (%d bytes)", manifest.backup_id, size)
+        logger.info("backup %s downloaded and verified (%d bytes)", backup_id, size)
         yield path
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -3,6 +3,7 @@
 A backup ``ID`` of database ``DB`` lives under ``{prefix}/{DB}/{ID}/``:
 
 - ``dump.pgc.zst.gpg``: ``pg_dump -Fc -Z0`` output, zstd-compressed, gpg-encrypted;
+- ``globals.sql.zst.gpg``: ``pg_dumpall --globals-only`` (roles, memberships), same path;
 - ``manifest.json``: this model, uploaded last. A backup without its manifest does not exist.
 
 IDs sort chronologically: ``20261127T030000Z-full`` (UTC start time, then the kind).
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 BackupKind = Literal["full", "hourly"]
 
 DATA_NAME = "dump.pgc.zst.gpg"
+GLOBALS_NAME = "globals.sql.zst.gpg"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
@@ -77,6 +79,16 @@ class TableCount(BaseModel):
     rows: int
 
 
+class GlobalsObject(BaseModel):
+    """The cluster's globals (``pg_dumpall --globals-only``) stored beside the dump."""
+
+    key: str
+    size_bytes: int = Field(description="bytes of the encrypted object as uploaded")
+    sha256: str = Field(description="hex SHA-256 of the encrypted object as uploaded")
+    role_passwords: bool = Field(description="password hashes included (operator opt-in)")
+    bootstrap_role: str = Field(description="the source's bootstrap superuser (never recreated)")
+
+
 class Manifest(BaseModel):
     """What a backup contains and how to verify it; written last."""
 
@@ -99,3 +111,9 @@ class Manifest(BaseModel):
     snapshot_consistent: bool = Field(
         description="row counts were taken in the very snapshot pg_dump dumped"
     )
+    globals: GlobalsObject | None = Field(
+        default=None, description="roles and memberships (None in backups made before them)"
+    )
+    encoding: str | None = Field(default=None, description="the source database's encoding")
+    lc_collate: str | None = Field(default=None, description="the source's LC_COLLATE")
+    lc_ctype: str | None = Field(default=None, description="the source's LC_CTYPE")

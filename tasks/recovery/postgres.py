@@ -98,6 +98,10 @@ class Snapshot:
     server_version: str
     tables: list[TableCount]
     database_bytes: int
+    encoding: str = ""
+    lc_collate: str = ""
+    lc_ctype: str = ""
+    bootstrap_role: str = ""
 
 
 @contextlib.contextmanager
@@ -120,11 +124,18 @@ def exported_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             snap_id = str(row[0]) if row else ""
             size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            loc = conn.execute(
+                """SELECT pg_encoding_to_char(encoding), datcollate, datctype,
+                          (SELECT rolname FROM pg_roles WHERE oid = 10)
+                   FROM pg_database WHERE datname = current_database()"""
+            ).fetchone() or ("", "", "", "")
             yield Snapshot(
                 snapshot_id=snap_id,
                 server_version=server_version(conn),
                 tables=count_rows(conn),
                 database_bytes=int(size_row[0]) if size_row else 0,
+                encoding=str(loc[0]), lc_collate=str(loc[1]), lc_ctype=str(loc[2]),
+                bootstrap_role=str(loc[3]),
             )
 
 
@@ -147,10 +158,26 @@ def user_table_count(db: PostgresDatabase, name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def create_database(db: PostgresDatabase, name: str) -> None:
-    """CREATE DATABASE ``name`` (from template0)."""
+def create_database(
+    db: PostgresDatabase, name: str, *, encoding: str | None = None,
+    lc_collate: str | None = None, lc_ctype: str | None = None,
+) -> None:
+    """CREATE DATABASE ``name`` from template0, with the source's encoding and locale if given.
+
+    Args:
+        db: the server block.
+        name: the new database.
+        encoding: e.g. ``LATIN1`` (server default when None).
+        lc_collate: LC_COLLATE (server default when None).
+        lc_ctype: LC_CTYPE (server default when None).
+    """
+    query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+    for option, value in (("ENCODING", encoding), ("LC_COLLATE", lc_collate),
+                          ("LC_CTYPE", lc_ctype)):
+        if value:
+            query += sql.SQL(" {} {}").format(sql.SQL(option), sql.Literal(value))
     with connect(db, "postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        conn.execute(query)
     logger.info("created database %s", name)
 
 

@@ -21,7 +21,7 @@ from tasks.recovery.catalogue import artifact_key, check_bucket, find_backup, pr
 from tasks.recovery.fetching import check_key_matches, fetched_dump
 from tasks.recovery.integrity import check_against_manifest, run_amcheck, run_smoke
 from tasks.recovery.postgres import database_exists, drop_database
-from tasks.recovery.restoring import recreate_and_restore, run_logger
+from tasks.recovery.restoring import OwnerMode, recreate_and_restore, restore_roles, run_logger
 
 logger = logging.getLogger(__name__)
 HOUR = 3600.0
@@ -39,6 +39,10 @@ class RestoreTestRequest(BaseModel):
     jobs: int = Field(default=2, description="pg_restore parallel jobs")
     rto_objective_hours: float = Field(default=4.0, description="RTO objective (guide: 4 h)")
     rpo_objective_hours: float = Field(default=1.0, description="RPO objective (guide: 1 h)")
+    owner_mode: OwnerMode = Field(
+        default="recreate-roles",
+        description="recreate-roles (missing roles created first) or no-owner",
+    )
 
 
 class RestoreTestReport(BaseModel):
@@ -47,6 +51,8 @@ class RestoreTestReport(BaseModel):
     backup_id: str
     database: str
     scratch_database: str
+    scratch_server: str = Field(default="", description="host:port the scratch copy was on")
+    roles_note: str = Field(default="", description="what the roles step did")
     tested_at: datetime
     backup_finished_at: datetime
     size_bytes: int
@@ -58,7 +64,8 @@ class RestoreTestReport(BaseModel):
     smoke_queries: int = 0
     smoke_failures: list[str] = Field(default_factory=list)
     rto_seconds: float = Field(description="restore wall time: download to restored")
-    rpo_seconds: float = Field(description="age of the backup at test time")
+    started_at: datetime | None = Field(default=None, description="when the test started")
+    rpo_seconds: float = Field(description="age of the backup when the test started")
     backup_interval_seconds: float | None = Field(
         default=None, description="time since the previous complete backup"
     )
@@ -123,25 +130,31 @@ def run_restore_test(
     decryption: GpgDecryptionKey,
     request: RestoreTestRequest | None = None,
     *,
+    scratch_server: PostgresDatabase | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RestoreTestReport:
-    """Restore a backup of ``db.dbname`` into a scratch database on the same server and check it.
+    """Restore a backup of ``db.dbname`` into a scratch database and check it.
 
-    Checks (keys, bucket, backup id, login) come first; the scratch database is dropped
-    whatever happens. Integrity problems are reported (not raised) so the report can be
-    published; the caller fails the run when ``passed`` is False. Also the Prefect task
-    ``restore-test`` (retried once on a transient error).
+    The scratch database lives on ``scratch_server`` when given (recommended: a cluster
+    that has never seen the source's roles, as in a disaster), else on ``db``'s server; the
+    source server is then not contacted at all. Missing roles are recreated first (they
+    stay on that cluster). Checks (keys, bucket, backup id, login) come first; the scratch
+    database is dropped whatever happens. Integrity problems are reported (not raised) so
+    the report can be published; the caller fails the run when ``passed`` is False. Also
+    the Prefect task ``restore-test`` (retried once on a transient error).
 
     Args:
         db: the server and source database name.
         store: the S3 store.
         decryption: the private key block.
         request: which backup, smoke SQL, jobs and objectives (default: newest, none, 2, 4 h/1 h).
+        scratch_server: a separate server block to restore on (its dbname is not used).
         now: clock (injected by tests).
 
     Returns:
         The report.
     """
+    test_started = now()  # RPO: the backup's age now, not after a restore that took hours
     request = request or RestoreTestRequest()
     backup_id, smoke_sql, jobs = request.backup_id, request.smoke_sql, request.jobs
     with decryption.keyring() as keyring:
@@ -153,25 +166,33 @@ def run_restore_test(
             client, store.bucket, store.prefix, db.dbname, manifest.backup_id
         )
         scratch = scratch_name(manifest.backup_id)
-        database_exists(db, "postgres")  # login check before any change
+        server = scratch_server or db
+        database_exists(server, "postgres")  # login check before any change
         started = time.monotonic()
         try:
+            _, roles_note = restore_roles(
+                server, client, store.bucket, manifest, decryption=decryption,
+                keyring=keyring, owner_mode=request.owner_mode,
+            )
             with fetched_dump(
                 client, bucket=store.bucket, manifest=manifest, decryption=decryption,
                 keyring=keyring,
-            ) as dump:
-                recreate_and_restore(db, scratch, dump, jobs=jobs)  # drops a crashed run's leftover
+            ) as dump:  # recreate: drops a crashed run's leftover
+                recreate_and_restore(server, scratch, dump, manifest, jobs=jobs,
+                                     owner_mode=request.owner_mode)
             rto = time.monotonic() - started
             tested_at = now()
-            mismatches = check_against_manifest(db, scratch, manifest)
-            indexes, amcheck_failures = run_amcheck(db, scratch)
-            smoke_failures = run_smoke(db, scratch, smoke_sql)
+            mismatches = check_against_manifest(server, scratch, manifest)
+            indexes, amcheck_failures = run_amcheck(server, scratch)
+            smoke_failures = run_smoke(server, scratch, smoke_sql)
         finally:
-            drop_database(db, scratch)
+            drop_database(server, scratch)
     report = RestoreTestReport(
         backup_id=manifest.backup_id,
         database=manifest.database,
         scratch_database=scratch,
+        scratch_server=f"{server.host}:{server.port}",
+        roles_note=roles_note,
         tested_at=tested_at,
         backup_finished_at=manifest.finished_at,
         size_bytes=manifest.size_bytes,
@@ -183,7 +204,8 @@ def run_restore_test(
         smoke_queries=len(smoke_sql),
         smoke_failures=smoke_failures,
         rto_seconds=rto,
-        rpo_seconds=(tested_at - manifest.finished_at).total_seconds(),
+        started_at=test_started,
+        rpo_seconds=(test_started - manifest.finished_at).total_seconds(),
         backup_interval_seconds=(
             (manifest.finished_at - previous.finished_at).total_seconds() if previous else None
         ),
@@ -225,7 +247,10 @@ def render_markdown(report: RestoreTestReport) -> str:
         "",
         f"Backup `{report.backup_id}` ({report.size_bytes} bytes), restored into "
         f"`{report.scratch_database}` (dropped afterwards) at "
-        f"{report.tested_at:%Y-%m-%d %H:%M:%SZ}.",
+        f"{report.tested_at:%Y-%m-%d %H:%M:%SZ}"
+        + (f" on {report.scratch_server}." if report.scratch_server else "."),
+        "",
+        f"Roles: {report.roles_note or 'n/a'}.",
         "",
         "| check | measured | objective | result |",
         "|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""Restore a backup into a database: overwrite guard, pg_restore, check against the manifest."""
+"""Restore a backup: guard, roles, pg_restore into a staging copy, verify, swap names."""
 
 from __future__ import annotations
 
@@ -6,19 +6,22 @@ import logging
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, Field
 
-from blocks.gpg import GpgDecryptionKey
+from blocks.gpg import GpgDecryptionKey, Keyring
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import IntegrityError, InvalidInputError, RestoreRefusedError
 from tasks.recovery.catalogue import check_bucket, find_backup
-from tasks.recovery.fetching import check_key_matches, fetched_dump
+from tasks.recovery.dbnames import check_db_identifier, dbname_conninfo, sibling_name
+from tasks.recovery.fetching import check_key_matches, fetched_dump, fetched_object
 from tasks.recovery.integrity import check_against_manifest
+from tasks.recovery.manifest import Manifest
 from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.postgres import (
     create_database,
@@ -26,6 +29,8 @@ from tasks.recovery.postgres import (
     drop_database,
     user_table_count,
 )
+from tasks.recovery.roles import recreate_missing_roles
+from tasks.recovery.swapping import rename_database, swap_databases
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:
         return logger
+
+
+OwnerMode = Literal["recreate-roles", "no-owner"]
 
 
 class RestoreRequest(BaseModel):
@@ -50,6 +58,20 @@ class RestoreRequest(BaseModel):
         default=None, description="the backed-up database (default: the block's dbname)"
     )
     jobs: int = Field(default=2, description="pg_restore parallel jobs")
+    owner_mode: OwnerMode = Field(
+        default="recreate-roles",
+        description="recreate-roles: create the backup's missing roles first, keep owners; "
+        "no-owner: pg_restore --no-owner --no-privileges (objects owned by owner_role or "
+        "the block's user)",
+    )
+    owner_role: str | None = Field(
+        default=None, description="no-owner mode: pg_restore --role (the objects' owner)"
+    )
+    drop_previous: bool = Field(
+        default=False,
+        description="drop the replaced database after a verified restore instead of keeping "
+        "it as <target>_before_<backup id>",
+    )
 
 
 class DatabaseRestoreOutcome(BaseModel):
@@ -62,6 +84,9 @@ class DatabaseRestoreOutcome(BaseModel):
     seconds: float
     tables: int
     rows: int
+    kept_previous_as: str | None = None
+    roles_created: list[str] = Field(default_factory=list)
+    roles_note: str = ""
 
 
 def guard_target(db: PostgresDatabase, target: str, confirm_overwrite: str | None) -> bool:
@@ -90,20 +115,31 @@ def guard_target(db: PostgresDatabase, target: str, confirm_overwrite: str | Non
     return True
 
 
-def pg_restore(db: PostgresDatabase, target: str, dump: Path, *, jobs: int = 1) -> None:
+def pg_restore(
+    db: PostgresDatabase, target: str, dump: Path, *, jobs: int = 1,
+    owner_mode: OwnerMode = "recreate-roles", owner_role: str | None = None,
+) -> None:
     """Run ``pg_restore`` of ``dump`` into database ``target`` (stops at the first error).
+
+    The target goes in as a conninfo (``dbname='...'``) so libpq never expands it.
 
     Args:
         db: the server (block); the password goes through the environment.
         target: the database to restore into (must exist).
         dump: path of the plain pg_dump archive.
         jobs: parallel jobs (``-j``).
+        owner_mode: ``no-owner`` adds ``--no-owner --no-privileges``.
+        owner_role: with ``no-owner``, ``--role`` (the role that owns what is created).
 
     Raises:
         PipelineError: pg_restore failed.
     """
-    argv = ["pg_restore", "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}",
-            f"--dbname={target}", str(dump)]
+    argv = ["pg_restore", "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}"]
+    if owner_mode == "no-owner":
+        argv += ["--no-owner", "--no-privileges"]
+        if owner_role:
+            argv.append(f"--role={owner_role}")
+    argv += [f"--dbname={dbname_conninfo(target)}", str(dump)]
     with Pipeline(
         [Stage("pg_restore", argv, env=db.subprocess_env(target))], stdout=subprocess.DEVNULL
     ) as pipe:
@@ -111,8 +147,11 @@ def pg_restore(db: PostgresDatabase, target: str, dump: Path, *, jobs: int = 1) 
     logger.info("pg_restore into %s finished", target)
 
 
-def recreate_and_restore(db: PostgresDatabase, target: str, dump: Path, *, jobs: int) -> None:
-    """Drop ``target`` if it exists (sessions disconnected), create it empty, pg_restore into it.
+def recreate_and_restore(
+    db: PostgresDatabase, target: str, dump: Path, manifest: Manifest, *, jobs: int,
+    owner_mode: OwnerMode = "recreate-roles", owner_role: str | None = None,
+) -> None:
+    """Drop ``target`` if it exists, create it like the source (encoding, locale), restore.
 
     Callers decide beforehand whether ``target`` may be dropped (see :func:`guard_target`).
 
@@ -120,11 +159,74 @@ def recreate_and_restore(db: PostgresDatabase, target: str, dump: Path, *, jobs:
         db: the server block.
         target: the database to (re)create.
         dump: path of the plain pg_dump archive.
+        manifest: the backup's manifest (the source's encoding and locale when recorded).
         jobs: pg_restore parallel jobs.
+        owner_mode: see :func:`pg_restore`.
+        owner_role: see :func:`pg_restore`.
     """
     drop_database(db, target)
-    create_database(db, target)
-    pg_restore(db, target, dump, jobs=jobs)
+    create_database(db, target, encoding=manifest.encoding, lc_collate=manifest.lc_collate,
+                    lc_ctype=manifest.lc_ctype)
+    pg_restore(db, target, dump, jobs=jobs, owner_mode=owner_mode, owner_role=owner_role)
+
+
+def restore_roles(
+    db: PostgresDatabase, client: Any, bucket: str, manifest: Manifest, *,
+    decryption: GpgDecryptionKey, keyring: Keyring, owner_mode: OwnerMode,
+) -> tuple[list[str], str]:
+    """Recreate the backup's roles missing from ``db``'s cluster (recreate-roles mode).
+
+    Args:
+        db: the target server.
+        client: boto3 S3 client.
+        bucket: the bucket.
+        manifest: the backup's manifest.
+        decryption: the private key block.
+        keyring: its imported keyring.
+        owner_mode: nothing is done in ``no-owner`` mode.
+
+    Returns:
+        (roles created, a sentence for the report).
+    """
+    if owner_mode == "no-owner":
+        return [], "roles not restored (owner_mode no-owner: objects owned by the restoring role)"
+    g = manifest.globals
+    if g is None:
+        return [], "roles step skipped: this backup predates globals (its roles must exist)"
+    with fetched_object(
+        client, bucket=bucket, backup_id=manifest.backup_id, key=g.key,
+        size_bytes=g.size_bytes, sha256=g.sha256, decryption=decryption, keyring=keyring,
+        name="globals.sql",
+    ) as path:
+        plan = recreate_missing_roles(db, path.read_text(), g.bootstrap_role)
+    note = (f"roles created: {', '.join(plan.created) or 'none'}; already present (unchanged): "
+            f"{', '.join(plan.existing) or 'none'}")
+    if plan.skipped:
+        note += "; not replayed: " + ", ".join(plan.skipped)
+    return plan.created, note
+
+
+def check_request(db: PostgresDatabase, request: RestoreRequest) -> tuple[str, str]:
+    """Check the request's names before anything is touched.
+
+    Args:
+        db: the server block.
+        request: the request.
+
+    Returns:
+        (target database, source database).
+
+    Raises:
+        InvalidInputError: naming the field and the fix.
+    """
+    target = check_db_identifier("target_database", request.target_database)
+    source = check_db_identifier("source_database", request.source_database or db.dbname)
+    if request.owner_role is not None and request.owner_mode != "no-owner":
+        raise InvalidInputError(
+            "owner_role", "only applies when owner_mode is no-owner",
+            fix="set owner_mode to no-owner, or leave owner_role empty",
+        )
+    return target, source
 
 
 def run_restore(
@@ -135,10 +237,14 @@ def run_restore(
 ) -> DatabaseRestoreOutcome:
     """Restore ``request.backup_id`` of the source database into ``request.target_database``.
 
-    Every check (keys, bucket, backup id, login, the overwrite guard) and the download,
-    checksum and decryption happen before the target is touched; then the target is
-    (re)created, restored and its row counts compared with the manifest. Also the Prefect
-    task ``restore`` (no automatic retry: a restore is run by a person).
+    Every check (names, keys, bucket, backup id, login, the overwrite guard) and the download,
+    checksum and decryption happen before anything changes. Missing roles are recreated
+    (recreate-roles mode), then the backup is restored into a temporary database, created
+    with the source's encoding and locale, and its row counts compared with the manifest.
+    Only then is it swapped in under the target's name; a replaced database is kept as
+    ``<target>_before_<backup id>`` (unless ``drop_previous``). A failure before the swap
+    drops the temporary database and leaves the target as it was. Also the Prefect task
+    ``restore`` (no automatic retry: a restore is run by a person).
 
     Args:
         db: the server block (its dbname is the default source database).
@@ -151,36 +257,57 @@ def run_restore(
 
     Raises:
         InvalidInputError: a bad target name, backup id or key (nothing changed).
-        RestoreRefusedError: a non-empty target without the confirmation (nothing changed).
+        RestoreRefusedError: a non-empty target without the confirmation, or a kept copy
+            of an earlier restore in the way (nothing changed).
         IntegrityError: the download or the restored database differs from the manifest.
     """
-    target = request.target_database
-    if not target.strip() or len(target) > 63:
-        raise InvalidInputError(
-            "target_database", f"{target!r} is not a database name",
-            fix="give a PostgreSQL database name (1-63 characters)",
-        )
-    source = request.source_database or db.dbname
+    target, source = check_request(db, request)
     with decryption.keyring() as keyring:
         client = store.get_client()
         check_bucket(client, store.bucket)
         manifest = find_backup(client, store.bucket, store.prefix, source, request.backup_id)
         check_key_matches(keyring, manifest)
         exists = guard_target(db, target, request.confirm_overwrite)
+        staging = sibling_name(target, "restoring", manifest.backup_id)
+        keep_as = sibling_name(target, "before", manifest.backup_id)
+        if exists and database_exists(db, keep_as):
+            raise RestoreRefusedError(
+                f"database {keep_as!r} (kept by an earlier restore of this backup) is in the way",
+                hint=f"drop or rename {keep_as!r}, then run the restore again",
+            )
         started = time.monotonic()
-        with fetched_dump(
-            client, bucket=store.bucket, manifest=manifest, decryption=decryption, keyring=keyring
-        ) as dump:
-            if exists:
-                run_logger().warning("replacing database %s (confirmed)", target)
-            recreate_and_restore(db, target, dump, jobs=request.jobs)
-    problems = check_against_manifest(db, target, manifest)
-    if problems:
-        raise IntegrityError(
-            f"restored {target!r} differs from backup {manifest.backup_id}: "
-            + "; ".join(problems[:10]),
-            hint="do not put it in service; restore another backup and report this one",
+        roles, roles_note = restore_roles(
+            db, client, store.bucket, manifest, decryption=decryption, keyring=keyring,
+            owner_mode=request.owner_mode,
         )
+        try:
+            with fetched_dump(
+                client, bucket=store.bucket, manifest=manifest, decryption=decryption,
+                keyring=keyring,
+            ) as dump:
+                recreate_and_restore(db, staging, dump, manifest, jobs=request.jobs,
+                                     owner_mode=request.owner_mode, owner_role=request.owner_role)
+            problems = check_against_manifest(db, staging, manifest)
+            if problems:
+                raise IntegrityError(
+                    f"restored copy of backup {manifest.backup_id} differs from its manifest: "
+                    + "; ".join(problems[:10]),
+                    hint=f"{target!r} was left as it was; restore another backup and report "
+                    "this one",
+                )
+        except BaseException:
+            try:
+                drop_database(db, staging)
+            except Exception:  # keep the original error; the staging copy is named for it
+                logger.exception("could not drop the staging database %s", staging)
+            raise
+        if exists:
+            run_logger().warning("replacing database %s (confirmed)", target)
+            swap_databases(db, target, staging, keep_as)
+            if request.drop_previous:
+                drop_database(db, keep_as)
+        else:
+            rename_database(db, staging, target)
     outcome = DatabaseRestoreOutcome(
         backup_id=manifest.backup_id,
         source_database=source,
@@ -189,10 +316,13 @@ def run_restore(
         seconds=time.monotonic() - started,
         tables=len(manifest.tables),
         rows=sum(t.rows for t in manifest.tables),
+        kept_previous_as=keep_as if exists and not request.drop_previous else None,
+        roles_created=roles,
+        roles_note=roles_note,
     )
     run_logger().info(
-        "backup %s restored into %s (%d tables, %d rows, %.0fs)",
-        outcome.backup_id, target, outcome.tables, outcome.rows, outcome.seconds,
+        "backup %s restored into %s (%d tables, %d rows, %.0fs); %s",
+        outcome.backup_id, target, outcome.tables, outcome.rows, outcome.seconds, roles_note,
     )
     return outcome
 

@@ -7,8 +7,9 @@ import pytest
 
 from errors import RestoreRefusedError
 from tasks.recovery.backup import run_backup
+from tasks.recovery.dbnames import sibling_name
 from tasks.recovery.restoring import RestoreRequest, run_restore
-from tests.fixtures.recovery import SEED_COUNTS, drop_db
+from tests.fixtures.recovery import SEED_COUNTS, databases, drop_db
 
 
 def _content_checksum(server, dbname):
@@ -43,8 +44,20 @@ def test_restore_into_new_database_then_guarded_overwrite(
             assert conn.execute("SELECT count(*) FROM chat.messages").fetchone()[0] == 10
         out = run_restore(seeded_db, store_block, decryption_block,
                           request(target, confirm_overwrite=target))
-        assert out.overwrote
+        assert out.overwrote and out.kept_previous_as == sibling_name(target, "before", m.backup_id)
         assert _content_checksum(pg_server, target) == _content_checksum(
             pg_server, seeded_db.dbname)
+        with psycopg.connect(pg_server.conninfo(out.kept_previous_as)) as conn:  # the old one
+            assert conn.execute("SELECT count(*) FROM chat.messages").fetchone()[0] == 10
+        with pytest.raises(RestoreRefusedError, match="in the way"):  # would clobber the kept one
+            run_restore(seeded_db, store_block, decryption_block,
+                        request(target, confirm_overwrite=target))
+        drop_db(pg_server, sibling_name(target, "before", m.backup_id))
+        out = run_restore(seeded_db, store_block, decryption_block, RestoreRequest(
+            backup_id=m.backup_id, target_database=target, confirm_overwrite=target,
+            drop_previous=True))
+        assert out.kept_previous_as is None
+        assert sibling_name(target, "before", m.backup_id) not in databases(pg_server)
     finally:
         drop_db(pg_server, target)
+        drop_db(pg_server, sibling_name(target, "before", m.backup_id))
