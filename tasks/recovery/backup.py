@@ -29,15 +29,18 @@ from errors.s3 import s3_errors
 from tasks.recovery.catalogue import artifact_key, check_bucket
 from tasks.recovery.manifest import (
     DATA_NAME,
+    GLOBALS_NAME,
     MANIFEST_NAME,
     BackupKind,
+    GlobalsObject,
     Manifest,
     backup_id,
     backup_prefix,
 )
+from tasks.recovery.naming import check_database_name
 from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.postgres import exported_snapshot
-from tasks.recovery.upload import upload_stream
+from tasks.recovery.upload import UploadResult, upload_stream
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,16 @@ class BackupOutcome(BaseModel):
     manifest: Manifest
     parts: int
     seconds: float
+
+
+def _gpg_stage(gnupghome: Path, recipients: list[str]) -> Stage:
+    gpg = [
+        "gpg", "--batch", "--no-tty", "--quiet", "--homedir", str(gnupghome),
+        "--trust-model", "always", "--compress-algo", "none", "--encrypt",
+    ]
+    for fpr in recipients:
+        gpg += ["--recipient", fpr]
+    return Stage("gpg", [*gpg, "--output", "-"])
 
 
 def dump_stages(
@@ -66,23 +79,86 @@ def dump_stages(
     Returns:
         pg_dump (its output counted), zstd, gpg.
     """
-    gpg = [
-        "gpg", "--batch", "--no-tty", "--quiet", "--homedir", str(gnupghome),
-        "--trust-model", "always", "--compress-algo", "none", "--encrypt",
-    ]
-    for fpr in recipients:
-        gpg += ["--recipient", fpr]
     return [
         Stage(
             "pg_dump",
             ["pg_dump", "--format=custom", "--compress=0", "--no-password",
-             f"--snapshot={snapshot_id}"],
+             f"--snapshot={snapshot_id}",
+             f"--lock-wait-timeout={db.lock_wait_timeout_s * 1000}"],
             env=db.subprocess_env(),
             count_output=True,
         ),
         Stage("zstd", ["zstd", "-T0", "-3", "-q", "-c"]),
-        Stage("gpg", [*gpg, "--output", "-"]),
+        _gpg_stage(gnupghome, recipients),
     ]
+
+
+def globals_stages(
+    db: PostgresDatabase, *, role_passwords: bool, gnupghome: Path, recipients: list[str]
+) -> list[Stage]:
+    """``pg_dumpall --globals-only | zstd | gpg``: the cluster's roles and memberships.
+
+    Password hashes are left out (``--no-role-passwords``) unless ``role_passwords``: a
+    non-superuser can then dump the roles too (pg_roles instead of pg_authid).
+
+    Args:
+        db: the database block (any database of the server).
+        role_passwords: include the roles' password hashes (operator opt-in).
+        gnupghome: a GNUPGHOME with the recipients' public keys.
+        recipients: their fingerprints.
+
+    Returns:
+        pg_dumpall, zstd, gpg.
+    """
+    argv = ["pg_dumpall", "--globals-only", "--no-password", "--no-tablespaces"]
+    if not role_passwords:
+        argv.append("--no-role-passwords")
+    return [
+        Stage("pg_dumpall", argv, env=db.subprocess_env(), count_output=True),
+        Stage("zstd", ["zstd", "-q", "-c"]),
+        _gpg_stage(gnupghome, recipients),
+    ]
+
+
+def stream_to_store(
+    client: Any,
+    store: S3BackupStore,
+    key: str,
+    stages: list[Stage],
+    *,
+    on_part: Callable[[int], None] | None = None,
+) -> tuple[UploadResult, int]:
+    """Run ``stages`` and stream the last one's output into ``key`` (multipart, checked).
+
+    Every exit status is checked before the upload is completed; any failure aborts it.
+
+    Args:
+        client: boto3 S3 client.
+        store: the store block (bucket, part size, SSE settings).
+        key: the object key.
+        stages: the pipeline; its first stage's output is counted.
+        on_part: called with the running byte count after each part.
+
+    Returns:
+        The upload result and the bytes the first stage produced.
+    """
+    with Pipeline(stages) as pipe:
+
+        def all_exited_zero() -> None:
+            pipe.check(timeout=600)
+
+        upload = upload_stream(
+            client,
+            bucket=store.bucket,
+            key=key,
+            stream=pipe.output,
+            part_size=store.part_size,
+            max_inflight=store.max_inflight_parts,
+            extra_args=store.upload_extra_args(),
+            on_part=on_part,
+            before_complete=all_exited_zero,
+        )
+        return upload, pipe.counted(stages[0].name)
 
 
 def run_backup(
@@ -91,6 +167,7 @@ def run_backup(
     encryption: GpgEncryption,
     *,
     kind: BackupKind = "full",
+    role_passwords: bool = False,
     on_progress: ProgressFn | None = None,
     client: Any = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -101,13 +178,15 @@ def run_backup(
     Then ``pg_dump`` runs in a snapshot exported by a REPEATABLE READ transaction in which
     the rows were counted; its output goes through zstd and gpg straight into a multipart
     upload. Every exit status is checked before the upload is completed; any failure
-    aborts it. The manifest is uploaded last.
+    aborts it. The cluster's globals (roles, memberships) follow the same path into a
+    second object. The manifest, recording both, is uploaded last.
 
     Args:
         db: the database block.
         store: the S3 store block.
         encryption: the recipients block.
         kind: full or hourly.
+        role_passwords: keep the roles' password hashes in the globals object (opt-in).
         on_progress: called with (bytes uploaded, estimated total) after each part.
         client: an S3 client to use instead of ``store.get_client()``.
         now: clock (injected by tests).
@@ -115,6 +194,7 @@ def run_backup(
     Returns:
         The manifest and upload facts.
     """
+    check_database_name(db.dbname, field="database_block")  # it becomes a key segment
     started = now()
     bid = backup_id(started, kind)
     root = backup_prefix(store.prefix, db.dbname, bid)
@@ -134,23 +214,14 @@ def run_backup(
                 if on_progress is not None:
                     on_progress(size, estimate)
 
-            with Pipeline(stages) as pipe:
-
-                def all_exited_zero() -> None:
-                    pipe.check(timeout=600)
-
-                upload = upload_stream(
-                    client,
-                    bucket=store.bucket,
-                    key=data_key,
-                    stream=pipe.output,
-                    part_size=store.part_size,
-                    max_inflight=store.max_inflight_parts,
-                    extra_args=store.upload_extra_args(),
-                    on_part=progress,
-                    before_complete=all_exited_zero,
-                )
-                plain_bytes = pipe.counted("pg_dump")
+            upload, plain_bytes = stream_to_store(
+                client, store, data_key, stages, on_part=progress
+            )
+            globals_upload, _ = stream_to_store(
+                client, store, root + GLOBALS_NAME,
+                globals_stages(db, role_passwords=role_passwords, gnupghome=keyring.home,
+                               recipients=keyring.fingerprints),
+            )
         finished = now()
         manifest = Manifest(
             backup_id=bid,
@@ -167,6 +238,14 @@ def run_backup(
             tables=snap.tables,
             tool_version=f"veza-ops {_dist_version('veza-ops')}",
             snapshot_consistent=True,
+            globals=GlobalsObject(
+                key=globals_upload.key, size_bytes=globals_upload.size,
+                sha256=globals_upload.sha256, role_passwords=role_passwords,
+                bootstrap_role=snap.bootstrap_role,
+            ),
+            encoding=snap.encoding or None,
+            lc_collate=snap.lc_collate or None,
+            lc_ctype=snap.lc_ctype or None,
         )
     body = json.dumps(manifest.model_dump(mode="json"), indent=2).encode()
     try:
@@ -177,8 +256,9 @@ def run_backup(
             )
     except Exception:
         logger.warning("manifest upload failed; deleting s3://%s/%s", store.bucket, data_key)
-        with contextlib.suppress(Exception):
-            client.delete_object(Bucket=store.bucket, Key=data_key)
+        for key in (data_key, root + GLOBALS_NAME):
+            with contextlib.suppress(Exception):
+                client.delete_object(Bucket=store.bucket, Key=key)
         raise
     logger.info("backup %s complete: %d bytes, sha256 %s", bid, upload.size, upload.sha256)
     return BackupOutcome(
@@ -199,6 +279,7 @@ def backup_task(
     encryption: GpgEncryption,
     *,
     kind: BackupKind = "full",
+    role_passwords: bool = False,
 ) -> BackupOutcome:
     """Prefect task: one whole backup attempt (a retry starts a new backup from scratch).
 
@@ -207,6 +288,7 @@ def backup_task(
         store: the store block.
         encryption: the recipients block.
         kind: full or hourly.
+        role_passwords: keep the roles' password hashes in the globals (opt-in).
 
     Returns:
         The outcome; a progress artifact is updated while it runs.
@@ -223,7 +305,9 @@ def backup_task(
         log.info("backup of %s: %d MiB uploaded", db.dbname, uploaded >> 20)
         update_progress_artifact(progress_id, min(99.0, 100.0 * uploaded / estimate))
 
-    outcome = run_backup(db, store, encryption, kind=kind, on_progress=on_progress)
+    outcome = run_backup(
+        db, store, encryption, kind=kind, role_passwords=role_passwords, on_progress=on_progress
+    )
     update_progress_artifact(progress_id, 100.0)
     m = outcome.manifest
     log.info(
@@ -231,6 +315,13 @@ def backup_task(
         m.backup_id, m.database, store.bucket, m.data_key, m.size_bytes, outcome.parts,
     )
     return outcome
+
+
+def _globals_summary(m: Manifest) -> str:
+    if m.globals is None:
+        return "none"
+    passwords = "included" if m.globals.role_passwords else "excluded"
+    return f"{m.globals.size_bytes} bytes, role passwords {passwords}"
 
 
 @task(name="publish-backup-result", cache_policy=NO_CACHE)
@@ -253,6 +344,9 @@ def publish_backup_table(outcome: BackupOutcome) -> None:
         {"item": "sha256", "value": m.sha256},
         {"item": "parts", "value": outcome.parts},
         {"item": "recipients", "value": ", ".join(m.recipients)},
+        {"item": "globals (roles)", "value": _globals_summary(m)},
+        {"item": "encoding / collate / ctype",
+         "value": f"{m.encoding} / {m.lc_collate} / {m.lc_ctype}"},
         {"item": "tables", "value": len(m.tables)},
         {"item": "rows", "value": sum(t.rows for t in m.tables)},
     ]

@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -13,7 +14,7 @@ import pytest
 
 from errors import PipelineError
 from tasks.recovery.backup import dump_stages, run_backup
-from tasks.recovery.manifest import DATA_NAME, MANIFEST_NAME, Manifest
+from tasks.recovery.manifest import DATA_NAME, GLOBALS_NAME, MANIFEST_NAME, Manifest
 from tests.fixtures.recovery import SEED_COUNTS
 
 
@@ -38,9 +39,13 @@ def test_backup_streams_encrypted_dump_and_writes_manifest_last(
     assert m.recipients == [gpg_key.fingerprint]
     assert {(t.schema_name, t.table): t.rows for t in m.tables} == SEED_COUNTS
     root = f"{store_block.prefix}/{seeded_db.dbname}/{m.backup_id}/"
-    assert _keys(s3_client, store_block.bucket) == [root + DATA_NAME, root + MANIFEST_NAME]
-    # the manifest is written only after the data object is complete
-    assert calls.index("PutObject") > calls.index("CompleteMultipartUpload")
+    assert _keys(s3_client, store_block.bucket) == [
+        root + DATA_NAME, root + GLOBALS_NAME, root + MANIFEST_NAME]
+    # the manifest is written only after both objects (dump, globals) are complete
+    assert calls.count("CompleteMultipartUpload") == 2
+    assert calls.index("PutObject") > len(calls) - 1 - calls[::-1].index("CompleteMultipartUpload")
+    assert m.globals is not None and m.globals.key == root + GLOBALS_NAME
+    assert not m.globals.role_passwords and m.globals.bootstrap_role == seeded_db.user
 
     data = s3_client.get_object(Bucket=store_block.bucket, Key=m.data_key)["Body"].read()
     assert len(data) == m.size_bytes and hashlib.sha256(data).hexdigest() == m.sha256
@@ -67,6 +72,29 @@ def test_backup_streams_encrypted_dump_and_writes_manifest_last(
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
     dump = subprocess.run(["zstd", "-d", "-c"], input=plain, capture_output=True, check=True)
     assert dump.stdout.startswith(b"PGDMP") and len(dump.stdout) == m.plain_bytes
+
+    def globals_text(manifest: Manifest) -> str:
+        assert manifest.globals is not None
+        blob = s3_client.get_object(Bucket=store_block.bucket, Key=manifest.globals.key)
+        body = blob["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == manifest.globals.sha256
+        assert len(body) == manifest.globals.size_bytes and b"CREATE ROLE" not in body
+        r, w = os.pipe()
+        os.write(w, gpg_key.passphrase.encode() + b"\n")
+        os.close(w)
+        plain = subprocess.run([*gpg, "--passphrase-fd", str(r), "--decrypt"], input=body,
+                               pass_fds=(r,), capture_output=True, check=True).stdout
+        os.close(r)
+        return subprocess.run(["zstd", "-d", "-c"], input=plain, capture_output=True,
+                              check=True).stdout.decode()
+
+    text = globals_text(m)
+    assert f"CREATE ROLE {seeded_db.user};" in text and "PASSWORD" not in text
+    with_passwords = run_backup(seeded_db, store_block, encryption_block, role_passwords=True,
+                                now=lambda: m.started_at + timedelta(minutes=1)).manifest
+    assert with_passwords.globals is not None and with_passwords.globals.role_passwords
+    assert "PASSWORD 'SCRAM-SHA-256$" in globals_text(with_passwords)
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
 
 
 def test_no_secret_on_any_command_line(seeded_db, encryption_block):
