@@ -50,3 +50,19 @@ def test_restore_test_reports_failed_smoke_and_stale_backup(
 
 def test_scratch_name_is_a_safe_identifier():
     assert scratch_name("20261127T030000Z-full") == "restore_test_20261127t030000z_full"
+
+
+def test_rpo_is_the_backup_age_when_the_test_starts(
+    seeded_db, store_block, encryption_block, decryption_block
+):
+    m = run_backup(seeded_db, store_block, encryption_block).manifest
+    start = m.finished_at + timedelta(minutes=10)
+    ticks = iter([start, start + timedelta(hours=3)])  # the restore itself "takes" 3 hours
+
+    def clock():
+        return next(ticks, start + timedelta(hours=3))
+
+    report = run_restore_test(seeded_db, store_block, decryption_block, now=clock)
+    assert report.started_at == start
+    assert report.rpo_seconds == 600 and report.rpo_met, "the restore's duration is not RPO"
+    assert report.tested_at == start + timedelta(hours=3)
