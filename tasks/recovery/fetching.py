@@ -18,6 +18,13 @@ from errors import IntegrityError, InvalidInputError
 from errors.s3 import s3_errors
 from tasks.recovery.manifest import Manifest
 from tasks.recovery.pipeline import Pipeline, Stage
+from tasks.recovery.workdirs import (
+    FreeSpaceFn,
+    check_free_space,
+    clean_stale,
+    free_bytes,
+    make_workdir,
+)
 
 logger = logging.getLogger(__name__)
 DOWNLOAD_CHUNK = 1 << 20
@@ -63,8 +70,12 @@ def fetched_dump(
     manifest: Manifest,
     decryption: GpgDecryptionKey,
     keyring: Keyring,
+    tmp_root: Path | None = None,
+    free_space: FreeSpaceFn = free_bytes,
 ) -> Iterator[Path]:
     """Download, verify and decrypt a backup's dump (see :func:`fetched_object`).
+
+    The temp dir's free space is checked against the manifest's plain size first.
 
     Yields:
         Path of the plain pg_dump archive.
@@ -72,7 +83,8 @@ def fetched_dump(
     with fetched_object(
         client, bucket=bucket, backup_id=manifest.backup_id, key=manifest.data_key,
         size_bytes=manifest.size_bytes, sha256=manifest.sha256, decryption=decryption,
-        keyring=keyring,
+        keyring=keyring, plain_bytes=manifest.plain_bytes, tmp_root=tmp_root,
+        free_space=free_space,
     ) as path:
         yield path
 
@@ -89,6 +101,9 @@ def fetched_object(
     decryption: GpgDecryptionKey,
     keyring: Keyring,
     name: str = "dump.pgc",
+    plain_bytes: int | None = None,
+    tmp_root: Path | None = None,
+    free_space: FreeSpaceFn = free_bytes,
 ) -> Iterator[Path]:
     """Download, verify and decrypt one object of a backup into a private temp dir.
 
@@ -107,12 +122,17 @@ def fetched_object(
         decryption: the private-key block (for the passphrase).
         keyring: its imported keyring.
         name: file name of the plain result in the temp dir.
+        plain_bytes: its plain size (manifest): the free space is checked before download.
+        tmp_root: where the private temp dir goes (default: the system's); our dirs left
+            there by killed runs are removed first (they may hold plaintext).
+        free_space: how free space is measured (injected by tests).
 
     Yields:
         Path of the plain (decrypted, decompressed) file, removed afterwards.
 
     Raises:
         IntegrityError: size or SHA-256 differs from the manifest.
+        DiskFullError: the plain file would not fit (nothing downloaded).
         PipelineError: gpg or zstd failed.
     """
     with s3_errors(action="read backup", bucket=bucket, key=key):
@@ -123,8 +143,11 @@ def fetched_object(
             f"the manifest says {size_bytes}",
             hint="the object or its manifest was altered; nothing was restored; use another backup",
         )
-    workdir = Path(tempfile.mkdtemp(prefix="veza-restore-"))
-    os.chmod(workdir, 0o700)
+    root = tmp_root or Path(tempfile.gettempdir())
+    clean_stale(root)
+    if plain_bytes is not None:
+        check_free_space(root, plain_bytes, free_space=free_space)
+    workdir = make_workdir(root)
     try:
         path = workdir / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
