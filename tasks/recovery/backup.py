@@ -40,7 +40,7 @@ from tasks.recovery.manifest import (
 from tasks.recovery.naming import check_database_name
 from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.postgres import exported_snapshot
-from tasks.recovery.upload import UploadResult, upload_stream
+from tasks.recovery.upload import UploadResult, part_size_for, upload_stream
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def stream_to_store(
     stages: list[Stage],
     *,
     on_part: Callable[[int], None] | None = None,
+    estimate_bytes: int = 0,
 ) -> tuple[UploadResult, int]:
     """Run ``stages`` and stream the last one's output into ``key`` (multipart, checked).
 
@@ -138,6 +139,7 @@ def stream_to_store(
         key: the object key.
         stages: the pipeline; its first stage's output is counted.
         on_part: called with the running byte count after each part.
+        estimate_bytes: expected size (the database's): parts grow so that 10,000 suffice.
 
     Returns:
         The upload result and the bytes the first stage produced.
@@ -152,7 +154,7 @@ def stream_to_store(
             bucket=store.bucket,
             key=key,
             stream=pipe.output,
-            part_size=store.part_size,
+            part_size=part_size_for(estimate_bytes, minimum=store.part_size),
             max_inflight=store.max_inflight_parts,
             extra_args=store.upload_extra_args(),
             on_part=on_part,
@@ -215,7 +217,7 @@ def run_backup(
                     on_progress(size, estimate)
 
             upload, plain_bytes = stream_to_store(
-                client, store, data_key, stages, on_part=progress
+                client, store, data_key, stages, on_part=progress, estimate_bytes=estimate
             )
             globals_upload, _ = stream_to_store(
                 client, store, root + GLOBALS_NAME,
