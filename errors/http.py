@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import httpx
 
@@ -15,6 +14,7 @@ from errors import (
     TransientSystemError,
     UnreachableError,
 )
+from errors.boundary import translating
 
 
 def translate_http_error(exc: BaseException, *, system: str, action: str,
@@ -39,9 +39,8 @@ def translate_http_error(exc: BaseException, *, system: str, action: str,
                             hint=hint)
 
 
-@contextmanager
 def translate_http_errors(*, system: str, action: str, hint: str | None = None
-                          ) -> Iterator[None]:
+                          ) -> AbstractContextManager[None]:
     """Translate httpx transport errors raised inside the block (see translate_http_error).
 
     Args:
@@ -49,13 +48,11 @@ def translate_http_errors(*, system: str, action: str, hint: str | None = None
         action: what we were doing.
         hint: what to check next.
 
-    Yields:
-        Nothing; the body runs with translation.
+    Returns:
+        The boundary; it raises the translated error, never chained to the original.
     """
-    try:
-        yield
-    except httpx.HTTPError as exc:
-        raise translate_http_error(exc, system=system, action=action, hint=hint) from None
+    return translating((httpx.HTTPError,), lambda exc: translate_http_error(
+        exc, system=system, action=action, hint=hint))
 
 
 def raise_for_status(status: int, *, system: str, message: str, auth_hint: str,

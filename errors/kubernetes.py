@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
@@ -19,14 +18,9 @@ from errors import (
     TransientSystemError,
     UnreachableError,
 )
+from errors.boundary import clip, translating
 
 SYSTEM = "kubernetes"
-MAX_DETAIL = 160
-
-
-def _clip(text: str, limit: int = MAX_DETAIL) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _status_body(exc: ApiException) -> dict[str, object]:
@@ -53,9 +47,9 @@ def _detail(exc: ApiException) -> str:
         fields = sorted(
             {str(c.get("field")) for c in causes if isinstance(c, dict) and c.get("field")}
         )
-        return _clip(f"{reason or 'Invalid'}; fields: {', '.join(fields) or 'unknown'}")
+        return clip(f"{reason or 'Invalid'}; fields: {', '.join(fields) or 'unknown'}")
     message = str(status.get("message") or "")
-    return _clip(f"{reason}: {message}" if message else reason or "no detail")
+    return clip(f"{reason}: {message}" if message else reason or "no detail")
 
 
 def translate_api_error(exc: BaseException, action: str) -> ExternalSystemError:
@@ -119,23 +113,16 @@ TRANSLATED = (
 )
 
 
-@contextmanager
-def translate_api_errors(action: str) -> Iterator[None]:
+def translate_api_errors(action: str) -> AbstractContextManager[None]:
     """Context manager (and decorator) translating Kubernetes errors raised inside it.
 
     Args:
         action: what is being done, named in the error message.
 
-    Yields:
-        Nothing.
-
-    Raises:
-        ExternalSystemError: the translated error, chained without the original message.
+    Returns:
+        The boundary; it raises the translated error, never chained to the original.
     """
-    try:
-        yield
-    except TRANSLATED as exc:
-        raise translate_api_error(exc, action) from None
+    return translating(TRANSLATED, lambda exc: translate_api_error(exc, action))
 
 
 def is_status(exc: BaseException, code: int) -> bool:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -23,13 +22,14 @@ from errors import (
     TransientSystemError,
     UnreachableError,
 )
+from errors.boundary import translating
 
 SYSTEM = "S3"
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
 
-def translate(exc: Exception, *, action: str, bucket: str, key: str | None = None) -> (
+def translate(exc: BaseException, *, action: str, bucket: str, key: str | None = None) -> (
     ExternalSystemError
 ):
     """Turn a botocore exception into a veza-ops error naming the bucket/key and the fix.
@@ -82,8 +82,8 @@ def translate(exc: Exception, *, action: str, bucket: str, key: str | None = Non
     return TransientSystemError(SYSTEM, f"{action}: {where}: {type(exc).__name__}")
 
 
-@contextlib.contextmanager
-def s3_errors(*, action: str, bucket: str, key: str | None = None) -> Iterator[None]:
+def s3_errors(*, action: str, bucket: str, key: str | None = None
+              ) -> AbstractContextManager[None]:
     """Translate botocore errors raised inside the block.
 
     Args:
@@ -91,10 +91,8 @@ def s3_errors(*, action: str, bucket: str, key: str | None = None) -> Iterator[N
         bucket: the bucket.
         key: the object key, when there is one.
 
-    Yields:
-        Nothing.
+    Returns:
+        The boundary; it raises the translated error, never chained to the original.
     """
-    try:
-        yield
-    except (ClientError, BotoCoreError) as exc:
-        raise translate(exc, action=action, bucket=bucket, key=key) from None
+    return translating((ClientError, BotoCoreError),
+                       lambda exc: translate(exc, action=action, bucket=bucket, key=key))

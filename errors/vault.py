@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import hvac.exceptions
 import requests
@@ -17,14 +16,9 @@ from errors import (
     TransientSystemError,
     UnreachableError,
 )
+from errors.boundary import clip, translating
 
 SYSTEM = "vault"
-MAX_DETAIL = 160
-
-
-def _clip(text: str, limit: int = MAX_DETAIL) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def translate_vault_error(exc: BaseException, action: str) -> ExternalSystemError:
@@ -42,7 +36,7 @@ def translate_vault_error(exc: BaseException, action: str) -> ExternalSystemErro
         errors = exc.errors if isinstance(exc.errors, list) else []
         detail = f"{action}: {type(exc).__name__}"
         if errors:
-            detail += f" ({_clip('; '.join(str(e) for e in errors))})"
+            detail += f" ({clip('; '.join(str(e) for e in errors))})"
         login_refused = isinstance(exc, hvac.exceptions.InvalidRequest) and action.startswith(
             "log in"
         )  # Vault answers 400 "invalid role or secret ID" to a bad AppRole login
@@ -82,20 +76,13 @@ def translate_vault_error(exc: BaseException, action: str) -> ExternalSystemErro
 TRANSLATED = (hvac.exceptions.VaultError, requests.exceptions.RequestException, OSError)
 
 
-@contextmanager
-def translate_vault_errors(action: str) -> Iterator[None]:
+def translate_vault_errors(action: str) -> AbstractContextManager[None]:
     """Context manager (and decorator) translating Vault errors raised inside it.
 
     Args:
         action: what is being done, named in the error message.
 
-    Yields:
-        Nothing.
-
-    Raises:
-        ExternalSystemError: the translated error, not chained to the original.
+    Returns:
+        The boundary; it raises the translated error, never chained to the original.
     """
-    try:
-        yield
-    except TRANSLATED as exc:
-        raise translate_vault_error(exc, action) from None
+    return translating(TRANSLATED, lambda exc: translate_vault_error(exc, action))
