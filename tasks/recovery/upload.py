@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
-from errors import PermanentSystemError
+from errors import InvalidInputError, PermanentSystemError
 from errors.s3 import s3_errors
 
 logger = logging.getLogger(__name__)
@@ -160,3 +160,28 @@ def upload_stream(
             logger.exception("could not abort the multipart upload of s3://%s/%s", bucket, key)
         raise
     return UploadResult(key=key, size=size, sha256=digest.hexdigest(), parts=len(parts))
+
+
+def attempt_timeout_s(expected_minutes: float, factor: float) -> float:
+    """Seconds one backup attempt may take: the expected duration times a safety factor.
+
+    Args:
+        expected_minutes: how long a backup usually takes.
+        factor: how many times that before the attempt is stopped (>= 1).
+
+    Returns:
+        The timeout in seconds.
+
+    Raises:
+        InvalidInputError: naming the field and the fix.
+    """
+    if not expected_minutes > 0:
+        raise InvalidInputError(
+            "expected_minutes", f"must be positive, got {expected_minutes!r}",
+            fix="pass the usual backup duration in minutes, e.g. 60",
+        )
+    if not factor >= 1:
+        raise InvalidInputError(
+            "timeout_factor", f"must be at least 1, got {factor!r}", fix="pass e.g. 3"
+        )
+    return expected_minutes * 60 * factor

@@ -147,3 +147,11 @@ def test_transient_failures_retry_the_whole_attempt(saved_blocks, seeded_db, cha
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     attempt = next(r for r in runs if r.name.startswith("backup-attempt"))
     assert attempt.run_count == attempts  # unreachable (transient) retried; bad login not
+
+
+def test_backup_attempt_timeout_is_checked_before_anything(prefect_harness):
+    from errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as caught:  # not BlockNotFoundError: checked first
+        backup_flow("no-such-db", "no-such-store", "no-such-key", expected_minutes=0)
+    assert caught.value.field == "expected_minutes"

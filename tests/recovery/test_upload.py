@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from errors import NotFoundError, PermanentSystemError, PipelineError
+from errors import InvalidInputError, NotFoundError, PermanentSystemError, PipelineError
 from errors.s3 import s3_errors
 from tasks.recovery import upload
-from tasks.recovery.upload import part_size_for, upload_stream
+from tasks.recovery.upload import attempt_timeout_s, part_size_for, upload_stream
 
 
 def test_upload_stream_in_parts_with_checksum(s3_client, s3_bucket):
@@ -65,3 +65,12 @@ def test_a_stream_beyond_10000_parts_is_refused_and_aborted(s3_client, s3_bucket
                       part_size=5 * 1024 * 1024)
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
     assert not s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
+
+
+def test_attempt_timeout_is_expected_duration_times_factor():
+    assert attempt_timeout_s(60, 3) == 3 * 3600
+    for kwargs, field in (({"expected_minutes": 0, "factor": 3}, "expected_minutes"),
+                          ({"expected_minutes": 60, "factor": 0.5}, "timeout_factor")):
+        with pytest.raises(InvalidInputError) as caught:
+            attempt_timeout_s(**kwargs)
+        assert caught.value.field == field
