@@ -17,7 +17,8 @@ from tasks.release.logs import get_logger
 
 CONFIGMAP_NAME = "veza-ops-releases"
 DEFAULT_KEEP = 50
-Outcome = Literal["running", "succeeded", "failed", "rolled-back", "dry-run"]
+Outcome = Literal["running", "succeeded", "failed", "rolled-back", "dry-run", "crashed",
+                  "cancelled"]
 
 
 class CheckRecord(BaseModel):

@@ -1,8 +1,10 @@
-"""Manual rollback: choose what to return to from the history, put each service back on it."""
+"""Rollback: choose what to return to from the history, put each service back on it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from kubernetes import client as k8s
 from prefect import task
@@ -18,6 +20,7 @@ from tasks.release.colours import (
     scale_down,
 )
 from tasks.release.history import ReleaseRecord
+from tasks.release.leases import holder_is_over
 from tasks.release.logs import get_logger
 from tasks.release.switching import read_service, switch_selector
 
@@ -41,9 +44,62 @@ class RollbackTarget:
     previous_images: dict[str, str]
 
 
+INTERRUPTED = frozenset({"running", "crashed", "cancelled", "failed"})
+
+
+def is_committed(record: ReleaseRecord) -> bool:
+    """Whether a release went live: it succeeded, or it was interrupted after its commit (pure).
+
+    Args:
+        record: a release record.
+
+    Returns:
+        True when its images were committed.
+    """
+    if record.kind != "release":
+        return False
+    return record.outcome == "succeeded" or (
+        record.outcome in {"running", "crashed", "cancelled"} and bool(record.colours))
+
+
+def mark_crashed(history: list[ReleaseRecord], state_of: Callable[[str], str | None], *,
+                 own_run: str | None = None) -> list[ReleaseRecord]:
+    """The ``running`` records whose flow run is over, updated to ``crashed`` (pure).
+
+    Args:
+        history: the environment's records.
+        state_of: the Prefect state type of a flow run id (None when the run is gone).
+        own_run: the calling run's id (its own record is never marked).
+
+    Returns:
+        Copies of the records to write back, outcome ``crashed`` with the reason.
+    """
+    marked = []
+    for r in history:
+        if r.outcome != "running" or not r.flow_run_id or r.flow_run_id == own_run:
+            continue
+        why = holder_is_over(r.flow_run_id, state_of(r.flow_run_id))
+        if why is not None:
+            marked.append(r.model_copy(update={
+                "outcome": "crashed", "finished_at": r.finished_at or datetime.now(UTC),
+                "reason": f"{why}; its record was left running"}))
+    return marked
+
+
+def _merged(records: list[ReleaseRecord], field: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for r in records:
+        out.update({s: v for s, v in getattr(r, field).items() if v and v != "-"})
+    return out
+
+
 def choose_target(history: list[ReleaseRecord], catalogue: Catalogue,
                   services: list[str] | None, target_release: str | None) -> RollbackTarget:
-    """Pick what to return to: a named release, else what ran before the last one (pure).
+    """Pick what to return to (pure).
+
+    A named release; else, when the newest release was interrupted (crashed, failed, still
+    ``running``) before its commit, the last committed release itself (a crash must not send
+    the environment one release too far); else what ran before the last committed release.
 
     Args:
         history: the environment's records, oldest first.
@@ -58,31 +114,36 @@ def choose_target(history: list[ReleaseRecord], catalogue: Catalogue,
         InvalidInputError: no successful release on record, an unknown target, or a service
             with no image on record.
     """
-    done = [r for r in history if r.kind == "release" and r.outcome == "succeeded"]
+    releases = [r for r in history if r.kind == "release" and r.outcome != "dry-run"]
+    done = [r for r in releases if is_committed(r)]
     if not done:
         raise InvalidInputError("environment", "has no successful release on record",
                                 fix="nothing to roll back; run a release first")
-    last = done[-1]
-    if target_release is None:
-        images = {s: i for s, i in last.previous_images.items() if i and i != "-"}
-        secrets = {s: n for r in done[:-1] for s, n in r.secrets.items()}
-        label = f"before {last.version}"
-    else:
+    last, newest = done[-1], releases[-1]
+    if target_release is not None:
         chosen = [r for r in done if r.id == target_release]
         if not chosen:
             raise InvalidInputError(
                 "target_release", f"{target_release!r} is not a successful release on record",
                 fix=f"use one of {[r.id for r in done][-10:]}")
         images, secrets = dict(chosen[0].images), dict(chosen[0].secrets)
-        label = chosen[0].version
-    specs = catalogue.select(services or [s for s in catalogue.switch_order if s in last.images])
+        label, replaced = chosen[0].version, last
+    elif newest is not last and newest.outcome in INTERRUPTED:
+        images, secrets = _merged(done, "images"), _merged(done, "secrets")
+        label, replaced = last.version, newest
+    else:
+        images = {s: i for s, i in last.previous_images.items() if i and i != "-"}
+        secrets = _merged(done[:-1], "secrets")
+        label, replaced = f"before {last.version}", last
+    specs = catalogue.select(services or [s for s in catalogue.switch_order
+                                          if s in replaced.images])
     missing = [s.name for s in specs if s.name not in images]
     if missing:
         raise InvalidInputError("services", f"no image on record to return {missing} to",
                                 fix="name a target_release that deployed them")
     return RollbackTarget(label, specs, {s.name: images[s.name] for s in specs},
                           {s.name: secrets[s.name] for s in specs if s.name in secrets},
-                          {s.name: last.images.get(s.name, "-") for s in specs})
+                          {s.name: replaced.images.get(s.name, "-") for s in specs})
 
 
 @dataclass(frozen=True)
