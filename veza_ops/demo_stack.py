@@ -164,7 +164,7 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     from sandbox.launchers.prefect_server import start_prefect_server
     from sandbox.launchers.s3 import start_s3
     from sandbox.stack import up
-    from veza_ops.automations import ensure_zombie_automation
+    from veza_ops.automations import ensure_crash_rollback_automation, ensure_zombie_automation
     from veza_ops.blocks_setup import (
         register_recovery_blocks,
         register_release_blocks,
@@ -195,6 +195,7 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         _prefect(["deploy", "--all"], env, dir / "prefect-cli.log")
         with prefect_settings(server):
             ensure_zombie_automation()
+            ensure_crash_rollback_automation()
             register_release_blocks(sandbox)
             register_recovery_blocks(**sandbox_recovery_blocks(
                 pg=pg, dbname=DATABASE, s3=s3, bucket=BUCKET, key=key))
