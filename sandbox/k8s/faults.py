@@ -1,4 +1,4 @@
-"""Fault injection rules for tests: per-verb, per-resource error rate and added latency."""
+"""Fault injection rules for tests: per-verb, per-resource error rate, latency, apply-then-fail."""
 
 from __future__ import annotations
 
@@ -13,14 +13,31 @@ VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"
 
 
 @dataclass(frozen=True)
+class Decision:
+    """What to do to one request: wait, then fail before or after carrying it out."""
+
+    latency_s: float = 0.0
+    error: ApiError | None = None
+    after_apply: bool = False
+
+
+@dataclass(frozen=True)
 class Fault:
-    """One rule: requests matching ``verb``/``resource`` fail or slow down."""
+    """One rule: requests matching ``verb``/``resource`` fail or slow down.
+
+    With ``after_apply`` the request is carried out and then answered with the error (a
+    lost response: the client cannot tell it was applied). The first ``skip`` matching
+    requests pass untouched; then only ``times`` of them fail (0: every one).
+    """
 
     verb: str
     resource: str
     error_rate: float
     latency_ms: int
     status: int = 500
+    after_apply: bool = False
+    times: int = 0
+    skip: int = 0
 
     @classmethod
     def from_json(cls, body: Any) -> Fault:
@@ -50,7 +67,17 @@ class Fault:
         status = body.get("status", 500)
         if status not in (429, 500, 502, 503, 504):
             raise BadRequest("fault.status: must be one of 429, 500, 502, 503, 504")
-        return cls(verb, str(body.get("resource", "*")), float(rate), latency, int(status))
+        after_apply = body.get("after_apply", False)
+        if not isinstance(after_apply, bool):
+            raise BadRequest("fault.after_apply: must be true or false")
+        times = body.get("times", 0)
+        if not isinstance(times, int) or isinstance(times, bool) or times < 0:
+            raise BadRequest("fault.times: must be a non-negative integer (0: every request)")
+        skip = body.get("skip", 0)
+        if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+            raise BadRequest("fault.skip: must be a non-negative integer")
+        return cls(verb, str(body.get("resource", "*")), float(rate), latency, int(status),
+                   after_apply, times, skip)
 
     def applies(self, verb: str, resource: str) -> bool:
         """Whether this rule matches a request.
@@ -75,6 +102,8 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[Fault] = []
+        self._hits: list[int] = []
+        self._seen: list[int] = []
 
     def add(self, fault: Fault) -> None:
         """Activate a rule.
@@ -84,23 +113,51 @@ class Faults:
         """
         with self._lock:
             self._rules.append(fault)
+            self._hits.append(0)
+            self._seen.append(0)
 
     def clear(self) -> None:
         """Remove every rule."""
         with self._lock:
             self._rules.clear()
+            self._hits.clear()
+            self._seen.clear()
 
     def rules(self) -> list[dict[str, Any]]:
-        """The active rules as JSON.
+        """The active rules as JSON, each with ``hits`` (errors it injected so far).
 
         Returns:
             One dict per rule.
         """
         with self._lock:
-            return [vars(f).copy() for f in self._rules]
+            return [{**vars(f), "hits": n} for f, n in zip(self._rules, self._hits, strict=True)]
+
+    def decide(self, verb: str, resource: str) -> Decision:
+        """Decide the injected latency and error for one request.
+
+        Args:
+            verb: the request's verb.
+            resource: the resource plural.
+
+        Returns:
+            The decision.
+        """
+        with self._lock:
+            matching = [(i, f) for i, f in enumerate(self._rules) if f.applies(verb, resource)]
+            latency = sum(f.latency_ms for _, f in matching) / 1000.0
+            for i, fault in matching:
+                self._seen[i] += 1
+                if self._seen[i] <= fault.skip or (fault.times and self._hits[i] >= fault.times):
+                    continue
+                if fault.error_rate > 0 and random.random() < fault.error_rate:
+                    self._hits[i] += 1
+                    error = ApiError(fault.status, _REASONS[fault.status],
+                                     f"sandbox fault injected on {verb} {resource}")
+                    return Decision(latency, error, fault.after_apply)
+        return Decision(latency)
 
     def check(self, verb: str, resource: str) -> tuple[float, ApiError | None]:
-        """Decide the injected latency and error for one request.
+        """Decide the injected latency and error for one request (see :meth:`decide`).
 
         Args:
             verb: the request's verb.
@@ -109,11 +166,5 @@ class Faults:
         Returns:
             (seconds of latency to add, the error to answer or None).
         """
-        with self._lock:
-            matching = [f for f in self._rules if f.applies(verb, resource)]
-        latency = sum(f.latency_ms for f in matching) / 1000.0
-        for fault in matching:
-            if fault.error_rate > 0 and random.random() < fault.error_rate:
-                return latency, ApiError(fault.status, _REASONS[fault.status],
-                                         f"sandbox fault injected on {verb} {resource}")
-        return latency, None
+        decision = self.decide(verb, resource)
+        return decision.latency_s, decision.error

@@ -199,12 +199,14 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             if gv is None or not gv[2]:
                 raise _NOT_FOUND
             where = route(self.server.store.resources, split.path, *gv)
-            delay, fault = self.server.faults.check(verb_of(req, where), where.res.plural)
-            if delay:
-                time.sleep(delay)  # injected latency, on purpose
-            if fault is not None:
-                raise fault
+            fault = self.server.faults.decide(verb_of(req, where), where.res.plural)
+            if fault.latency_s:
+                time.sleep(fault.latency_s)  # injected latency, on purpose
+            if fault.error is not None and not fault.after_apply:
+                raise fault.error
             response = handle(self.server.store, req, where, logs_dir=self.server.logs_dir)
+            if fault.error is not None:
+                raise fault.error  # applied, then the answer is lost
         except ApiError as exc:
             self._send_json(exc.code, exc.status())
             return

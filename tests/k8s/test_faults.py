@@ -103,3 +103,39 @@ def test_faults_target_custom_and_rbac_resources_by_plural(faults, k8s_api_clien
     patched = custom.patch_namespaced_custom_object(*istio, "virtualservices", "api",
                                                     {"spec": {"hosts": ["x"]}})
     assert patched["spec"]["hosts"] == ["x"]
+
+
+def test_after_apply_carries_the_request_out_then_fails_and_times_limits_it(
+        faults, k8s_api_client, k8s_namespace):
+    core, ns = client.CoreV1Api(k8s_api_client), k8s_namespace
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cfg"), data={"a": "1"}))
+    _faults(faults, "POST", {"verb": "patch", "resource": "configmaps", "error_rate": 1.0,
+                             "after_apply": True, "times": 1})
+    with pytest.raises(client.ApiException) as exc_info:
+        core.patch_namespaced_config_map("cfg", ns, {"data": {"a": "2"}})
+    assert exc_info.value.status == 500
+    assert core.read_namespaced_config_map("cfg", ns).data == {"a": "2"}  # it was applied
+    core.patch_namespaced_config_map("cfg", ns, {"data": {"a": "3"}})  # times=1: spent
+    (rule,) = _faults(faults, "GET")["faults"]
+    assert rule["hits"] == 1 and rule["after_apply"] is True
+
+
+def test_a_bad_after_apply_or_times_is_refused(faults):
+    for body in ({"after_apply": "yes"}, {"times": -1}, {"skip": True}):
+        with pytest.raises(urllib.error.HTTPError) as exc_info:
+            _faults(faults, "POST", {"verb": "patch", "resource": "services", **body})
+        assert next(iter(body)) in json.loads(exc_info.value.read())["message"]
+
+
+def test_skip_lets_the_first_requests_through(faults, k8s_api_client, k8s_namespace):
+    core, ns = client.CoreV1Api(k8s_api_client), k8s_namespace
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cfg"), data={"a": "1"}))
+    _faults(faults, "POST", {"verb": "patch", "resource": "configmaps", "error_rate": 1.0,
+                             "skip": 1})
+    core.patch_namespaced_config_map("cfg", ns, {"data": {"a": "2"}})
+    with pytest.raises(client.ApiException):
+        core.patch_namespaced_config_map("cfg", ns, {"data": {"a": "3"}})
+    assert core.read_namespaced_config_map("cfg", ns).data == {"a": "2"}
+    assert _faults(faults, "GET")["faults"][0]["hits"] == 1
