@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.release.catalogue import AnalysisSpec, ServiceSpec
-from tasks.release.report import ReleaseSummary, ServiceOutcome
+from tasks.release.outcomes import ReleaseSummary, ServiceOutcome
 
 
 class AnalysisOverrides(BaseModel):

@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from blocks.slack import SlackWebhook
 
-EMOJI = {"succeeded": ":white_check_mark:", "rolled-back": ":rewind:", "failed": ":x:"}
+EMOJI = {"succeeded": ":white_check_mark:", "rolled-back": ":rewind:", "failed": ":x:",
+         "rollback-incomplete": ":rotating_light:"}
 
 
 class Outcome(BaseModel):

@@ -187,6 +187,8 @@ class EnvironmentSpec(_Model):
     app_label: str = "app"
     colours: tuple[str, str] = ("blue", "green")
     keep_old_colour_s: float = Field(default=600.0, ge=0)
+    switch_back_deadline_s: float = Field(
+        default=60.0, gt=0, description="How long a failed release retries each switch-back.")
     rollout_timeout_s: float = Field(default=300.0, gt=0)
     lock_ttl_s: int = Field(default=900, ge=5)
     lock_wait_s: float = Field(default=0.0, ge=0)

@@ -13,15 +13,13 @@ from prefect.cache_policies import NO_CACHE
 from errors import InvalidInputError, NotFoundError, ReleaseError, retry_on_transient
 from errors.kubernetes import translate_api_errors
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
+from tasks.release.cloning import clone_for_colour
 from tasks.release.logs import get_logger
 from tasks.release.rollout import wait_for_rollout
 from tasks.release.smoke import ready_pods, smoke_test
 from tasks.release.switching import read_service
 
 COLOURS = ("blue", "green")
-RELEASE_ANNOTATION = "veza-ops.veza.io/release"
-DROPPED_METADATA = ("resourceVersion", "uid", "creationTimestamp", "managedFields",
-                    "generation", "selfLink", "ownerReferences", "deletionTimestamp")
 
 
 def other_colour(colour: str) -> str:
@@ -120,84 +118,6 @@ def to_dict(api_client: k8s.ApiClient, obj: Any) -> dict[str, Any]:
     return result
 
 
-def _retarget_secrets(container: dict[str, Any], secret_prefix: str, secret_name: str) -> None:
-    for item in container.get("envFrom") or []:
-        ref = item.get("secretRef")
-        if ref and str(ref.get("name", "")).startswith(secret_prefix):
-            ref["name"] = secret_name
-    for item in container.get("env") or []:
-        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-        if ref and str(ref.get("name", "")).startswith(secret_prefix):
-            ref["name"] = secret_name
-
-
-def clone_for_colour(
-    live: dict[str, Any],
-    *,
-    name: str,
-    colour: str,
-    container: str,
-    image: str,
-    secret_prefix: str,
-    secret_name: str | None,
-    colour_label: str = "color",
-    release_id: str = "",
-) -> dict[str, Any]:
-    """Build the other colour's Deployment from the live one (pure, like Flagger's clone).
-
-    Args:
-        live: the live Deployment as an API dict (camelCase).
-        name: name of the new Deployment.
-        colour: its colour.
-        container: name of the container whose image changes.
-        image: the new image.
-        secret_prefix: secret references starting with this are retargeted.
-        secret_name: the new immutable Secret (None keeps the live references).
-        colour_label: colour label key.
-        release_id: recorded as an annotation.
-
-    Returns:
-        A Deployment body ready for create/replace.
-
-    Raises:
-        InvalidInputError: the live Deployment has no container named ``container``.
-    """
-    body = copy.deepcopy(live)
-    body.pop("status", None)
-    meta = body.setdefault("metadata", {})
-    for key in DROPPED_METADATA:
-        meta.pop(key, None)
-    meta["name"] = name
-    meta["labels"] = {**(meta.get("labels") or {}), colour_label: colour}
-    annotations = {
-        k: v for k, v in (meta.get("annotations") or {}).items()
-        if not k.startswith("deployment.kubernetes.io/")
-        and k != "kubectl.kubernetes.io/last-applied-configuration"
-    }
-    if release_id:
-        annotations[RELEASE_ANNOTATION] = release_id
-    meta["annotations"] = annotations
-    spec = body.setdefault("spec", {})
-    selector = spec.setdefault("selector", {})
-    selector["matchLabels"] = {**(selector.get("matchLabels") or {}), colour_label: colour}
-    template = spec.setdefault("template", {})
-    tmeta = template.setdefault("metadata", {})
-    labels = {k: v for k, v in (tmeta.get("labels") or {}).items() if k != "pod-template-hash"}
-    tmeta["labels"] = {**labels, colour_label: colour}
-    containers = template.setdefault("spec", {}).get("containers") or []
-    target = [c for c in containers if c.get("name") == container]
-    if not target:
-        raise InvalidInputError(
-            "container", f"deployment {live.get('metadata', {}).get('name')} has no container "
-            f"{container!r}", fix="set the catalogue's container to the Deployment's container",
-        )
-    target[0]["image"] = image
-    if secret_name:
-        for c in containers:
-            _retarget_secrets(c, secret_prefix, secret_name)
-    return body
-
-
 def apply_deployment(
     apps_v1: k8s.AppsV1Api, namespace: str, body: dict[str, Any]
 ) -> k8s.V1Deployment:
@@ -247,8 +167,46 @@ def scale(apps_v1: k8s.AppsV1Api, namespace: str, name: str, replicas: int) -> N
         apps_v1.patch_namespaced_deployment(name, namespace, {"spec": {"replicas": replicas}})
 
 
-def scale_down(apps_v1: k8s.AppsV1Api, namespace: str, deployments: list[str]) -> list[str]:
-    """Scale Deployments to zero (an abandoned or old colour).
+@dataclass
+class ScaledDown:
+    """What a scale-down did.
+
+    Attributes:
+        done: Deployments scaled to zero.
+        kept: Deployments left running, with the reason (a Service selects their pods).
+    """
+
+    done: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)
+
+
+def selecting_services(core_v1: k8s.CoreV1Api, namespace: str,
+                       deployment: k8s.V1Deployment) -> list[str]:
+    """Services of the namespace whose selector matches a Deployment's pods.
+
+    Args:
+        core_v1: core API.
+        namespace: namespace.
+        deployment: the Deployment.
+
+    Returns:
+        Their names.
+    """
+    template = deployment.spec.template if deployment.spec else None
+    labels = ((template.metadata.labels if template and template.metadata else None) or {})
+    with translate_api_errors(f"list services in {namespace}"):
+        services = core_v1.list_namespaced_service(namespace).items
+    return [str((s.metadata or k8s.V1ObjectMeta()).name) for s in services
+            if s.spec and s.spec.selector
+            and all(labels.get(k) == v for k, v in s.spec.selector.items())]
+
+
+def scale_down(apps_v1: k8s.AppsV1Api, namespace: str, deployments: list[str]) -> ScaledDown:
+    """Scale Deployments to zero (an abandoned or old colour), never one a Service selects.
+
+    Each Deployment is checked against the live Services first: one whose pods a Service
+    selects keeps running (logged as an error and listed in ``kept``): scaling it down would
+    leave that Service without a pod.
 
     Args:
         apps_v1: apps API.
@@ -256,16 +214,25 @@ def scale_down(apps_v1: k8s.AppsV1Api, namespace: str, deployments: list[str]) -
         deployments: Deployment names.
 
     Returns:
-        The Deployments scaled down (missing ones are skipped).
+        Those scaled down (missing ones are skipped) and those kept.
     """
-    done: list[str] = []
+    core_v1 = k8s.CoreV1Api(apps_v1.api_client)
+    result = ScaledDown()
     for name in deployments:
+        dep = read_deployment_or_none(apps_v1, namespace, name)
+        if dep is None:
+            continue
+        if selectors := selecting_services(core_v1, namespace, dep):
+            reason = f"Service {', '.join(selectors)} selects its pods"
+            get_logger(__name__).error("NOT scaling %s down: %s", name, reason)
+            result.kept[name] = reason
+            continue
         try:
             scale(apps_v1, namespace, name, 0)
         except NotFoundError:
             continue
-        done.append(name)
-    return done
+        result.done.append(name)
+    return result
 
 
 scale_down_task = task(

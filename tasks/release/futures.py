@@ -13,17 +13,24 @@ T = TypeVar("T")
 def settle(futures: Sequence[PrefectFuture[T]]) -> list[T | BaseException]:
     """Wait for every future and return its result, or the exception its task raised.
 
+    A signal that ends the run (Prefect's ``TerminationSignal`` on a cancel,
+    ``KeyboardInterrupt``, ``SystemExit``: anything not an ``Exception``) is never kept as an
+    outcome: it is raised at once, without waiting for the other futures.
+
     Args:
         futures: futures of submitted tasks.
 
     Returns:
         One result or exception per future, in order.
+
+    Raises:
+        BaseException: a termination signal, at once.
     """
     outcomes: list[T | BaseException] = []
     for future in futures:
         try:
             outcomes.append(future.result())
-        except BaseException as exc:
+        except Exception as exc:  # a task's failure; signals go through
             outcomes.append(exc)
     return outcomes
 

@@ -12,7 +12,7 @@ from prefect.transactions import transaction
 from errors import ReleaseError
 from tasks.release.catalogue import Catalogue, ServiceSpec
 from tasks.release.clusters import Cluster
-from tasks.release.colours import Prepared, bring_up_colour_task, scale_down_task
+from tasks.release.colours import COLOURS, Prepared, bring_up_colour_task, scale_down_task
 from tasks.release.futures import settle
 from tasks.release.logs import get_logger
 from tasks.release.preflight import preflight_context, run_preflight_task
@@ -28,8 +28,8 @@ from tasks.release.verifying import raise_on_abort, verify_task
 
 
 def release_to_production(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *,
-                          staging: Cluster | None, version: str,
-                          report: ReleaseReport) -> None:
+                          staging: Cluster | None, version: str, report: ReleaseReport,
+                          check_lock: Callable[[], None] = lambda: None) -> None:
     """Preflight, secrets, new colours, atomic switch and verification, commit, old colour down.
 
     Args:
@@ -39,6 +39,7 @@ def release_to_production(catalogue: Catalogue, c: Cluster, specs: list[ServiceS
         staging: the environment that must already run the version, if any.
         version: the version.
         report: the run's report.
+        check_lock: raises when the release lock was lost (before each switch, the commit).
 
     Raises:
         PreflightError: the checklist failed (nothing changed).
@@ -54,12 +55,33 @@ def release_to_production(catalogue: Catalogue, c: Cluster, specs: list[ServiceS
     with report.timed("prepare"):
         prepared = bring_up_all(c, specs, version=version, secrets=secrets, report=report)
     with report.timed("switch_and_verify"):
-        switch_and_verify(c, specs, prepared, report=report)
-    commit_switches_task(c.core_v1, c.env, [s.service_name for s in specs])
-    report.committed(prepared.values())
+        switch_and_verify(c, specs, prepared, report=report, check_lock=check_lock)
+    # Committed: the new colours serve for good; what fails from here on is a warning.
     keep_old_colour_task(c.env.keep_old_colour_s)
-    scale_down_task(c.apps_v1, c.env.namespace,
-                    [s.deployment_name(prepared[s.name].live_colour) for s in specs])
+    scale_down_or_warn(c, [s.deployment_name(prepared[s.name].live_colour) for s in specs],
+                       report=report, what="old colour")
+
+
+def scale_down_or_warn(c: Cluster, deployments: list[str], *, report: ReleaseReport,
+                       what: str, warn_kept: bool = True) -> None:
+    """Scale Deployments down; a failure, or one kept because a Service selects it, is a warning.
+
+    Args:
+        c: the blue-green environment.
+        deployments: Deployment names.
+        report: the run's report.
+        what: what they are (``old colour``, ``new colour``), for the warning.
+        warn_kept: warn about each one kept (the scale-down task logs them anyway).
+    """
+    try:
+        result = scale_down_task(c.apps_v1, c.env.namespace, deployments)
+    except Exception as exc:  # never hides the run's outcome; named in the report instead
+        reason = getattr(exc, "message", type(exc).__name__)
+        report.warn(f"{what} not scaled down ({', '.join(deployments)}): {reason}; "
+                    "scale it down by hand")
+        return
+    for name, reason in result.kept.items() if warn_kept else ():
+        report.warn(f"{what} {name} kept running: {reason}")
 
 
 def bring_up_all(c: Cluster, specs: list[ServiceSpec], *, version: str,
@@ -76,34 +98,52 @@ def bring_up_all(c: Cluster, specs: list[ServiceSpec], *, version: str,
     Returns:
         Service to its prepared colour.
 
+    A failing service's own new colour is scaled down too: both of its colours are named and
+    the scale-down task keeps the one its Service selects. A cancel or termination signal is
+    raised at once, after a best-effort scale-down of every new colour.
+
     Raises:
-        BaseException: the first failure, once every colour settled.
+        Exception: the first failure, once every colour settled.
     """
-    outcomes = settle([bring_up_colour_task.submit(
+    every_colour = [s.deployment_name(colour) for s in specs for colour in COLOURS]
+    futures = [bring_up_colour_task.submit(
         c.apps_v1, c.core_v1, env=c.env, spec=s, image=s.image(version),
-        secret_name=secrets[s.name], release_id=report.id) for s in specs])
+        secret_name=secrets[s.name], release_id=report.id) for s in specs]
+    try:
+        outcomes = settle(futures)
+    except BaseException:
+        scale_down_or_warn(c, every_colour, report=report, what="new colour", warn_kept=False)
+        raise
     prepared = {p.service: p for p in outcomes if isinstance(p, Prepared)}
     report.prepared(prepared.values())
     failed = [exc for exc in outcomes if isinstance(exc, BaseException)]
     if failed:
-        scale_down_task(c.apps_v1, c.env.namespace, [p.deployment for p in prepared.values()])
+        down = [p.deployment for p in prepared.values()] + [
+            s.deployment_name(colour) for s in specs if s.name not in prepared
+            for colour in COLOURS]
+        scale_down_or_warn(c, down, report=report, what="new colour", warn_kept=False)
         raise failed[0]
     return prepared
 
 
 def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, Prepared], *,
-                      report: ReleaseReport) -> None:
+                      report: ReleaseReport, check_lock: Callable[[], None] = lambda: None,
+                      ) -> None:
     """Switch and verify each service in order inside one transaction; undo all on a failure.
 
-    A failure rolls the transaction back: its hooks put each switched Service back on its old
-    colour, then a switch-back catches any the hooks missed and times the restoration from
-    the failing verdict. The new colours are scaled down.
+    A failure (or a failed commit) rolls the transaction back: its hooks put each switched
+    Service back on its old colour, then a switch-back of every prepared service (a switch
+    whose answer was lost may have applied) retries until the environment's
+    ``switch_back_deadline_s`` and times the restoration from the failing verdict. The new
+    colours are scaled down, except one a Service still selects (the rollback is then
+    incomplete and raised as such). Once committed the new colours serve for good.
 
     Args:
         c: the blue-green environment.
         specs: the services, in switch order.
         prepared: their new colours.
         report: the run's report.
+        check_lock: raises when the release lock was lost (before each switch, the commit).
 
     Raises:
         VerificationError: a new colour failed its analysis.
@@ -114,9 +154,12 @@ def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, 
     try:
         with transaction():
             for s in specs:
+                check_lock()  # before each switch: never switch without the lock
                 p = prepared[s.name]
+                report.switching(s.name)
                 switches.append(switch_traffic(c.kubernetes, env=c.env, spec=s,
-                                               colour=p.new_colour, release_id=report.id))
+                                               colour=p.new_colour, from_colour=p.live_colour,
+                                               release_id=report.id))
                 report.switched_to(s.name)
                 result = verify_task(c.prometheus, env=c.env, spec=s, colour=p.new_colour,
                                      settings=s.analysis)
@@ -124,16 +167,26 @@ def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, 
                     decided_at = result.decided_at
                 raise_on_abort(result)
                 report.verified(s.name, p.new_colour, result.verdict.reason)
+            check_lock()  # before the commit (a lost lock still rolls back)
+        commit_switches_task(c.core_v1, c.env, [s.service_name for s in specs])
+        report.committed(prepared.values())
     except BaseException as exc:
-        restore = switch_back_task(c.core_v1, switches, colour_label=c.env.colour_label,
-                                   decided_at=decided_at)
+        undo = [SwitchRecord(s.name, s.service_name, c.env.namespace,
+                             prepared[s.name].live_colour, prepared[s.name].new_colour, {}, 0.0)
+                for s in specs if s.name in prepared]
+        restore = switch_back_task(c.core_v1, undo, colour_label=c.env.colour_label,
+                                   decided_at=decided_at,
+                                   deadline_s=c.env.switch_back_deadline_s)
         report.rolled_back(switches, restore)
-        get_logger(__name__).error("release rolled back: %s",
+        get_logger(__name__).error("release rolled back%s: %s",
+                                   " INCOMPLETE" if restore.left else "",
                                    getattr(exc, "message", type(exc).__name__))
-        scale_down_task(c.apps_v1, c.env.namespace, [p.deployment for p in prepared.values()])
-        if restore.errors:
-            raise ReleaseError(f"rollback incomplete: {restore.errors}",
-                               hint="run the rollback flow") from exc
+        scale_down_or_warn(c, [p.deployment for p in prepared.values()], report=report,
+                           what="new colour")
+        if restore.left:
+            raise ReleaseError(
+                f"rollback incomplete: {report.left_sentence(restore.left)}",
+                hint="the new colour was kept running for it; run the rollback flow") from exc
         raise
 
 

@@ -6,11 +6,11 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Literal
 
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
 from errors import VezaOpsError
 from tasks.notify import Outcome, current_run_url, notify_task
@@ -19,36 +19,9 @@ from tasks.release.colours import Prepared
 from tasks.release.e2e import E2EResult
 from tasks.release.history import CheckRecord, ReleaseRecord, record_release_task
 from tasks.release.logs import get_logger
+from tasks.release.outcomes import ReleaseSummary, ServiceOutcome, record_outcome, run_outcome
 from tasks.release.preflight import Checklist
 from tasks.release.switching import RestoreReport, SwitchRecord, rollback_timings
-
-
-class ServiceOutcome(BaseModel):
-    """What happened to one service in a release."""
-
-    service: str
-    image: str
-    previous_image: str | None = None
-    colour: str | None = None
-    previous_colour: str | None = None
-    secret: str | None = None
-    switched: bool = False
-    verified: bool = False
-
-
-class ReleaseSummary(BaseModel):
-    """The value a release or rollback run returns."""
-
-    release_id: str
-    environment: str
-    version: str
-    outcome: str
-    dry_run: bool = False
-    plan: list[str] = Field(default_factory=list)
-    services: dict[str, ServiceOutcome] = Field(default_factory=dict)
-    reason: str | None = None
-    timings: dict[str, float] = Field(default_factory=dict)
-    reconciled: list[str] = Field(default_factory=list)
 
 
 @dataclass
@@ -56,11 +29,15 @@ class ReleaseReport:
     """The record kept in the cluster and the summary returned, filled in step by step.
 
     Attributes:
-        record: the history record (written once, when the run ends).
+        record: the history record (written with outcome ``running`` once the run starts
+            changing an environment, updated as it goes, and when the run ends).
         summary: what the flow returns.
         started: monotonic time of the start (timings are measured from it).
         changed: the run may have changed something: its record is written.
         switched: services whose traffic was switched (a failure is then a rollback).
+        attempted: services whose switch was attempted (applied or maybe applied).
+        left: Services a switch-back left on their new colour, with the colour.
+        is_committed: the new colours were committed; from here on failures are warnings.
     """
 
     record: ReleaseRecord
@@ -68,6 +45,10 @@ class ReleaseReport:
     started: float
     changed: bool = False
     switched: int = 0
+    attempted: list[str] = dataclass_field(default_factory=list)
+    left: dict[str, str] = dataclass_field(default_factory=dict)
+    is_committed: bool = False
+    cluster: Cluster | None = None
 
     @classmethod
     def start(cls, *, kind: Literal["release", "rollback"], environment: str, version: str,
@@ -119,6 +100,35 @@ class ReleaseReport:
         started = time.monotonic()
         yield
         self.record.timings[step] = time.monotonic() - started
+
+    def changing(self) -> None:
+        """From here on the run changes its environments: record it now (outcome ``running``).
+
+        A run killed from here on leaves a record that a rollback recognises as crashed.
+        """
+        self.changed = True
+        self.progress()
+
+    def progress(self) -> None:
+        """Write the record as it is now (best effort: a failure is logged, the run goes on)."""
+        c = self.cluster
+        if c is None or not self.changed:
+            return
+        try:
+            record_release_task(c.core_v1, c.env.namespace, self.record,
+                                keep=c.env.history_size)
+        except VezaOpsError as exc:
+            get_logger(__name__).error("could not record the %s's progress: %s",
+                                       self.record.kind, exc.message)
+
+    def lock_takeovers(self, takeovers: list[str]) -> None:
+        """Record each lock taken at once from a run that was over.
+
+        Args:
+            takeovers: one sentence per lock.
+        """
+        for line in takeovers:
+            self.check("lock taken from a finished run", True, line)
 
     def check(self, name: str, passed: bool, detail: str = "") -> None:
         """Record one check.
@@ -183,6 +193,16 @@ class ReleaseReport:
                 colour=p.live_colour, previous_colour=p.live_colour, secret=p.secret_name)
             self.check(f"smoke {p.service} {p.new_colour}", True,
                        f"{len(p.smoke)} request(s) answered")
+        self.progress()
+
+    def switching(self, service: str) -> None:
+        """Record that a service's switch is attempted (it may apply even when it fails).
+
+        Args:
+            service: the service.
+        """
+        if service not in self.attempted:
+            self.attempted.append(service)
 
     def switched_to(self, service: str) -> None:
         """Record that a service's traffic was switched to its new colour.
@@ -190,6 +210,7 @@ class ReleaseReport:
         Args:
             service: the service.
         """
+        self.switching(service)
         self.switched += 1
         self.summary.services[service].switched = True
 
@@ -212,11 +233,40 @@ class ReleaseReport:
             restore: the switch-back's report.
         """
         self.record.timings.update(rollback_timings(switches, restore))
-        self.check("rollback", not restore.errors,
-                   f"{len(switches)} service(s) back on their old colour "
-                   f"in {self.record.timings.get('restoration_s', 0.0):.2f} s")
+        back = [s for s in restore.restored if s in self.attempted]
+        detail = (f"{len(back)} service(s) back on their old colour "
+                  f"in {self.record.timings.get('restoration_s', 0.0):.2f} s")
+        if restore.left:
+            detail = f"ROLLBACK INCOMPLETE: {self.left_sentence(restore.left)}; {detail}"
+        self.check("rollback", not restore.left, detail)
+        self.left = dict(restore.left)
         for r in switches:
-            self.summary.services[r.service].colour = r.from_colour
+            if r.service_name not in restore.left:
+                self.summary.services[r.service].colour = r.from_colour
+        for name, colour in restore.left.items():
+            self.warn(f"Service {name} left on {colour}: its Deployment kept running")
+
+    @staticmethod
+    def left_sentence(left: dict[str, str]) -> str:
+        """Name each Service a switch-back left on the new colour.
+
+        Args:
+            left: Service name to the colour it still selects.
+
+        Returns:
+            e.g. ``Service veza-web still selects green``.
+        """
+        return "; ".join(f"Service {n} still selects {c}" for n, c in sorted(left.items()))
+
+    def warn(self, message: str) -> None:
+        """Record a warning (listed in the record's checks, the summary and the report).
+
+        Args:
+            message: one line.
+        """
+        get_logger(__name__).error("warning: %s", message)
+        self.summary.warnings.append(message)
+        self.check("warning", False, message)
 
     def committed(self, prepared: Iterable[Prepared]) -> None:
         """Record the new colours as live.
@@ -224,9 +274,11 @@ class ReleaseReport:
         Args:
             prepared: the colours now serving.
         """
+        self.is_committed = True
         for p in prepared:
             self.record.colours[p.service] = p.new_colour
             self.summary.services[p.service].colour = p.new_colour
+        self.progress()
 
     def rolling_back_to(self, version: str, images: dict[str, str],
                         previous_images: dict[str, str]) -> None:
@@ -286,17 +338,29 @@ class ReleaseReport:
             This report.
         """
         rec = self.record
+        self.cluster = c
+        outcome = "succeeded"
         try:
             yield self
-            rec.outcome = "succeeded"
         except BaseException as exc:
-            rec.outcome = "rolled-back" if self.switched else "failed"
-            rec.reason = exc.message if isinstance(exc, VezaOpsError) else type(exc).__name__
+            reason = exc.message if isinstance(exc, VezaOpsError) else type(exc).__name__
+            outcome = run_outcome(committed=self.is_committed, incomplete=bool(self.left),
+                                  switched=bool(self.switched or self.attempted))
+            if self.is_committed:
+                self.warn(f"after the commit: {reason}")
+            else:
+                rec.reason = reason
             raise
         finally:
+            if self.left:
+                rec.reason = (f"ROLLBACK INCOMPLETE: {self.left_sentence(self.left)}; "
+                              f"{rec.reason or ''}").rstrip("; ")
+            elif outcome == "succeeded" and self.summary.warnings:
+                rec.reason = "with warnings: " + "; ".join(self.summary.warnings)
+            rec.outcome = record_outcome(outcome)
             rec.finished_at = datetime.now(UTC)
             rec.timings["total"] = time.monotonic() - self.started
-            self.summary.outcome, self.summary.reason = rec.outcome, rec.reason
+            self.summary.outcome, self.summary.reason = outcome, rec.reason
             self.summary.timings = rec.timings
             self._publish(c)
 
@@ -310,11 +374,14 @@ class ReleaseReport:
             except VezaOpsError as exc:
                 log.error("could not record the %s: %s", rec.kind, exc.message)
         try:
-            create_markdown_artifact(key=f"{rec.kind}-report", markdown=rec.to_markdown(),
+            banner = "" if self.summary.outcome == rec.outcome else (
+                f"**{self.summary.outcome.upper()}**: {rec.reason}\n\n")
+            create_markdown_artifact(key=f"{rec.kind}-report",
+                                     markdown=banner + rec.to_markdown(),
                                      description=f"{rec.version} to {rec.environment}")
         except Exception as exc:  # an artifact never fails a run
             log.warning("could not create the report artifact: %s", type(exc).__name__)
         notify_task(c.slack, Outcome(
-            kind=rec.kind, outcome=rec.outcome, environment=rec.environment,
+            kind=rec.kind, outcome=self.summary.outcome, environment=rec.environment,
             version=rec.version, services=sorted(rec.images), duration_s=rec.timings["total"],
             reason=rec.reason, triggered_by=rec.triggered_by, run_url=current_run_url()))

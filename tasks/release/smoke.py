@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import httpx
 from kubernetes import client as k8s
 
@@ -43,7 +46,9 @@ def smoke_test(
     paths: list[str],
     attempts: int = 5,
     timeout_s: float = 5.0,
+    backoff_s: float = 0.5,
     transport: httpx.BaseTransport | None = None,
+    sleeper: Callable[[float], object] = time.sleep,
 ) -> list[str]:
     """GET each path on each pod directly (podIP:port) before it gets traffic.
 
@@ -55,7 +60,9 @@ def smoke_test(
         paths: paths to request (ready, health, then the service's smoke paths).
         attempts: tries per path.
         timeout_s: per-request timeout.
+        backoff_s: wait after the first failed try of a path; it grows linearly.
         transport: httpx transport (tests).
+        sleeper: waits between tries (injected in tests).
 
     Returns:
         ``"GET http://ip:port/path -> 200"`` lines.
@@ -74,7 +81,9 @@ def smoke_test(
             for path in paths:
                 url = f"http://{ip}:{port}{path}"
                 last = "no answer"
-                for _ in range(attempts):
+                for attempt in range(1, attempts + 1):
+                    if attempt > 1:
+                        sleeper(backoff_s * (attempt - 1))
                     try:
                         code = http.get(url).status_code
                     except httpx.HTTPError as exc:

@@ -24,7 +24,16 @@ PREVIOUS_ANNOTATION = "veza-ops.veza.io/previous-colour"
 T = TypeVar("T")
 
 
-def retry_in_body(fn: Callable[[], T], attempts: int = 3, backoff_s: float = 0.2) -> T:
+def retry_in_body(
+    fn: Callable[[], T],
+    attempts: int = 3,
+    backoff_s: float = 0.2,
+    *,
+    deadline: float | None = None,
+    max_backoff_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleeper: Callable[[float], object] = time.sleep,
+) -> T:
     """Retry a call on transient errors inside a task body.
 
     Everywhere else a task retries through Prefect (``retries`` with
@@ -35,21 +44,31 @@ def retry_in_body(fn: Callable[[], T], attempts: int = 3, backoff_s: float = 0.2
 
     Args:
         fn: the call.
-        attempts: tries in all.
-        backoff_s: wait before the second try; it grows linearly.
+        attempts: tries in all (without a deadline).
+        backoff_s: wait before the second try; it grows linearly (up to ``max_backoff_s``).
+        deadline: with a deadline (a ``clock`` time), retry until the next wait would pass
+            it, however many tries that takes; one try at least.
+        max_backoff_s: the longest wait between tries.
+        clock: monotonic clock (injected in tests).
+        sleeper: waits (injected in tests).
 
     Returns:
         What ``fn`` returned.
 
     Raises:
-        TransientSystemError: still failing after ``attempts`` tries.
+        TransientSystemError: still failing after the last try.
     """
-    for attempt in range(1, attempts):
+    attempt = 1
+    while True:
+        wait = min(backoff_s * attempt, max_backoff_s)
+        last = (clock() + wait > deadline) if deadline is not None else attempt >= attempts
+        if last:
+            return fn()
         try:
             return fn()
         except TransientSystemError:
-            time.sleep(backoff_s * attempt)
-    return fn()
+            sleeper(wait)
+        attempt += 1
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,7 @@ def switch_selector(
     colour: str,
     colour_label: str = "color",
     pending_release: str | None = None,
+    from_colour: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> SwitchRecord:
     """Point a Service at a colour with one strategic-merge patch.
@@ -133,6 +153,8 @@ def switch_selector(
         colour: colour to select.
         colour_label: colour label key.
         pending_release: release id marking an uncommitted switch, or None to clear.
+        from_colour: the colour serving before the switch, as prepared (default: the one
+            the Service selects now, which a retry of an applied switch would misread).
         clock: epoch clock.
 
     Returns:
@@ -140,7 +162,10 @@ def switch_selector(
     """
     current = read_service(core_v1, namespace, service_name)
     previous = dict((current.spec.selector or {}) if current.spec else {})
-    from_colour = str(previous.get(colour_label, ""))
+    if from_colour is None:
+        from_colour = str(previous.get(colour_label, ""))
+    else:
+        previous[colour_label] = from_colour
     marks = ({PENDING_ANNOTATION: pending_release, PREVIOUS_ANNOTATION: from_colour}
              if pending_release is not None
              else {PENDING_ANNOTATION: None, PREVIOUS_ANNOTATION: None})
@@ -157,17 +182,21 @@ def switch_traffic(
     env: EnvironmentSpec,
     spec: ServiceSpec,
     colour: str,
+    from_colour: str,
     release_id: str,
 ) -> SwitchRecord:
     """Point the Service at the new colour, marked uncommitted; the rollback hook undoes it.
 
     Runs inside the release's transaction, so it retries in its body (:func:`retry_in_body`).
+    When every try failed the switch may still have been applied: the caller counts it as
+    done and switches back every prepared service.
 
     Args:
         kubernetes: the cluster block (kept in the transaction for the hook).
         env: the environment.
         spec: the service.
         colour: the new colour.
+        from_colour: the colour serving before (as prepared, never re-read).
         release_id: marks the switch as pending until the release commits.
 
     Returns:
@@ -177,6 +206,7 @@ def switch_traffic(
     record = retry_in_body(lambda: switch_selector(
         core, service=spec.name, service_name=spec.service_name, namespace=env.namespace,
         colour=colour, colour_label=env.colour_label, pending_release=release_id,
+        from_colour=from_colour,
     ))
     txn = get_transaction()
     if txn is not None:
@@ -205,12 +235,15 @@ class RestoreReport:
     Attributes:
         restored: services back on their old colour, in the order done.
         errors: services that could not be switched back, with the reason.
+        left: Services not back on their old colour, with the colour they still select
+            (``unknown`` when it could not be read).
         decided_at: epoch seconds of the failing check (start of the measurement).
         finished_at: epoch seconds when the last selector was back.
     """
 
     restored: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    left: dict[str, str] = field(default_factory=dict)
     decided_at: float = 0.0
     finished_at: float = 0.0
 
@@ -220,25 +253,38 @@ class RestoreReport:
         return max(0.0, self.finished_at - self.decided_at)
 
 
+def _restore_one(core_v1: k8s.CoreV1Api, r: SwitchRecord, colour_label: str) -> bool:
+    """Put one Service back on its old colour unless it is there; True when it was moved."""
+    if selected_colour(core_v1, r.namespace, r.service_name, colour_label) == r.from_colour:
+        return False
+    switch_selector(core_v1, service=r.service, service_name=r.service_name,
+                    namespace=r.namespace, colour=r.from_colour, colour_label=colour_label)
+    return True
+
+
 def switch_back(
     core_v1: k8s.CoreV1Api,
     switches: Sequence[SwitchRecord],
     *,
     colour_label: str = "color",
     decided_at: float | None = None,
+    deadline_s: float | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RestoreReport:
-    """Switch every switched Service back to its old colour, newest first; never raises.
+    """Switch every given Service back to its old colour, newest first; never raises.
 
-    The old colour still runs at full scale, so this is one patch per Service. A Service
-    already back (the transaction's rollback hook did it) is left alone; then traffic was
-    back when this started. A failure on one Service does not stop the others.
+    The old colour still runs at full scale, so this is one patch per Service, retried on
+    transient errors (until ``deadline_s`` from the start when given). A Service already back
+    (the transaction's rollback hook did it) is left alone; then traffic was back when this
+    started. A failure on one Service does not stop the others; each Service left on another
+    colour is named in the report's ``left``.
 
     Args:
         core_v1: core API.
-        switches: the switches done by the release.
+        switches: the switches to undo (the release passes one per prepared service).
         colour_label: colour label key.
         decided_at: epoch seconds of the failing check (default: now).
+        deadline_s: keep retrying each Service until this many seconds after the start.
         clock: epoch clock.
 
     Returns:
@@ -247,21 +293,28 @@ def switch_back(
     started = clock()
     report = RestoreReport(decided_at=started if decided_at is None else decided_at,
                            finished_at=started)
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
     for r in reversed(list(switches)):
         try:
-            now = retry_in_body(partial(selected_colour, core_v1, r.namespace, r.service_name,
-                                        colour_label))
-            if now != r.from_colour:
-                retry_in_body(partial(
-                    switch_selector, core_v1, service=r.service, service_name=r.service_name,
-                    namespace=r.namespace, colour=r.from_colour, colour_label=colour_label))
-                report.finished_at = clock()
-                get_logger(__name__).warning("%s: traffic switched back to %s", r.service,
-                                             r.from_colour)
+            moved = retry_in_body(partial(_restore_one, core_v1, r, colour_label),
+                                  deadline=deadline)
         except VezaOpsError as exc:
-            get_logger(__name__).error("%s: switch back failed: %s", r.service, exc.message)
-            report.errors[r.service] = exc.message
-            continue
+            try:
+                now = selected_colour(core_v1, r.namespace, r.service_name, colour_label)
+            except VezaOpsError:
+                now = "unknown"
+            if now != r.from_colour:  # an answer lost after the patch applied is a success
+                get_logger(__name__).error(
+                    "%s: switch back to %s FAILED, Service %s still selects %s: %s",
+                    r.service, r.from_colour, r.service_name, now, exc.message)
+                report.errors[r.service] = exc.message
+                report.left[r.service_name] = now or "none"
+                continue
+            moved = True
+        if moved:
+            report.finished_at = clock()
+            get_logger(__name__).warning("%s: traffic switched back to %s", r.service,
+                                         r.from_colour)
         report.restored.append(r.service)
     return report
 
