@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from prefect import flow, runtime
+from typing import Any
+
+from prefect import Flow, flow, runtime
+from prefect.client.schemas.objects import FlowRun, State
 
 from flows.models import AnalysisOverrides, ReleaseSummary
 from tasks.release.build import check_version, passthrough_env, run_build_task
 from tasks.release.catalogue import DEFAULT_CATALOGUE, load_catalogue
 from tasks.release.clusters import connect
+from tasks.release.crash import clean_up_after_run
 from tasks.release.futures import results
 from tasks.release.locking import hold_locks
 from tasks.release.preflight import plan_release_task, preflight_context, run_preflight_task
 from tasks.release.production import release_to_production
 from tasks.release.reconcile import reconcile_task
 from tasks.release.report import ReleaseReport
+from tasks.release.runs import flow_run_state
 from tasks.release.staging import release_to_staging
 
 
-@flow(name="release", flow_run_name="release-{environment}-{version}")
+def _on_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    clean_up_after_run(str(flow_run.id), flow_run.parameters, outcome="crashed")
+
+
+def _on_cancelled(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    clean_up_after_run(str(flow_run.id), flow_run.parameters, outcome="cancelled")
+
+
+@flow(name="release", flow_run_name="release-{environment}-{version}",
+      on_crashed=[_on_crashed], on_cancellation=[_on_cancelled])
 def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
     version: str,
     environment: str = "production",
@@ -55,20 +69,24 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
                if env.staging_environment else None)
     rolling = target if env.strategy == "rolling" else staging
     bluegreen = target if env.strategy == "blue-green" else None
+    run_id = str(runtime.flow_run.id or "local")
     report = ReleaseReport.start(
         kind="release", environment=environment, version=version, triggered_by=triggered_by,
-        run_id=str(runtime.flow_run.id or "local"), dry_run=dry_run,
+        run_id=run_id, dry_run=dry_run,
         images={s.name: s.image(version) for s in specs})
     if dry_run:
         return report.dry_run(plan_release_task(specs, version, rolling=rolling,
                                                 bluegreen=bluegreen, build=not skip_build))
 
     with report.running(target), hold_locks([c for c in (target, staging) if c],
-                                            report.holder) as locks:
-        # A crashed run's uncommitted switches are put back first, then the checklist gate.
+                                            report.holder, run_id=run_id,
+                                            holder_state=flow_run_state) as locks:
+        report.lock_takeovers(locks.takeovers)
+        # A crashed run's uncommitted switches are put back first (every service of the
+        # catalogue, not only this run's), then the checklist gate.
         if bluegreen is not None:
             report.reconciled(*reconcile_task(bluegreen.apps_v1, bluegreen.core_v1,
-                                              bluegreen.env, specs))
+                                              bluegreen.env, catalogue.select()))
         first = rolling or target
         with report.timed("preflight"):
             report.checklist(first.env.name, run_preflight_task(preflight_context(
@@ -78,7 +96,7 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
             with report.timed("build"):
                 passthrough = passthrough_env(build_env_passthrough)
                 results([run_build_task.submit(s, version, passthrough) for s in specs])
-        report.changed = True  # from here on the environments change: the run is recorded
+        report.changing()  # from here on the environments change: the run is recorded
         if rolling is not None:
             secrets = release_to_staging(catalogue, rolling, specs, version=version,
                                          report=report)
@@ -87,5 +105,5 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
         locks.check()  # never switch production traffic without the lock
         if bluegreen is not None:
             release_to_production(catalogue, bluegreen, specs, staging=staging,
-                                  version=version, report=report)
+                                  version=version, report=report, check_lock=locks.check)
     return report.summary
