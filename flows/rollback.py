@@ -8,11 +8,12 @@ from errors import ReleaseError
 from flows.models import ReleaseSummary
 from tasks.release.catalogue import DEFAULT_CATALOGUE, load_catalogue
 from tasks.release.clusters import connect
-from tasks.release.history import release_history_task
+from tasks.release.history import record_release_task, release_history_task
 from tasks.release.locking import hold_locks
 from tasks.release.reconcile import reconcile_task
 from tasks.release.report import ReleaseReport
-from tasks.release.rollback import choose_target, restore_service_task
+from tasks.release.rollback import choose_target, mark_crashed, restore_service_task
+from tasks.release.runs import flow_run_state
 
 
 @flow(name="rollback", flow_run_name="rollback-{environment}")
@@ -40,14 +41,20 @@ def rollback(
     env = catalogue.environment(environment)
     catalogue.select(services)  # unknown names are refused before any request
     c = connect(env)
+    run_id = str(runtime.flow_run.id or "local")
     report = ReleaseReport.start(kind="rollback", environment=environment, version="?",
-                                 triggered_by=triggered_by,
-                                 run_id=str(runtime.flow_run.id or "local"))
-    with report.running(c), hold_locks([c], report.holder):
+                                 triggered_by=triggered_by, run_id=run_id)
+    with report.running(c), hold_locks([c], report.holder, run_id=run_id,
+                                       holder_state=flow_run_state) as locks:
+        report.lock_takeovers(locks.takeovers)
         if env.strategy == "blue-green":
             report.reconciled(*reconcile_task(c.apps_v1, c.core_v1, env,
                                               catalogue.select(services)))
         history = release_history_task(c.core_v1, env.namespace)
+        for crashed in mark_crashed(history, flow_run_state, own_run=run_id):
+            record_release_task(c.core_v1, env.namespace, crashed, keep=env.history_size)
+            report.check(f"record {crashed.id}", True, crashed.reason or "crashed")
+            history = [crashed if r.id == crashed.id else r for r in history]
         if report.summary.reconciled and not any(r.outcome == "succeeded" for r in history):
             get_run_logger().warning("no successful release on record: reconciled only")
             report.summary.version = report.record.version = "reconciled"

@@ -17,8 +17,8 @@ from tasks.release.logs import get_logger
 
 CONFIGMAP_NAME = "veza-ops-releases"
 DEFAULT_KEEP = 50
-Outcome = Literal["running", "succeeded", "failed", "rolled-back", "dry-run", "crashed",
-                  "cancelled"]
+Outcome = Literal["running", "succeeded", "failed", "rolled-back", "rollback-incomplete",
+                  "dry-run", "crashed", "cancelled"]
 
 
 class CheckRecord(BaseModel):

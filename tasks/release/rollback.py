@@ -44,7 +44,7 @@ class RollbackTarget:
     previous_images: dict[str, str]
 
 
-INTERRUPTED = frozenset({"running", "crashed", "cancelled", "failed"})
+INTERRUPTED = frozenset({"running", "crashed", "cancelled", "failed", "rollback-incomplete"})
 
 
 def is_committed(record: ReleaseRecord) -> bool:

@@ -1,0 +1,145 @@
+"""After a crash: the rollback target from the records (pure), and a SIGKILLed release undone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tasks.release.history import ReleaseRecord
+from tasks.release.rollback import choose_target, mark_crashed
+from tests.release import helpers as h
+from tests.release.test_rollback import CATALOGUE
+
+
+def rec(i: int, outcome: str = "succeeded", *, run: str | None = None,
+        colours: bool = True) -> ReleaseRecord:
+    return ReleaseRecord(id=f"2026010{i}T000000Z", environment="production",
+                         version=f"1.{i}.0", started_at=datetime.now(UTC), outcome=outcome,
+                         flow_run_id=run, images={"veza-web": f"veza/web:1.{i}.0"},
+                         previous_images={"veza-web": f"veza/web:1.{i - 1}.0"},
+                         colours={"veza-web": "green"} if colours else {},
+                         secrets={"veza-web": f"veza-web-secrets-{i}"})
+
+
+@pytest.mark.parametrize("outcome", ["crashed", "running", "failed", "cancelled"])
+def test_after_an_interrupted_release_the_target_is_the_last_committed(outcome):
+    target = choose_target([rec(1), rec(2), rec(3, outcome, colours=False)], CATALOGUE,
+                           None, None)
+    assert target.label == "1.2.0"
+    assert target.images == {"veza-web": "veza/web:1.2.0"}
+    assert target.secrets == {"veza-web": "veza-web-secrets-2"}
+    assert target.previous_images == {"veza-web": "veza/web:1.3.0"}
+
+
+def test_a_release_crashed_after_its_commit_is_rolled_back_like_a_success():
+    target = choose_target([rec(1), rec(2, "crashed")], CATALOGUE, None, None)
+    assert target.label == "before 1.2.0" and target.images == {"veza-web": "veza/web:1.1.0"}
+
+
+def test_running_records_of_finished_runs_are_marked_crashed():
+    history = [rec(1), rec(2, "running", run="dead", colours=False),
+               rec(3, "running", run="alive", colours=False),
+               rec(4, "running", run="gone", colours=False),
+               rec(5, "running", run="me", colours=False)]
+    states = {"dead": "CRASHED", "alive": "RUNNING", "gone": None, "me": "RUNNING"}
+    marked = mark_crashed(history, states.__getitem__, own_run="me")
+    assert [(r.id, r.outcome) for r in marked] == [(rec(2).id, "crashed"), (rec(4).id, "crashed")]
+    assert "CRASHED" in (marked[0].reason or "") and "gone" in (marked[1].reason or "")
+    assert marked[0].finished_at is not None
+
+
+# --- against the sandbox: SIGKILL after the first switch, shipped lock settings -------------
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from flows.release import release
+release(version=sys.argv[2], environment="production", catalogue_path=sys.argv[3],
+        skip_build=True)
+"""
+
+
+def seed_record(core, namespace: str, version: str, previous: str) -> None:
+    """The seeded state, as the release that made it would have recorded it (committed)."""
+    from tasks.release.history import record_release
+
+    now = datetime.now(UTC)
+    record_release(core, namespace, ReleaseRecord(
+        id=ReleaseRecord.new_id(now, "seeded"), environment="production", version=version,
+        started_at=now, finished_at=now, outcome="succeeded", triggered_by="test",
+        images={n: f"{repo}:{version}" for n, (repo, _, _) in h.SERVICES.items()},
+        previous_images={n: f"{repo}:{previous}" for n, (repo, _, _) in h.SERVICES.items()},
+        colours={n: "blue" for n in h.ORDER}, previous_colours={n: "green" for n in h.ORDER}))
+
+
+@pytest.mark.timeout(480)
+def test_killed_release_is_rolled_back_at_once_to_the_last_committed(
+        prefect_harness, sandbox_stack, sandbox_namespaces, tmp_path):
+    from kubernetes import client as k8s
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    from prefect.states import Crashed
+
+    from errors import LockHeldError
+    from flows.rollback import rollback
+    from sandbox.procs import wait_until
+    from tasks.release.history import release_history
+    from tasks.release.leases import LEASE_NAME, RUN_ANNOTATION
+
+    staging, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    coordination = k8s.CoordinationV1Api(core.api_client)
+    blocks = h.register_blocks(sandbox_stack)
+    catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns=staging,
+                                  production_ns=production, blocks=blocks,
+                                  e2e_command=["{python}", "-c", "pass"], intervals=2,
+                                  keep_old_colour_s=0, lock_ttl_s=900, lock_wait_s=0)
+    seed_record(core, production, "1.0.0", "0.9.0")
+    h.push_all(sandbox_stack, "0.9.0")  # a rollback one release too far would succeed
+    h.push_all(sandbox_stack, "4.0.0")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, root, "4.0.0", str(catalogue)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
+                   timeout=300, what="the first switch", interval=0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    # The killed run left its Lease (naming its flow run) and a `running` record.
+    lease = coordination.read_namespaced_lease(LEASE_NAME, production)
+    run_id = lease.metadata.annotations[RUN_ANNOTATION]
+    left = [r for r in release_history(core, production) if r.flow_run_id == run_id]
+    assert [r.outcome for r in left] == ["running"]
+    # Its run is still Running for Prefect: the lock is kept.
+    with pytest.raises(LockHeldError):
+        rollback(environment="production", catalogue_path=str(catalogue))
+
+    with get_client(sync_client=True) as client:  # what the zombie automation does
+        client.set_flow_run_state(run_id, Crashed(message="no heartbeat"), force=True)
+    summary = rollback(environment="production", catalogue_path=str(catalogue),
+                       triggered_by="test")
+
+    assert summary.outcome == "succeeded"
+    assert any("never committed" in line for line in summary.reconciled)
+    assert h.selectors(core, production) == {s: "blue" for s in h.ORDER}
+    assert {n: i for n, (i, _) in h.images(apps, production, "blue").items()} == {
+        n: f"{repo}:1.0.0" for n, (repo, _, _) in h.SERVICES.items()}
+    history = release_history(core, production)
+    killed = next(r for r in history if r.flow_run_id == run_id)
+    assert killed.outcome == "crashed" and "CRASHED" in (killed.reason or "")
+    rolled = history[-1]
+    assert (rolled.kind, rolled.version, rolled.triggered_by) == ("rollback", "1.0.0", "test")
+    assert any("taken from" in c.detail and run_id in c.detail for c in rolled.checks)
