@@ -63,7 +63,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 unit: setup
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 test: setup lint typecheck unit
 

@@ -293,16 +293,28 @@ def test_two_releases_do_not_interleave(env):
     from tasks.release.locking import lock_holder
 
     h.push_all(env.sandbox, "2.7.0")
-    catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=1, keep_old_colour_s=0)
+    # The first release holds its lock in E2E until the second one has been refused: its E2E
+    # command waits for a file the test writes (a gate, not a timing assumption).
+    gate = env.tmp / "second-refused"
+    wait_for_gate = ("import os, sys, time\n"
+                     "deadline = time.monotonic() + 120\n"
+                     "while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:\n"
+                     "    time.sleep(0.1)\n"
+                     "sys.exit(0 if os.path.exists(sys.argv[1]) else 1)\n")
+    catalogue = env.catalogue(e2e_command=["{python}", "-c", wait_for_gate, str(gate)],
+                              intervals=1, keep_old_colour_s=0)
     done: list[Any] = []
     thread = threading.Thread(target=lambda: done.append(
         run_release(catalogue, "2.7.0", skip_build=True)))
     thread.start()
     coordination = k8s.CoordinationV1Api(env.core.api_client)
-    holder = wait_until(lambda: lock_holder(coordination, env.production), timeout=60,
-                        what="first release to take the lock", interval=0.2)
-    with pytest.raises(LockHeldError, match=holder.split("/")[-1]):
-        run_release(catalogue, "2.7.0", skip_build=True)
+    try:
+        holder = wait_until(lambda: lock_holder(coordination, env.production), timeout=60,
+                            what="first release to take the lock", interval=0.2)
+        with pytest.raises(LockHeldError, match=holder.split("/")[-1]):
+            run_release(catalogue, "2.7.0", skip_build=True)
+    finally:
+        gate.touch()
     thread.join(timeout=180)
     assert done and done[0].outcome == "succeeded"
     assert h.selectors(env.core, env.production) == {s: "green" for s in h.ORDER}
