@@ -119,3 +119,41 @@ def snapshot(apps: Any, core: Any, namespace: str) -> dict[str, Any]:
     secrets = sorted(s.metadata.name for s in core.list_namespaced_secret(namespace).items)
     maps = sorted(m.metadata.name for m in core.list_namespaced_config_map(namespace).items)
     return {"deployments": deps, "services": svcs, "secrets": secrets, "configmaps": maps}
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from flows.release import release
+release(version=sys.argv[2], environment="production", catalogue_path=sys.argv[3],
+        skip_build=True)
+"""
+
+
+def release_killed_after_first_switch(sandbox: Any, *, production: str, catalogue: Path,
+                                      version: str, workdir: Path) -> None:
+    """Run a release in its own process and SIGKILL it once the first Service is switched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from sandbox.procs import wait_until
+
+    _, core = apis(sandbox)
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "PREFECT_HOME": str(workdir / "prefect-home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, root, version, str(catalogue)],
+        env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: selectors(core, production)["veza-backend-api"] == "green",
+                   timeout=300, what="the first switch", interval=0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -56,13 +51,6 @@ def test_running_records_of_finished_runs_are_marked_crashed():
 
 # --- against the sandbox: SIGKILL after the first switch, shipped lock settings -------------
 
-KILL_SCRIPT = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from flows.release import release
-release(version=sys.argv[2], environment="production", catalogue_path=sys.argv[3],
-        skip_build=True)
-"""
 
 
 def seed_record(core, namespace: str, version: str, previous: str) -> None:
@@ -83,12 +71,10 @@ def test_killed_release_is_rolled_back_at_once_to_the_last_committed(
         prefect_harness, sandbox_stack, sandbox_namespaces, tmp_path):
     from kubernetes import client as k8s
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
     from prefect.states import Crashed
 
     from errors import LockHeldError
     from flows.rollback import rollback
-    from sandbox.procs import wait_until
     from tasks.release.history import release_history
     from tasks.release.leases import LEASE_NAME, RUN_ANNOTATION
 
@@ -103,20 +89,8 @@ def test_killed_release_is_rolled_back_at_once_to_the_last_committed(
     seed_record(core, production, "1.0.0", "0.9.0")
     h.push_all(sandbox_stack, "0.9.0")  # a rollback one release too far would succeed
     h.push_all(sandbox_stack, "4.0.0")
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-           "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, root, "4.0.0", str(catalogue)],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
-                   timeout=300, what="the first switch", interval=0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    h.release_killed_after_first_switch(sandbox_stack, production=production,
+                                        catalogue=catalogue, version="4.0.0", workdir=tmp_path)
 
     # The killed run left its Lease (naming its flow run) and a `running` record.
     lease = coordination.read_namespaced_lease(LEASE_NAME, production)

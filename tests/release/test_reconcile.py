@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from tasks.release.reconcile import ColourState, ServiceState, plan
@@ -51,22 +45,12 @@ def test_nothing_ready_is_a_problem_for_a_human():
 
 # --- against the sandbox: SIGKILL of the flow process after the first switch ---------------
 
-KILL_SCRIPT = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from flows.release import release
-release(version=sys.argv[2], environment="production", catalogue_path=sys.argv[3],
-        skip_build=True)
-"""
 
 
 @pytest.mark.timeout(420)
 def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_stack,
                                                       sandbox_namespaces, tmp_path):
-    from prefect.settings import PREFECT_API_URL
-
     from flows.release import release
-    from sandbox.procs import wait_until
     from tests.release import helpers as h
 
     staging, production = sandbox_namespaces
@@ -77,20 +61,8 @@ def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_
                                   e2e_command=["{python}", "-c", "pass"], intervals=2,
                                   keep_old_colour_s=0, lock_ttl_s=5, lock_wait_s=60)
     h.push_all(sandbox_stack, "4.0.0")
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-           "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, root, "4.0.0", str(catalogue)],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
-                   timeout=240, what="the first switch", interval=0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    h.release_killed_after_first_switch(sandbox_stack, production=production,
+                                        catalogue=catalogue, version="4.0.0", workdir=tmp_path)
     # Killed mid-release: the first service is on green, uncommitted.
     svc = core.read_namespaced_service("veza-backend-api", production)
     assert svc.metadata.annotations.get("veza-ops.veza.io/pending-release")
