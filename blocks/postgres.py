@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import psycopg
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
+from errors import InvalidInputError
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -77,11 +84,19 @@ class PostgresDatabase(Block):
             options=self.session_options(),
         )
 
-    def subprocess_env(self, dbname: str | None = None) -> dict[str, str]:
-        """Environment for libpq tools (pg_dump, pg_restore) so no secret is on a command line.
+    def subprocess_env(
+        self, dbname: str | None = None, *, passfile: Path | None = None
+    ) -> dict[str, str]:
+        """Environment for libpq tools (pg_dump, pg_restore, psql): never the password itself.
+
+        Every inherited ``PG*`` variable is dropped (a stray ``PGPASSWORD`` included), so the
+        tool only knows what this block says. The password reaches the tool through
+        ``passfile`` (see :meth:`libpq_env`), not through its environment, which other
+        processes of the same user can read in ``/proc/<pid>/environ``.
 
         Args:
             dbname: another database on the same server (default: ``self.dbname``).
+            passfile: the passfile the tool reads (``PGPASSFILE``); None sets none.
 
         Returns:
             A copy of the current environment with the PG* variables set.
@@ -91,9 +106,64 @@ class PostgresDatabase(Block):
             PGHOST=self.host,
             PGPORT=str(self.port),
             PGUSER=self.user,
-            PGPASSWORD=self.password.get_secret_value(),
             PGSSLMODE=self.sslmode,
             PGDATABASE=dbname or self.dbname,
             PGCONNECT_TIMEOUT=str(self.connect_timeout),
         )
+        if passfile is not None:
+            env["PGPASSFILE"] = str(passfile)
         return env
+
+    @contextlib.contextmanager
+    def passfile(self) -> Iterator[Path]:
+        """A libpq passfile holding this block's password, removed when the block exits.
+
+        The file is created 0600 (libpq ignores a group- or world-readable passfile) inside a
+        fresh 0700 directory of its own, and the directory is removed on leaving, error or
+        not. Its one line matches any host, port and database (``*``) for this block's user:
+        the tools are pointed at the block's server by ``PGHOST``/``PGPORT`` anyway, and
+        libpq's host matching would otherwise miss Unix-socket and ``hostaddr`` spellings.
+        Only a SIGKILL of this process can leave it behind (in the temp dir, 0600).
+
+        Yields:
+            The passfile's path (for ``PGPASSFILE``).
+
+        Raises:
+            InvalidInputError: the password holds a line break (a passfile cannot carry it).
+        """
+        secret = self.password.get_secret_value()
+        if "\n" in secret or "\r" in secret:
+            raise InvalidInputError(
+                "password", "contains a line break, which libpq's passfile cannot carry",
+                fix="give the role a password without line breaks",
+            )
+        directory = Path(tempfile.mkdtemp(prefix="veza-pgpass-"))
+        try:
+            path = directory / "pgpass"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(f"*:*:*:{_passfile_field(self.user)}:{_passfile_field(secret)}\n")
+            yield path
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def libpq_env(self, dbname: str | None = None) -> Iterator[dict[str, str]]:
+        """:meth:`subprocess_env` with a :meth:`passfile` that lives as long as the block.
+
+        Keep the block open until the tool has exited: ``pg_restore -j`` opens its worker
+        connections late, and each reads the passfile.
+
+        Args:
+            dbname: another database on the same server (default: ``self.dbname``).
+
+        Yields:
+            The environment to start the tool with.
+        """
+        with self.passfile() as path:
+            yield self.subprocess_env(dbname, passfile=path)
+
+
+def _passfile_field(value: str) -> str:
+    r"""Escape ``\`` and ``:`` as libpq's passfile format requires."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")

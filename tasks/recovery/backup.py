@@ -66,12 +66,14 @@ def _gpg_stage(gnupghome: Path, recipients: list[str]) -> Stage:
 
 
 def dump_stages(
-    db: PostgresDatabase, *, snapshot_id: str, gnupghome: Path, recipients: list[str]
+    db: PostgresDatabase, *, env: dict[str, str], snapshot_id: str, gnupghome: Path,
+    recipients: list[str],
 ) -> list[Stage]:
-    """The processes of a backup: no secret in any argv (the password is in the env).
+    """The processes of a backup: no secret in any argv or environment.
 
     Args:
         db: the database block.
+        env: pg_dump's environment, from ``db.libpq_env()`` (the password in a passfile).
         snapshot_id: exported snapshot pg_dump must use.
         gnupghome: a GNUPGHOME with the recipients' public keys.
         recipients: their fingerprints.
@@ -85,7 +87,7 @@ def dump_stages(
             ["pg_dump", "--format=custom", "--compress=0", "--no-password",
              f"--snapshot={snapshot_id}",
              f"--lock-wait-timeout={db.lock_wait_timeout_s * 1000}"],
-            env=db.subprocess_env(),
+            env=env,
             count_output=True,
         ),
         Stage("zstd", ["zstd", "-T0", "-3", "-q", "-c"]),
@@ -94,7 +96,7 @@ def dump_stages(
 
 
 def globals_stages(
-    db: PostgresDatabase, *, role_passwords: bool, gnupghome: Path, recipients: list[str]
+    *, env: dict[str, str], role_passwords: bool, gnupghome: Path, recipients: list[str]
 ) -> list[Stage]:
     """``pg_dumpall --globals-only | zstd | gpg``: the cluster's roles and memberships.
 
@@ -102,7 +104,7 @@ def globals_stages(
     non-superuser can then dump the roles too (pg_roles instead of pg_authid).
 
     Args:
-        db: the database block (any database of the server).
+        env: pg_dumpall's environment, from ``db.libpq_env()`` (any database of the server).
         role_passwords: include the roles' password hashes (operator opt-in).
         gnupghome: a GNUPGHOME with the recipients' public keys.
         recipients: their fingerprints.
@@ -114,7 +116,7 @@ def globals_stages(
     if not role_passwords:
         argv.append("--no-role-passwords")
     return [
-        Stage("pg_dumpall", argv, env=db.subprocess_env(), count_output=True),
+        Stage("pg_dumpall", argv, env=env, count_output=True),
         Stage("zstd", ["zstd", "-q", "-c"]),
         _gpg_stage(gnupghome, recipients),
     ]
@@ -204,10 +206,10 @@ def run_backup(
     with encryption.keyring() as keyring:
         client = client if client is not None else store.get_client()
         check_bucket(client, store.bucket)
-        with exported_snapshot(db) as snap:
+        with exported_snapshot(db) as snap, db.libpq_env() as env:
             logger.info("backup %s of %s: snapshot %s", bid, db.dbname, snap.snapshot_id)
             stages = dump_stages(
-                db, snapshot_id=snap.snapshot_id, gnupghome=keyring.home,
+                db, env=env, snapshot_id=snap.snapshot_id, gnupghome=keyring.home,
                 recipients=keyring.fingerprints,
             )
             estimate = max(snap.database_bytes, 1)
@@ -221,7 +223,7 @@ def run_backup(
             )
             globals_upload, _ = stream_to_store(
                 client, store, root + GLOBALS_NAME,
-                globals_stages(db, role_passwords=role_passwords, gnupghome=keyring.home,
+                globals_stages(env=env, role_passwords=role_passwords, gnupghome=keyring.home,
                                recipients=keyring.fingerprints),
             )
         finished = now()

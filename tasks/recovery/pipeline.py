@@ -25,7 +25,7 @@ class Stage:
     Attributes:
         name: short name used in errors (``pg_dump``).
         argv: the command, never a shell string; must not contain secrets.
-        env: its environment (secrets go here, e.g. PGPASSWORD).
+        env: its environment (no secret: e.g. ``PGPASSFILE`` names a 0600 file holding it).
         pass_fds: extra file descriptors it inherits (e.g. a passphrase pipe).
         count_output: relay its stdout through a counting thread (zero-copy ``splice``).
     """

@@ -124,7 +124,7 @@ def pg_restore(
     The target goes in as a conninfo (``dbname='...'``) so libpq never expands it.
 
     Args:
-        db: the server (block); the password goes through the environment.
+        db: the server (block); the password goes through a passfile (``db.libpq_env``).
         target: the database to restore into (must exist).
         dump: path of the plain pg_dump archive.
         jobs: parallel jobs (``-j``).
@@ -140,8 +140,8 @@ def pg_restore(
         if owner_role:
             argv.append(f"--role={owner_role}")
     argv += [f"--dbname={dbname_conninfo(target)}", str(dump)]
-    with Pipeline(
-        [Stage("pg_restore", argv, env=db.subprocess_env(target))], stdout=subprocess.DEVNULL
+    with db.libpq_env(target) as env, Pipeline(
+        [Stage("pg_restore", argv, env=env)], stdout=subprocess.DEVNULL
     ) as pipe:
         pipe.check(timeout=4 * 3600)
     logger.info("pg_restore into %s finished", target)

@@ -97,14 +97,16 @@ def test_backup_streams_encrypted_dump_and_writes_manifest_last(
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
 
 
-def test_no_secret_on_any_command_line(seeded_db, encryption_block):
-    with encryption_block.keyring() as kr:
-        stages = dump_stages(seeded_db, snapshot_id="00000003-1", gnupghome=kr.home,
+def test_no_secret_on_any_command_line_or_environment(seeded_db, encryption_block):
+    with encryption_block.keyring() as kr, seeded_db.libpq_env() as env:
+        stages = dump_stages(seeded_db, env=env, snapshot_id="00000003-1", gnupghome=kr.home,
                              recipients=kr.fingerprints)
     password = seeded_db.password.get_secret_value()
     for stage in stages:
         assert not any(password in arg for arg in stage.argv)
-    assert stages[0].env is not None and stages[0].env["PGPASSWORD"] == password
+        assert not any(password in value for value in (stage.env or {}).values())
+    assert stages[0].env is not None and "PGPASSWORD" not in stages[0].env
+    assert stages[0].env["PGPASSFILE"]
 
 
 def _child_pg_dump() -> int | None:
@@ -144,17 +146,26 @@ def test_pg_dump_killed_mid_stream_leaves_no_backup(seeded_db, pg_server, store_
     _add_blobs(pg_server, seeded_db.dbname, rows=10_000)  # ~40 MiB
     killed: list[int] = []
 
+    passfiles: list[Path] = []
+    password = seeded_db.password.get_secret_value().encode()
+
     def kill_pg_dump(uploaded: int, _estimate: int) -> None:
         if not killed:  # first part read: pg_dump is blocked on a full pipe, mid-stream
             pid = _child_pg_dump()
             assert pid is not None and _running(pid)
+            environ = Path(f"/proc/{pid}/environ").read_bytes()  # the running pg_dump's env
+            assert password not in environ and b"PGPASSWORD=" not in environ
+            passfile = Path(next(item.split(b"=", 1)[1] for item in environ.split(b"\0")
+                                 if item.startswith(b"PGPASSFILE=")).decode())
+            assert passfile.stat().st_mode & 0o777 == 0o600
+            passfiles.append(passfile)
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
     with pytest.raises(PipelineError, match="pg_dump killed by SIGKILL"):
         run_backup(seeded_db, store_block, encryption_block, on_progress=kill_pg_dump,
                    kind="hourly")
-    assert killed
+    assert killed and passfiles and not passfiles[0].parent.exists()  # removed on error too
     # no data object, no manifest, no pending multipart upload; the earlier backup is intact
     assert _keys(s3_client, store_block.bucket) == before
     assert not s3_client.list_multipart_uploads(Bucket=store_block.bucket).get("Uploads")

@@ -144,8 +144,9 @@ def test_target_that_libpq_would_expand_is_refused_before_any_change(
 def _truncate_dump(db, store, encryption, client, manifest, tmp_path):
     """Replace the backup's dump by a truncated one with a matching manifest (checksums pass)."""
     dump = tmp_path / "full.pgc"
-    subprocess.run(["pg_dump", "--format=custom", "--compress=0", f"--file={dump}"],
-                   env=db.subprocess_env(), check=True)
+    with db.libpq_env() as env:
+        subprocess.run(["pg_dump", "--format=custom", "--compress=0", f"--file={dump}"],
+                       env=env, check=True)
     with encryption.keyring() as kr:
         stages = [Stage("head", ["head", "-c", str(dump.stat().st_size // 2), str(dump)],
                         count_output=True),

@@ -36,8 +36,8 @@ def test_pg_dump_behind_a_lock_fails_with_a_clear_error(
         snap_conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         row = snap_conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
-        with encryption_block.keyring() as keyring:
-            stages = dump_stages(db, snapshot_id=row[0], gnupghome=keyring.home,
+        with encryption_block.keyring() as keyring, db.libpq_env() as env:
+            stages = dump_stages(db, env=env, snapshot_id=row[0], gnupghome=keyring.home,
                                  recipients=keyring.fingerprints)
             assert "--lock-wait-timeout=1000" in stages[0].argv
             with Pipeline(stages) as pipe, pytest.raises(PipelineError) as caught:
