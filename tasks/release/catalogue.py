@@ -190,6 +190,8 @@ class EnvironmentSpec(_Model):
     switch_back_deadline_s: float = Field(
         default=60.0, gt=0, description="How long a failed release retries each switch-back.")
     rollout_timeout_s: float = Field(default=300.0, gt=0)
+    undo_deadline_s: float = Field(
+        default=60.0, gt=0, description="How long a failed staging release retries its undo.")
     lock_ttl_s: int = Field(default=900, ge=5)
     lock_wait_s: float = Field(default=0.0, ge=0)
     required_alerts: list[str] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from tasks.release.logs import get_logger
 from tasks.release.outcomes import ReleaseSummary, ServiceOutcome, record_outcome, run_outcome
 from tasks.release.preflight import Checklist
 from tasks.release.switching import RestoreReport, SwitchRecord, rollback_timings
+from tasks.release.undo import UndoReport
 
 
 @dataclass
@@ -168,6 +169,16 @@ class ReleaseReport:
         """
         self.record.secrets = secrets
         self.record.colours = {name: "-" for name in secrets}
+
+    def staging_undone(self, environment: str, undo: UndoReport) -> None:
+        """Record what the staging undo did: one check per service of the release.
+
+        Args:
+            environment: the rolling environment.
+            undo: the undo's report.
+        """
+        for name, passed, detail in undo.checks(environment):
+            self.check(name, passed, detail)
 
     def reconciled(self, done: list[str], problems: list[str]) -> None:
         """Record reconcile's corrections (each one changed the environment).

@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from errors import RolloutError
+from errors import RolloutError, TransientSystemError
 from errors.kubernetes import translate_api_errors
 
 PROGRESS_DEADLINE_REASON = "ProgressDeadlineExceeded"
@@ -150,10 +150,15 @@ def wait_for_rollout(
     *,
     core_v1: k8s.CoreV1Api | None = None,
     poll_s: float = 0.5,
+    read_errors: int = 3,
     clock: Callable[[], float] = time.monotonic,
     sleeper: Callable[[float], Any] = time.sleep,
 ) -> RolloutStatus:
     """Poll a Deployment until its rollout is done, failed, or the deadline passes.
+
+    A transient error reading the Deployment (a 5xx, a timeout) is polled through, like
+    ``kubectl rollout status`` re-establishing its watch, unless ``read_errors`` reads in a
+    row fail or the deadline passes: the last error is then raised (the caller undoes).
 
     Args:
         apps_v1: the apps API.
@@ -162,6 +167,7 @@ def wait_for_rollout(
         timeout_s: deadline in seconds (like ``kubectl rollout status --timeout``).
         core_v1: the core API used to explain failures (default: built from apps_v1's client).
         poll_s: seconds between polls.
+        read_errors: consecutive transient read errors that end the wait (raised).
         clock: monotonic clock (injected in tests).
         sleeper: waits between polls (injected in tests).
 
@@ -171,11 +177,21 @@ def wait_for_rollout(
     Raises:
         RolloutError: progress deadline exceeded or timeout; the message carries the pods'
             reasons (ImagePullBackOff, CrashLoopBackOff, not ready...).
+        TransientSystemError: ``read_errors`` reads in a row failed (or one at the deadline).
     """
     deadline = clock() + timeout_s
+    failures = 0
     while True:
-        with translate_api_errors(f"read deployment {namespace}/{name}"):
-            deployment = apps_v1.read_namespaced_deployment(name, namespace)
+        try:
+            with translate_api_errors(f"read deployment {namespace}/{name}"):
+                deployment = apps_v1.read_namespaced_deployment(name, namespace)
+        except TransientSystemError:
+            failures += 1
+            if failures >= read_errors or clock() >= deadline:
+                raise
+            sleeper(min(poll_s, max(0.0, deadline - clock())))
+            continue
+        failures = 0
         status = rollout_status(deployment)
         if status.done:
             return status

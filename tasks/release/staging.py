@@ -1,4 +1,4 @@
-"""Staging: set the new image, wait, undo to the previous revision on failure; then E2E."""
+"""Staging: set the new images, wait, E2E; any failure puts every service back (``undo``)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,23 @@ from kubernetes import client as k8s
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from errors import ReleaseError, RolloutError
 from errors.kubernetes import translate_api_errors
 from tasks.release.catalogue import Catalogue, EnvironmentSpec, ServiceSpec
 from tasks.release.clusters import Cluster
 from tasks.release.colours import to_dict
 from tasks.release.e2e import run_e2e_task, service_urls_task
 from tasks.release.futures import results
-from tasks.release.preflight import live_target
 from tasks.release.report import ReleaseReport
 from tasks.release.rollout import wait_for_rollout
 from tasks.release.secrets import sync_secrets_task
-
-REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-HASH_LABEL = "pod-template-hash"
+from tasks.release.undo import (
+    Before,
+    UndoReport,
+    capture_task,
+    tell_with,
+    undo_staging,
+    undo_staging_task,
+)
 
 
 @dataclass(frozen=True)
@@ -86,76 +89,6 @@ def image_patch(
     return {"spec": {"template": {"spec": {"containers": [entry]}}}}
 
 
-def previous_revision_template(
-    deployment: dict[str, Any], replica_sets: list[dict[str, Any]]
-) -> tuple[int, dict[str, Any]]:
-    """Find the pod template of the previous revision, like ``kubectl rollout undo`` (pure).
-
-    Args:
-        deployment: the Deployment as an API dict.
-        replica_sets: ReplicaSets (API dicts) of its namespace.
-
-    Returns:
-        The previous revision number and its pod template without ``pod-template-hash``.
-
-    Raises:
-        RolloutError: no ReplicaSet holds an earlier revision.
-    """
-    uid = deployment.get("metadata", {}).get("uid")
-    name = deployment.get("metadata", {}).get("name")
-    owned: list[tuple[int, dict[str, Any]]] = []
-    for rs in replica_sets:
-        meta = rs.get("metadata", {})
-        owners = meta.get("ownerReferences") or []
-        if not any(
-            o.get("kind") == "Deployment"
-            and (o.get("uid") == uid or (uid is None and o.get("name") == name))
-            for o in owners
-        ):
-            continue
-        try:
-            revision = int((meta.get("annotations") or {}).get(REVISION_ANNOTATION, ""))
-        except ValueError:
-            continue
-        owned.append((revision, rs))
-    owned.sort(key=lambda item: item[0], reverse=True)
-    if len(owned) < 2:
-        raise RolloutError(
-            f"cannot undo deployment {name}: no previous revision found",
-            hint="roll it back by hand with a known-good image",
-        )
-    revision, rs = owned[1]
-    template = copy.deepcopy(rs.get("spec", {}).get("template", {}))
-    labels = template.get("metadata", {}).get("labels") or {}
-    labels.pop(HASH_LABEL, None)
-    return revision, template
-
-
-def undo_rollout(apps_v1: k8s.AppsV1Api, namespace: str, name: str) -> int:
-    """Roll a Deployment back to its previous ReplicaSet revision (``kubectl rollout undo``).
-
-    Args:
-        apps_v1: apps API.
-        namespace: namespace.
-        name: Deployment name.
-
-    Returns:
-        The revision restored.
-    """
-    with translate_api_errors(f"read deployment {namespace}/{name}"):
-        deployment = apps_v1.read_namespaced_deployment(name, namespace)
-    with translate_api_errors(f"list replicasets in {namespace}"):
-        replica_sets = apps_v1.list_namespaced_replica_set(namespace).items
-    api = apps_v1.api_client
-    dep = to_dict(api, deployment)
-    revision, template = previous_revision_template(dep, [to_dict(api, rs) for rs in replica_sets])
-    dep.pop("status", None)
-    dep["spec"]["template"] = template
-    with translate_api_errors(f"undo deployment {namespace}/{name}"):
-        apps_v1.replace_namespaced_deployment(name, namespace, dep)  # type: ignore[arg-type]
-    return revision
-
-
 def deploy_to_staging(
     apps_v1: k8s.AppsV1Api,
     *,
@@ -169,7 +102,7 @@ def deploy_to_staging(
     clock: Callable[[], float] = time.monotonic,
     sleeper: Callable[[float], Any] = time.sleep,
 ) -> StagingResult:
-    """Set the image, wait for the rollout; on failure undo, wait again and raise.
+    """Set the image and wait for the rollout (the caller undoes every service on a failure).
 
     Args:
         apps_v1: apps API.
@@ -187,7 +120,8 @@ def deploy_to_staging(
         The staging result.
 
     Raises:
-        RolloutError: the new version did not roll out (staging was undone).
+        RolloutError: the new version did not roll out.
+        TransientSystemError: the API kept failing while the rollout was polled.
     """
     with translate_api_errors(f"read deployment {namespace}/{name}"):
         current = apps_v1.read_namespaced_deployment(name, namespace)
@@ -200,43 +134,27 @@ def deploy_to_staging(
     )
     with translate_api_errors(f"set image of deployment {namespace}/{name}"):
         apps_v1.patch_namespaced_deployment(name, namespace, patch)
-    try:
-        status = wait_for_rollout(apps_v1, namespace, name, timeout_s, clock=clock, sleeper=sleeper)
-    except RolloutError as failure:
-        revision = undo_rollout(apps_v1, namespace, name)
-        try:
-            wait_for_rollout(apps_v1, namespace, name, timeout_s, clock=clock, sleeper=sleeper)
-        except RolloutError as undo_failure:
-            raise ReleaseError(
-                f"staging rollout of {name} failed and the undo to revision {revision} did "
-                f"not become ready either: {undo_failure.message}",
-                hint="staging needs manual attention",
-            ) from failure
-        raise RolloutError(
-            f"{failure.message}; staging was undone to revision {revision}",
-            hint=failure.hint,
-        ) from None
+    status = wait_for_rollout(apps_v1, namespace, name, timeout_s, clock=clock, sleeper=sleeper)
     return StagingResult(name, image, status.message)
 
 
-def stage_service(apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, *, env: EnvironmentSpec,
-                  spec: ServiceSpec, version: str, secret_name: str | None) -> StagingResult:
+def stage_service(apps_v1: k8s.AppsV1Api, *, env: EnvironmentSpec, spec: ServiceSpec,
+                  deployment: str, version: str, secret_name: str | None) -> StagingResult:
     """Roll one service of the rolling environment out to a version (see deploy_to_staging).
 
     Args:
         apps_v1: apps API.
-        core_v1: core API.
         env: the rolling environment.
         spec: the service.
+        deployment: its live Deployment (captured before the release changed anything).
         version: the version.
         secret_name: its new immutable Secret.
 
     Returns:
         The staging result.
     """
-    target, _ = live_target(core_v1, apps_v1, env, spec)
     return deploy_to_staging(
-        apps_v1, namespace=env.namespace, name=target.deployment, container=spec.container,
+        apps_v1, namespace=env.namespace, name=deployment, container=spec.container,
         image=spec.image(version), timeout_s=env.rollout_timeout_s,
         secret_prefix=f"{spec.name}-secrets", secret_name=secret_name)
 
@@ -246,7 +164,13 @@ stage_service_task = task(name="staging-rollout", cache_policy=NO_CACHE)(stage_s
 
 def release_to_staging(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *,
                        version: str, report: ReleaseReport) -> dict[str, str]:
-    """Secrets, rollout of every service at once (each undone on failure), then E2E.
+    """Secrets, rollout of every service at once, then E2E; any failure undoes every service.
+
+    What each service runs is captured first. From then on any failure (a rollout that does
+    not finish, an API error, a failed E2E, a cancel) puts every service of the release back
+    on its captured template, the ones that rolled out fine too (see ``undo.undo_staging``:
+    retried until the environment's ``undo_deadline_s``). The failure raised is the original
+    one; what the undo did, or failed to do, is added to its message and recorded per service.
 
     Args:
         catalogue: the catalogue (E2E commands).
@@ -259,20 +183,50 @@ def release_to_staging(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec
         Service to the name of its new Secret.
 
     Raises:
-        RolloutError: a service did not roll out (it was undone; the first failure is raised
-            once every rollout ended).
-        E2EError: an E2E check failed.
+        RolloutError: a service did not roll out (the first failure, once every rollout
+            ended; every service was undone).
+        E2EError: an E2E check failed (every service was undone).
     """
-    with report.timed("staging"):
-        secrets = {s.name: sync_secrets_task(c.core_v1, c.vault, c.env.namespace, s, c.env.name)
-                   for s in specs}
-        results([stage_service_task.submit(c.apps_v1, c.core_v1, env=c.env, spec=s,
-                                           version=version, secret_name=secrets[s.name])
-                 for s in specs])
-    with report.timed("e2e"):
-        urls = service_urls_task(c.core_v1, c.env.namespace, specs)
-        result = run_e2e_task(catalogue, c.env.name, urls, services=[s.name for s in specs],
-                              version=version)
-        report.e2e(c.env.name, result)
-        result.raise_for_failure()
+    befores = capture_task(c.apps_v1, c.core_v1, c.env, specs)  # nothing changed before this
+    try:
+        with report.timed("staging"):
+            secrets = {s.name: sync_secrets_task(c.core_v1, c.vault, c.env.namespace, s,
+                                                 c.env.name) for s in specs}
+            results([stage_service_task.submit(c.apps_v1, env=c.env, spec=s,
+                                               deployment=b.deployment, version=version,
+                                               secret_name=secrets[s.name])
+                     for s, b in zip(specs, befores, strict=True)])
+        with report.timed("e2e"):
+            urls = service_urls_task(c.core_v1, c.env.namespace, specs)
+            result = run_e2e_task(catalogue, c.env.name, urls, services=[s.name for s in specs],
+                                  version=version)
+            report.e2e(c.env.name, result)
+            result.raise_for_failure()
+    except BaseException as cause:
+        undo_after(c, befores, cause, report=report)
+        raise
     return secrets
+
+
+def undo_after(c: Cluster, befores: list[Before], cause: BaseException, *,
+               report: ReleaseReport) -> None:
+    """Undo staging after a failure, record it, and tell it in the failure (never replacing it).
+
+    On a cancel or interrupt (not an ``Exception``) the templates are put back without
+    waiting for their rollouts: the process is going away.
+
+    Args:
+        c: the rolling environment.
+        befores: what each service ran.
+        cause: the failure (kept as the run's error).
+        report: the run's report.
+    """
+    interrupted = not isinstance(cause, Exception)
+    undo = undo_staging if interrupted else undo_staging_task
+    try:
+        done = undo(c.apps_v1, c.env.namespace, befores, deadline_s=c.env.undo_deadline_s,
+                    rollout_timeout_s=c.env.rollout_timeout_s, wait=not interrupted)
+    except Exception as exc:  # undo_staging never raises; a task-engine failure must not hide
+        done = UndoReport(failed={b.service: type(exc).__name__ for b in befores})
+    report.staging_undone(c.env.name, done)
+    tell_with(cause, done.sentence())

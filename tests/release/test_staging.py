@@ -1,42 +1,32 @@
-"""Staging rollout: the set-image patch and the choice of the revision to undo to (pure parts)."""
+"""Staging rollout: the set-image patch and the undo's report (pure parts)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from errors import RolloutError
-from tasks.release.staging import image_patch, previous_revision_template
+from tasks.release.staging import image_patch
+from tasks.release.undo import UndoReport, tell_with
 
 
-def rs(name, revision, image, uid="dep-uid") -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision":
-                                                   str(revision)},
-                     "ownerReferences": [{"kind": "Deployment", "name": "web", "uid": uid}]},
-        "spec": {"template": {"metadata": {"labels": {"app": "web",
-                                                      "pod-template-hash": name[-5:]}},
-                              "spec": {"containers": [{"name": "web", "image": image}]}}},
-    }
+def test_undo_sentence_names_what_was_put_back_and_what_was_not():
+    undo = UndoReport(restored={"api": "api:1"}, unchanged=["chat"], failed={"web": "500"})
+    assert undo.sentence() == ("staging undone: api back on api:1; staging undo FAILED for "
+                               "web (500): put it back by hand")
+    assert UndoReport(unchanged=["chat"]).sentence() == ""
+    assert [(n, p) for n, p, _ in undo.checks("staging")] == [
+        ("staging undo api", True), ("staging undo chat", True), ("staging undo web", False)]
 
 
-DEPLOYMENT = {"metadata": {"name": "web", "uid": "dep-uid",
-                           "annotations": {"deployment.kubernetes.io/revision": "3"}}}
-
-
-def test_undo_picks_the_second_highest_revision_of_this_deployment():
-    sets = [rs("web-aaaaa", 1, "web:1"), rs("web-bbbbb", 3, "web:3"),
-            rs("web-ccccc", 2, "web:2"), rs("other-ddddd", 9, "x:9", uid="other")]
-    revision, template = previous_revision_template(DEPLOYMENT, sets)
-    assert revision == 2
-    assert template["spec"]["containers"][0]["image"] == "web:2"
-    assert template["metadata"]["labels"] == {"app": "web"}
-
-
-def test_undo_without_previous_revision_fails_clearly():
-    with pytest.raises(RolloutError, match="no previous revision"):
-        previous_revision_template(DEPLOYMENT, [rs("web-bbbbb", 3, "web:3")])
+def test_the_undo_is_told_in_the_cause_which_stays_the_error_raised():
+    cause = RolloutError("rollout of web failed", hint="check the image")
+    tell_with(cause, "staging undone: web back on web:1")
+    assert isinstance(cause, RolloutError) and cause.hint == "check the image"
+    assert str(cause) == ("rollout of web failed; staging undone: web back on web:1 "
+                          "-- check the image")
+    other = KeyboardInterrupt()
+    tell_with(other, "staging undone: web back on web:1")
+    assert other.__notes__ == ["staging undone: web back on web:1"]
 
 
 def test_image_patch_is_a_strategic_merge_on_the_container_name():
