@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from prefect import task
@@ -10,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.slack import SlackWebhook
+from tasks.logs import get_logger
 
 EMOJI = {"succeeded": ":white_check_mark:", "rolled-back": ":rewind:", "failed": ":x:",
          "rollback-incomplete": ":rotating_light:"}
@@ -27,15 +27,6 @@ class Outcome(BaseModel):
     reason: str | None = None
     triggered_by: str | None = None
     run_url: str | None = None
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger(__name__)
 
 
 def current_run_url() -> str | None:
@@ -109,7 +100,7 @@ def notify(slack: SlackWebhook | None, outcome: Outcome) -> bool:
     Returns:
         True when Slack accepted the message.
     """
-    logger = _logger()
+    logger = get_logger(__name__)
     if slack is None:
         logger.info("notify: no Slack webhook configured; skipped")
         return False

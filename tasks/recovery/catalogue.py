@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from errors import IntegrityError, InvalidInputError, NotFoundError
 from errors.s3 import s3_errors
+from tasks.logs import ModuleLogger
 from tasks.recovery.manifest import (
     DATA_NAME,
     MANIFEST_NAME,
@@ -28,7 +28,7 @@ from tasks.recovery.naming import (
     check_database_name,
 )
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 
 
 class BackupStore(Protocol):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 from blocks.gpg import GpgDecryptionKey, Keyring
 from errors import IntegrityError, InvalidInputError
 from errors.s3 import s3_errors
+from tasks.logs import ModuleLogger
 from tasks.recovery.manifest import Manifest
 from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.workdirs import (
@@ -26,7 +26,7 @@ from tasks.recovery.workdirs import (
     make_workdir,
 )
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 DOWNLOAD_CHUNK = 1 << 20
 
 

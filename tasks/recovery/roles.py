@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 
 from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
+from tasks.logs import ModuleLogger
 from tasks.recovery.postgres import connect
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 _GRANTED_BY = re.compile(r"\s+GRANTED BY\s+.*;$", re.DOTALL)
 
 

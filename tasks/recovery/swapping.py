@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
+from tasks.logs import ModuleLogger
 from tasks.recovery.postgres import connect
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 TERMINATE_WAIT_MS = 10_000
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,8 +11,9 @@ from typing import IO, Any
 
 from errors import InvalidInputError, PermanentSystemError
 from errors.s3 import s3_errors
+from tasks.logs import ModuleLogger
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3: every part but the last

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -10,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from errors import DiskFullError
+from tasks.logs import ModuleLogger
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 
 PREFIX = "veza-restore-"
 MARGIN = 0.10  # pg_restore's file plus what the file system rounds up

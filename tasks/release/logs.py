@@ -1,22 +1,7 @@
-"""The logger of the release tasks: Prefect's run logger inside a run, else the stdlib one."""
+"""The logger of the release tasks: the shared helper of :mod:`tasks.logs` (kept importable)."""
 
 from __future__ import annotations
 
-import logging
+from tasks.logs import get_logger as get_logger  # noqa: PLC0414 (re-exported for its callers)
 
-
-def get_logger(name: str = __name__) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The Prefect run logger inside a run, else the stdlib logger ``name``.
-
-    Args:
-        name: logger name used outside a run (the calling module's ``__name__``).
-
-    Returns:
-        A logger.
-    """
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger(name)
+__all__ = ["get_logger"]
