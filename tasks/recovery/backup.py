@@ -27,6 +27,7 @@ from blocks.s3 import S3BackupStore
 from errors import retry_on_transient
 from errors.s3 import s3_errors
 from tasks.recovery.catalogue import artifact_key, check_bucket
+from tasks.recovery.content import surveying
 from tasks.recovery.manifest import (
     DATA_NAME,
     GLOBALS_NAME,
@@ -130,6 +131,7 @@ def stream_to_store(
     *,
     on_part: Callable[[int], None] | None = None,
     estimate_bytes: int = 0,
+    also_before_complete: Callable[[], object] | None = None,
 ) -> tuple[UploadResult, int]:
     """Run ``stages`` and stream the last one's output into ``key`` (multipart, checked).
 
@@ -142,6 +144,8 @@ def stream_to_store(
         stages: the pipeline; its first stage's output is counted.
         on_part: called with the running byte count after each part.
         estimate_bytes: expected size (the database's): parts grow so that 10,000 suffice.
+        also_before_complete: called after the exit statuses, before completing; raising
+            aborts the upload (the backup's content survey is waited for there).
 
     Returns:
         The upload result and the bytes the first stage produced.
@@ -150,6 +154,8 @@ def stream_to_store(
 
         def all_exited_zero() -> None:
             pipe.check(timeout=600)
+            if also_before_complete is not None:
+                also_before_complete()
 
         upload = upload_stream(
             client,
@@ -179,11 +185,14 @@ def run_backup(
     """Back up ``db`` into ``store``, encrypted to ``encryption``'s recipients.
 
     Inputs are checked first (keys, bucket, database login), before anything is written.
-    Then ``pg_dump`` runs in a snapshot exported by a REPEATABLE READ transaction in which
-    the rows were counted; its output goes through zstd and gpg straight into a multipart
-    upload. Every exit status is checked before the upload is completed; any failure
-    aborts it. The cluster's globals (roles, memberships) follow the same path into a
-    second object. The manifest, recording both, is uploaded last.
+    Then ``pg_dump`` runs in a snapshot exported by a REPEATABLE READ transaction; its
+    output goes through zstd and gpg straight into a multipart upload. At the same time a
+    second connection imports that snapshot and records, per table, the row count and a
+    content checksum, plus the sequences and the large objects (``content.surveying``: its
+    tables are locked and sequences read before pg_dump starts, the scans overlap the
+    dump). Every exit status and the survey are checked before the upload is completed;
+    any failure aborts it. The cluster's globals (roles, memberships) follow the same path
+    into a second object. The manifest, recording all of it, is uploaded last.
 
     Args:
         db: the database block.
@@ -206,7 +215,11 @@ def run_backup(
     with encryption.keyring() as keyring:
         client = client if client is not None else store.get_client()
         check_bucket(client, store.bucket)
-        with exported_snapshot(db) as snap, db.libpq_env() as env:
+        with (
+            exported_snapshot(db) as snap,
+            surveying(db, snap.snapshot_id) as survey,
+            db.libpq_env() as env,
+        ):
             logger.info("backup %s of %s: snapshot %s", bid, db.dbname, snap.snapshot_id)
             stages = dump_stages(
                 db, env=env, snapshot_id=snap.snapshot_id, gnupghome=keyring.home,
@@ -219,8 +232,10 @@ def run_backup(
                     on_progress(size, estimate)
 
             upload, plain_bytes = stream_to_store(
-                client, store, data_key, stages, on_part=progress, estimate_bytes=estimate
+                client, store, data_key, stages, on_part=progress, estimate_bytes=estimate,
+                also_before_complete=survey.result,
             )
+            content = survey.result()
             globals_upload, _ = stream_to_store(
                 client, store, root + GLOBALS_NAME,
                 globals_stages(env=env, role_passwords=role_passwords, gnupghome=keyring.home,
@@ -239,7 +254,7 @@ def run_backup(
             sha256=upload.sha256,
             plain_bytes=plain_bytes,
             recipients=keyring.fingerprints,
-            tables=snap.tables,
+            tables=content.tables,
             tool_version=f"veza-ops {_dist_version('veza-ops')}",
             snapshot_consistent=True,
             globals=GlobalsObject(
@@ -250,6 +265,9 @@ def run_backup(
             encoding=snap.encoding or None,
             lc_collate=snap.lc_collate or None,
             lc_ctype=snap.lc_ctype or None,
+            content_method=content.method,
+            sequences=content.sequences,
+            large_objects=content.large_objects,
         )
     body = json.dumps(manifest.model_dump(mode="json"), indent=2).encode()
     try:
@@ -353,6 +371,9 @@ def publish_backup_table(outcome: BackupOutcome) -> None:
          "value": f"{m.encoding} / {m.lc_collate} / {m.lc_ctype}"},
         {"item": "tables", "value": len(m.tables)},
         {"item": "rows", "value": sum(t.rows for t in m.tables)},
+        {"item": "sequences", "value": len(m.sequences or [])},
+        {"item": "large objects",
+         "value": m.large_objects.count if m.large_objects else "not recorded"},
     ]
     create_table_artifact(
         table=rows,

@@ -21,7 +21,7 @@ BackupKind = Literal["full", "hourly"]
 DATA_NAME = "dump.pgc.zst.gpg"
 GLOBALS_NAME = "globals.sql.zst.gpg"
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: content checksums, sequences, large objects (all optional)
 
 
 def backup_id(started_at: datetime, kind: BackupKind) -> str:
@@ -72,11 +72,40 @@ def backup_prefix(prefix: str, database: str, bid: str) -> str:
 
 
 class TableCount(BaseModel):
-    """Rows of one table, counted in the dump's snapshot."""
+    """Rows of one table, counted in the dump's snapshot, and a checksum of their content."""
 
     schema_name: str
     table: str
     rows: int
+    checksum: str | None = Field(
+        default=None,
+        description="order-independent content checksum (see Manifest.content_method); "
+        "None in backups made before checksums",
+    )
+
+
+class SequenceValue(BaseModel):
+    """A sequence's state, read just before pg_dump started."""
+
+    schema_name: str
+    name: str
+    last_value: int
+    is_called: bool
+    increment: int = 1
+
+    def next_value(self) -> int:
+        """The value ``nextval`` would hand out next."""
+        return self.last_value + self.increment if self.is_called else self.last_value
+
+
+class LargeObjects(BaseModel):
+    """The large objects in the dump's snapshot."""
+
+    count: int
+    checksum: str = Field(description="SHA-256 of the 'oid:md5' lines in oid order")
+    objects: dict[int, str] | None = Field(
+        default=None, description="md5 of each object's content by oid (None when too many)"
+    )
 
 
 class GlobalsObject(BaseModel):
@@ -109,7 +138,7 @@ class Manifest(BaseModel):
     tables: list[TableCount]
     tool_version: str
     snapshot_consistent: bool = Field(
-        description="row counts were taken in the very snapshot pg_dump dumped"
+        description="row counts and checksums were taken in the very snapshot pg_dump dumped"
     )
     globals: GlobalsObject | None = Field(
         default=None, description="roles and memberships (None in backups made before them)"
@@ -117,3 +146,13 @@ class Manifest(BaseModel):
     encoding: str | None = Field(default=None, description="the source database's encoding")
     lc_collate: str | None = Field(default=None, description="the source's LC_COLLATE")
     lc_ctype: str | None = Field(default=None, description="the source's LC_CTYPE")
+    content_method: str | None = Field(
+        default=None,
+        description="how table checksums and large objects were summed up (None: not recorded)",
+    )
+    sequences: list[SequenceValue] | None = Field(
+        default=None, description="every sequence's state (None in backups made before them)"
+    )
+    large_objects: LargeObjects | None = Field(
+        default=None, description="large objects' count and checksums (None: not recorded)"
+    )

@@ -1,4 +1,4 @@
-"""PostgreSQL access: connections with translated errors, snapshots, row counts, databases."""
+"""PostgreSQL access: connections with translated errors, exported snapshots, databases."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
 from errors.postgres import translate_pg_error
-from tasks.recovery.manifest import TableCount
 
 logger = logging.getLogger(__name__)
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
@@ -64,39 +63,12 @@ def server_version(conn: psycopg.Connection) -> str:
     return str(row[0]) if row else "unknown"
 
 
-def count_rows(conn: psycopg.Connection) -> list[TableCount]:
-    """Count the rows of every user table (relkind r), in the connection's snapshot.
-
-    Args:
-        conn: an open connection (inside the transaction whose snapshot counts).
-
-    Returns:
-        Counts sorted by schema and table.
-    """
-    tables = conn.execute(
-        """SELECT n.nspname, c.relname FROM pg_class c
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.relkind = 'r' AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'
-           ORDER BY 1, 2""",
-        (list(_SYSTEM_SCHEMAS),),
-    ).fetchall()
-    counts: list[TableCount] = []
-    for schema, table in tables:
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(table)
-        )
-        row = conn.execute(query).fetchone()
-        counts.append(TableCount(schema_name=schema, table=table, rows=int(row[0]) if row else 0))
-    return counts
-
-
 @dataclass(frozen=True)
 class Snapshot:
-    """An exported snapshot held open, with what was counted in it."""
+    """An exported snapshot held open, and facts about the database it is of."""
 
     snapshot_id: str
     server_version: str
-    tables: list[TableCount]
     database_bytes: int
     encoding: str = ""
     lc_collate: str = ""
@@ -106,16 +78,16 @@ class Snapshot:
 
 @contextlib.contextmanager
 def exported_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
-    """Open a REPEATABLE READ transaction, export its snapshot, count rows in it.
+    """Open a REPEATABLE READ transaction and export its snapshot.
 
-    The transaction stays open until the block exits, so ``pg_dump --snapshot=ID`` sees
-    exactly the rows counted.
+    The transaction stays open until the block exits, so ``pg_dump --snapshot=ID`` and the
+    content survey (``content.surveying``, which imports it) see exactly the same rows.
 
     Args:
         db: the database block.
 
     Yields:
-        The snapshot id and the counts.
+        The snapshot id, the server's version, the database's size, encoding and locale.
     """
     with connect(db) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -132,7 +104,6 @@ def exported_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
             yield Snapshot(
                 snapshot_id=snap_id,
                 server_version=server_version(conn),
-                tables=count_rows(conn),
                 database_bytes=int(size_row[0]) if size_row else 0,
                 encoding=str(loc[0]), lc_collate=str(loc[1]), lc_ctype=str(loc[2]),
                 bootstrap_role=str(loc[3]),

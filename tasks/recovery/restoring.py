@@ -240,7 +240,8 @@ def run_restore(
     Every check (names, keys, bucket, backup id, login, the overwrite guard) and the download,
     checksum and decryption happen before anything changes. Missing roles are recreated
     (recreate-roles mode), then the backup is restored into a temporary database, created
-    with the source's encoding and locale, and its row counts compared with the manifest.
+    with the source's encoding and locale, and its content compared with the manifest (row
+    counts, table checksums, sequences, large objects: whatever the manifest recorded).
     Only then is it swapped in under the target's name; a replaced database is kept as
     ``<target>_before_<backup id>`` (unless ``drop_previous``). A failure before the swap
     drops the temporary database and leaves the target as it was. Also the Prefect task
@@ -287,7 +288,7 @@ def run_restore(
             ) as dump:
                 recreate_and_restore(db, staging, dump, manifest, jobs=request.jobs,
                                      owner_mode=request.owner_mode, owner_role=request.owner_role)
-            problems = check_against_manifest(db, staging, manifest)
+            problems = check_against_manifest(db, staging, manifest).problems
             if problems:
                 raise IntegrityError(
                     f"restored copy of backup {manifest.backup_id} differs from its manifest: "
