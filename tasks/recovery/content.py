@@ -189,6 +189,10 @@ def survey_database(db: PostgresDatabase, dbname: str) -> Content:
             conn.execute("ROLLBACK")
 
 
+class SurveyCancelledError(Exception):
+    """The survey was told to stop (the dump failed); never seen by callers of result()."""
+
+
 @dataclass
 class SnapshotSurvey:
     """A survey running in a thread, in an exported snapshot, while pg_dump dumps it.
@@ -200,6 +204,7 @@ class SnapshotSurvey:
     snapshot_id: str
     on_table: TableFn | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
+    _stopping: threading.Event = field(default_factory=threading.Event)
     _conn: psycopg.Connection | None = None
     _content: Content | None = None
     _error: BaseException | None = None
@@ -232,7 +237,7 @@ class SnapshotSurvey:
                 lock_tables(conn, tables)
                 sequences = read_sequences(conn)
                 self._ready.set()
-                counted = table_checksums(conn, tables, self.on_table)
+                counted = table_checksums(conn, tables, self._progress)
                 self._content = Content(tables=counted, sequences=sequences,
                                         large_objects=large_objects(conn))
                 conn.execute("ROLLBACK")
@@ -241,6 +246,12 @@ class SnapshotSurvey:
         finally:
             self._conn = None
             self._ready.set()
+
+    def _progress(self, count: TableCount) -> None:
+        if self._stopping.is_set():  # a cancel that fell between two statements
+            raise SurveyCancelledError("content survey cancelled")
+        if self.on_table is not None:
+            self.on_table(count)
 
     def result(self) -> Content:
         """Wait for the survey to finish and return what it found.
@@ -262,6 +273,7 @@ class SnapshotSurvey:
         """Cancel the running statement (the dump failed: no need to finish) and join."""
         if self._thread is None:
             return
+        self._stopping.set()
         conn = self._conn
         if self._thread.is_alive() and conn is not None:
             with contextlib.suppress(Exception):

@@ -203,3 +203,26 @@ def test_survey_checksums_while_pg_dump_streams_the_same_snapshot(content_db):
             content = survey.result()
     assert head == b"PGDMP" and rest and survey_waited.is_set()
     assert seen == [t.table for t in content.tables] and len(seen) == 5
+
+
+def test_leaving_the_survey_early_stops_it_without_finishing(content_db, pg_server):
+    """The dump failed: the survey stops at its next statement instead of scanning on."""
+    db, _ = content_db
+    in_first_table = threading.Event()
+    seen: list[str] = []
+    survey_ref: list[Any] = []
+
+    def first_table_waits_for_the_stop(count: Any) -> None:
+        seen.append(count.table)
+        in_first_table.set()
+        assert survey_ref[0]._stopping.wait(timeout=120)
+
+    with pytest.raises(RuntimeError, match="dump failed"), exported_snapshot(db) as snap:
+        with surveying(db, snap.snapshot_id, on_table=first_table_waits_for_the_stop) as survey:
+            survey_ref.append(survey)
+            assert in_first_table.wait(timeout=120)
+            raise RuntimeError("dump failed")
+    assert seen == ["messages"] and not survey_ref[0]._thread.is_alive()
+    sessions = _sql(pg_server, "postgres", "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", db.dbname)
+    assert sessions == [(0,)]
