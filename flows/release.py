@@ -19,6 +19,7 @@ from tasks.release.production import release_to_production
 from tasks.release.reconcile import reconcile_task
 from tasks.release.report import ReleaseReport
 from tasks.release.runs import flow_run_state
+from tasks.release.secrets_gc import collect_unused_secrets
 from tasks.release.staging import release_to_staging
 
 
@@ -106,4 +107,6 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
         if bluegreen is not None:
             release_to_production(catalogue, bluegreen, specs, staging=staging,
                                   version=version, report=report, check_lock=locks.check)
+        # Released: Secrets no Deployment, pod or recent release uses are deleted.
+        collect_unused_secrets([c for c in (rolling, bluegreen) if c], report)
     return report.summary

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from errors import BuildError, InvalidInputError
 from tasks.release.catalogue import ServiceSpec, substitute
 from tasks.release.logs import get_logger
+from tasks.release.redaction import redact, remember
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("test", "lint", "scan", "build", "push", "inspect")
@@ -84,20 +85,26 @@ def build_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def passthrough_env(names: list[str] | None) -> dict[str, str]:
     """Our environment variables named by a release, for its build commands.
 
+    Their values are remembered as the run's secrets: any text leaving the run (build and
+    E2E output, the record, the report, Slack) shows ``[redacted NAME]`` instead.
+
     Args:
         names: variable names (missing ones are skipped).
 
     Returns:
         Name to value.
     """
-    return {n: os.environ[n] for n in names or [] if n in os.environ}
+    values = {n: os.environ[n] for n in names or [] if n in os.environ}
+    remember(values)
+    return values
 
 
-def _tail(text: str) -> str:
-    return "\n".join(text.splitlines()[-TAIL_LINES:])
+def _tail(text: str, hide: Mapping[str, str]) -> str:
+    return redact("\n".join(text.splitlines()[-TAIL_LINES:]), hide)
 
 
-def _run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout: float) -> StepResult:
+def _run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout: float,
+         hide: Mapping[str, str]) -> StepResult:
     started = time.monotonic()
     try:
         proc = subprocess.run(
@@ -120,7 +127,7 @@ def _run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout: floa
             duration_s=time.monotonic() - started,
             output_tail=f"timed out after {timeout:.0f} s",
         )
-    output = _tail((proc.stdout or "") + (proc.stderr or ""))
+    output = _tail((proc.stdout or "") + (proc.stderr or ""), hide)
     return StepResult(
         step="",
         argv=argv,
@@ -140,6 +147,9 @@ def run_build(
     sleep: Callable[[float], None] = time.sleep,
 ) -> BuildResult:
     """Run the build steps of one service; push is retried with backoff, then inspected.
+
+    The values of ``env`` (passed-through variables) and every secret the run knows are
+    redacted from the output before it is kept, logged or put in an error.
 
     Args:
         spec: the service.
@@ -173,7 +183,8 @@ def run_build(
         attempts = commands.push_attempts if step == "push" else 1
         for attempt in range(1, attempts + 1):
             logger.info("build %s: %s (attempt %d/%d)", spec.name, step, attempt, attempts)
-            result = _run(argv, env=full_env, cwd=workdir, timeout=commands.timeout_s)
+            result = _run(argv, env=full_env, cwd=workdir, timeout=commands.timeout_s,
+                          hide=env or {})
             result = result.model_copy(update={"step": step, "attempts": attempt})
             if result.status == "ok" or attempt == attempts:
                 break

@@ -196,6 +196,9 @@ class EnvironmentSpec(_Model):
     lock_wait_s: float = Field(default=0.0, ge=0)
     required_alerts: list[str] = Field(default_factory=list)
     history_size: int = Field(default=50, ge=1, le=500)
+    secrets_keep_releases: int = Field(
+        default=5, ge=1, le=500,
+        description="Secrets of this many last committed releases survive the collection.")
     staging_environment: str | None = Field(
         default=None, description="Environment that must already run the version healthily."
     )

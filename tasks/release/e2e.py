@@ -18,6 +18,7 @@ from errors.kubernetes import translate_api_errors
 from tasks.release.build import build_env
 from tasks.release.catalogue import Catalogue, ServiceSpec, substitute
 from tasks.release.logs import get_logger
+from tasks.release.redaction import redact
 
 URL_ANNOTATIONS = ("veza.io/url", "sandbox.veza.io/url")
 TAIL_LINES = 30
@@ -215,7 +216,7 @@ def run_command(
         return E2ECheck(service=service, name=argv[0], passed=False, detail="program not found")
     except subprocess.TimeoutExpired:
         return E2ECheck(service=service, name=argv[0], passed=False, detail="timed out")
-    tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).splitlines()[-TAIL_LINES:])
+    tail = redact("\n".join(((proc.stdout or "") + (proc.stderr or "")).splitlines()[-TAIL_LINES:]))
     get_logger(__name__).info("e2e %s: exit %d, output (tail):\n%s", service, proc.returncode, tail)
     return E2ECheck(
         service=service,

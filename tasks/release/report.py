@@ -21,6 +21,7 @@ from tasks.release.history import CheckRecord, ReleaseRecord, record_release_tas
 from tasks.release.logs import get_logger
 from tasks.release.outcomes import ReleaseSummary, ServiceOutcome, record_outcome, run_outcome
 from tasks.release.preflight import Checklist
+from tasks.release.redaction import redact
 from tasks.release.switching import RestoreReport, SwitchRecord, rollback_timings
 from tasks.release.undo import UndoReport
 
@@ -275,6 +276,7 @@ class ReleaseReport:
         Args:
             message: one line.
         """
+        message = redact(message)
         get_logger(__name__).error("warning: %s", message)
         self.summary.warnings.append(message)
         self.check("warning", False, message)
@@ -354,7 +356,7 @@ class ReleaseReport:
         try:
             yield self
         except BaseException as exc:
-            reason = exc.message if isinstance(exc, VezaOpsError) else type(exc).__name__
+            reason = redact(exc.message if isinstance(exc, VezaOpsError) else type(exc).__name__)
             outcome = run_outcome(committed=self.is_committed, incomplete=bool(self.left),
                                   switched=bool(self.switched or self.attempted))
             if self.is_committed:
@@ -388,7 +390,7 @@ class ReleaseReport:
             banner = "" if self.summary.outcome == rec.outcome else (
                 f"**{self.summary.outcome.upper()}**: {rec.reason}\n\n")
             create_markdown_artifact(key=f"{rec.kind}-report",
-                                     markdown=banner + rec.to_markdown(),
+                                     markdown=redact(banner + rec.to_markdown()),
                                      description=f"{rec.version} to {rec.environment}")
         except Exception as exc:  # an artifact never fails a run
             log.warning("could not create the report artifact: %s", type(exc).__name__)

@@ -14,7 +14,13 @@ from pydantic import SecretStr
 from blocks.vault import VaultServer
 from errors import NotFoundError, SealedError, UnreachableError
 from tasks.release.catalogue import ServiceSpec
-from tasks.release.secrets import content_hash, secret_name, sync_secrets
+from tasks.release.secrets import (
+    NAMING_KEY_SECRET,
+    content_hash,
+    naming_key,
+    secret_name,
+    sync_secrets,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +63,16 @@ def seeded(sandbox_stack) -> tuple[ServiceSpec, dict[str, str]]:
 
 
 def secrets_in(core, namespace) -> list[client.V1Secret]:
-    return core.list_namespaced_secret(namespace).items
+    """The namespace's Secrets but the naming key (made by the first sync)."""
+    return [s for s in core.list_namespaced_secret(namespace).items
+            if s.metadata.name != NAMING_KEY_SECRET]
 
 
 def test_creates_an_immutable_secret_named_by_content(core, namespace, vault, seeded, caplog):
     spec, values = seeded
     caplog.set_level(logging.DEBUG)
     name = sync_secrets(core, vault, namespace, spec, "staging")
-    assert name == secret_name("veza-web", values)
+    assert name == secret_name("veza-web", values, naming_key(core, namespace))
     assert name.startswith("veza-web-secrets-") and len(name) == len("veza-web-secrets-") + 10
     stored = core.read_namespaced_secret(name, namespace)
     assert stored.immutable is True
@@ -89,7 +97,8 @@ def test_new_values_give_a_new_secret_and_keep_the_old(
         path=spec.vault_path_for("staging"), secret=rotated
     )
     second = sync_secrets(core, vault, namespace, spec, "staging")
-    assert second != first and second == secret_name("veza-web", rotated)
+    assert second != first and second == secret_name("veza-web", rotated,
+                                                          naming_key(core, namespace))
     assert {s.metadata.name for s in secrets_in(core, namespace)} == {first, second}
 
 
