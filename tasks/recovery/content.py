@@ -176,17 +176,14 @@ def survey_database(db: PostgresDatabase, dbname: str) -> Content:
     Returns:
         Its content.
     """
-    with connect(db, dbname, autocommit=True) as conn:
+    with connect(db, dbname, autocommit=True) as conn:  # closing ends the transaction
         pin_output_settings(conn)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            tables = user_tables(conn)
-            lock_tables(conn, tables)
-            sequences = read_sequences(conn)
-            return Content(tables=table_checksums(conn, tables), sequences=sequences,
-                           large_objects=large_objects(conn))
-        finally:
-            conn.execute("ROLLBACK")
+        tables = user_tables(conn)
+        lock_tables(conn, tables)
+        sequences = read_sequences(conn)
+        return Content(tables=table_checksums(conn, tables), sequences=sequences,
+                       large_objects=large_objects(conn))
 
 
 class SurveyCancelledError(Exception):
@@ -240,7 +237,6 @@ class SnapshotSurvey:
                 counted = table_checksums(conn, tables, self._progress)
                 self._content = Content(tables=counted, sequences=sequences,
                                         large_objects=large_objects(conn))
-                conn.execute("ROLLBACK")
         except BaseException as exc:  # handed to the main thread by result()
             self._error = exc
         finally:
@@ -290,9 +286,10 @@ def surveying(
     Enter it inside :func:`~tasks.recovery.postgres.exported_snapshot` and start pg_dump in
     the block: it returns once the snapshot is imported (the exporting transaction may then
     end any time), every table is locked and the sequences are read; counting and
-    checksumming then run at the same time as the dump, sharing its scans' cache (and
-    PostgreSQL's synchronized sequential scans). Leaving the block before :meth:`result`
-    (the dump failed) cancels the survey.
+    checksumming then run at the same time as the dump (the two scans of a table share the
+    buffer cache; PostgreSQL synchronizes concurrent sequential scans of big tables).
+    Leaving the block before :meth:`result` (the dump failed) stops the survey at its next
+    statement.
 
     Args:
         db: the database block.
