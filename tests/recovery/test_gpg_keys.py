@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from blocks.gpg import GpgDecryptionKey, GpgEncryption, open_gpg
 from errors import InvalidInputError
@@ -143,7 +144,7 @@ def test_a_good_private_key_with_its_passphrase_decrypts(good):
         ciphertext = open_gpg(enc.home).encrypt(
             b"backup bytes", [good.fingerprint], always_trust=True, armor=False
         ).data
-    block = GpgDecryptionKey(private_key=good.private_armored, passphrase=PASSPHRASE)
+    block = GpgDecryptionKey(private_key=good.private_armored, passphrase=SecretStr(PASSPHRASE))
     with block.keyring() as keyring:
         assert keyring.fingerprints == [good.fingerprint]
         plain = open_gpg(keyring.home).decrypt(ciphertext, passphrase=PASSPHRASE)
@@ -152,7 +153,8 @@ def test_a_good_private_key_with_its_passphrase_decrypts(good):
 
 @pytest.mark.parametrize("passphrase", ["wrong", None, "two\nlines"])
 def test_a_passphrase_that_does_not_unlock_is_refused(good, passphrase):
-    error = refused(GpgDecryptionKey(private_key=good.private_armored, passphrase=passphrase))
+    secret = SecretStr(passphrase) if passphrase is not None else None
+    error = refused(GpgDecryptionKey(private_key=good.private_armored, passphrase=secret))
     assert error.field == "passphrase"
     assert PASSPHRASE not in str(error)
     assert passphrase is None or passphrase not in str(error)
@@ -160,18 +162,18 @@ def test_a_passphrase_that_does_not_unlock_is_refused(good, passphrase):
 
 def test_an_unprotected_private_key_needs_no_passphrase():
     key = generate_key("veza-open")
-    with GpgDecryptionKey(private_key=key.private_armored).keyring() as keyring:
+    with GpgDecryptionKey(private_key=SecretStr(key.private_armored)).keyring() as keyring:
         assert keyring.fingerprints == [key.fingerprint]
 
 
 def test_an_expired_private_key_still_decrypts_old_backups():
     key = generate_key("veza-retired", expired=True)
-    with GpgDecryptionKey(private_key=key.private_armored).keyring() as keyring:
+    with GpgDecryptionKey(private_key=SecretStr(key.private_armored)).keyring() as keyring:
         assert keyring.fingerprints == [key.fingerprint]
 
 
 def test_a_private_key_without_encryption_subkey_is_refused(keys):
-    error = refused(GpgDecryptionKey(private_key=keys.private(keys.sign_only())))
+    error = refused(GpgDecryptionKey(private_key=SecretStr(keys.private(keys.sign_only()))))
     assert error.field == "private_key" and "no encryption subkey" in error.problem
 
 
@@ -182,9 +184,10 @@ def test_a_public_key_is_not_a_private_key(good):
 
 def test_no_key_material_or_passphrase_reaches_the_logs(good, caplog):
     caplog.set_level(logging.DEBUG)  # python-gnupg logs the keys it imports at DEBUG
-    with GpgDecryptionKey(private_key=good.private_armored, passphrase=PASSPHRASE).keyring():
+    block = GpgDecryptionKey(private_key=good.private_armored, passphrase=SecretStr(PASSPHRASE))
+    with block.keyring():
         pass
-    refused(GpgDecryptionKey(private_key=good.private_armored, passphrase="wrong-one"))
+    refused(GpgDecryptionKey(private_key=good.private_armored, passphrase=SecretStr("wrong-one")))
     assert any(r.name == "gnupg" for r in caplog.records)  # it did log, at DEBUG
     body = good.private_armored.splitlines()
     for secret in (PASSPHRASE, "wrong-one", *body[2:-2]):
