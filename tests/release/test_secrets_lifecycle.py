@@ -181,6 +181,17 @@ def test_the_pure_parts_of_the_collection():
     assert garbage(["x0", "x1", NAMING_KEY_SECRET], {"x1"}, set()) == ["x0"]
 
 
+def staging_catalogue(sandbox: Any, staging: str, tmp_path: Any) -> Any:
+    """A catalogue with the staging environment only (strategy ``rolling``)."""
+    path = tmp_path / "catalogue.yaml"
+    h.write_catalogue(path, staging_ns=staging, production_ns="unused",
+                      blocks=h.register_blocks(sandbox), e2e_command=["{python}", "-c", ""])
+    data = yaml.safe_load(path.read_text())
+    del data["environments"]["production"]
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def test_two_releases_keep_the_name_and_collect_an_orphan(sandbox_stack, sandbox_seed,
                                                           prefect_harness, tmp_path):
     """Two staging releases of unchanged Vault data: one Secret name for both (not the
@@ -188,15 +199,9 @@ def test_two_releases_keep_the_name_and_collect_an_orphan(sandbox_stack, sandbox
     from flows.release import release
     from tasks.release.history import release_history
 
-    blocks = h.register_blocks(sandbox_stack)
     staging = sandbox_seed()[0]
     apps, core = h.apis(sandbox_stack)
-    path = tmp_path / "catalogue.yaml"
-    h.write_catalogue(path, staging_ns=staging, production_ns="unused", blocks=blocks,
-                      e2e_command=["{python}", "-c", ""])
-    data = yaml.safe_load(path.read_text())
-    del data["environments"]["production"]
-    path.write_text(yaml.safe_dump(data))
+    path = staging_catalogue(sandbox_stack, staging, tmp_path)
     make_secret(core, staging, "veza-web-secrets-0123456789")  # e.g. a revoked credential
     h.push_all(sandbox_stack, "7.1.0")
     h.push_all(sandbox_stack, "7.2.0")
@@ -218,3 +223,25 @@ def test_two_releases_keep_the_name_and_collect_an_orphan(sandbox_stack, sandbox
     assert {"veza-web-secrets", "veza-backend-api-secrets", NAMING_KEY_SECRET} <= left
     gc = [c for c in first.checks if c.name == "secrets gc staging"]
     assert gc and gc[0].passed and "veza-web-secrets-0123456789" in gc[0].detail
+
+
+def test_a_failed_collection_leaves_the_release_a_success_with_a_warning(
+        sandbox_stack, sandbox_seed, prefect_harness, tmp_path):
+    """Listing Secrets fails (500) for the whole release: it still succeeds, warned."""
+    from flows.release import release
+    from tasks.release.history import last_release
+
+    staging = sandbox_seed()[0]
+    _, core = h.apis(sandbox_stack)
+    path = staging_catalogue(sandbox_stack, staging, tmp_path)
+    h.push_all(sandbox_stack, "7.3.0")
+    sandbox_stack.set_api_faults("list", "secrets", error_rate=1.0)
+    try:
+        summary = release(version="7.3.0", environment="staging", catalogue_path=str(path),
+                          skip_build=True, services=["veza-web"])
+    finally:
+        sandbox_stack.clear_api_faults()
+    assert summary.outcome == "succeeded"
+    assert any("unused Secrets of staging not collected" in w for w in summary.warnings)
+    record = last_release(core, staging)
+    assert record.outcome == "succeeded" and "with warnings" in (record.reason or "")
