@@ -156,7 +156,8 @@ def upload_stream(
         try:
             with s3_errors(action="abort upload", bucket=bucket, key=key):
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except Exception:  # keep the original error; the parts expire with a lifecycle rule
+        except Exception:  # keep the original error; the bucket lifecycle rule aborts it later
+            # (AbortIncompleteMultipartUpload, docs/recovery.md; `veza-ops backups info` lists it)
             logger.exception("could not abort the multipart upload of s3://%s/%s", bucket, key)
         raise
     return UploadResult(key=key, size=size, sha256=digest.hexdigest(), parts=len(parts))
