@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as _dist_version
@@ -26,6 +25,7 @@ from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import retry_on_transient
 from errors.s3 import s3_errors
+from tasks.logs import ModuleLogger
 from tasks.recovery.catalogue import artifact_key, check_bucket
 from tasks.recovery.content import surveying
 from tasks.recovery.manifest import (
@@ -43,7 +43,7 @@ from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.postgres import exported_snapshot
 from tasks.recovery.upload import UploadResult, part_size_for, upload_stream
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 
 ProgressFn = Callable[[int, int], None]
 

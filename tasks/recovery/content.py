@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,10 +30,11 @@ import psycopg
 from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
+from tasks.logs import ModuleLogger
 from tasks.recovery.manifest import LargeObjects, SequenceValue, TableCount
 from tasks.recovery.postgres import connect
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 
 OUTPUT_SETTINGS: tuple[tuple[str, str], ...] = (
     ("TimeZone", "UTC"),

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 from psycopg import sql
 from pydantic import BaseModel, Field
 
 from blocks.postgres import PostgresDatabase
 from errors import ExternalSystemError
+from tasks.logs import ModuleLogger
 from tasks.recovery.content import Content, survey_database
 from tasks.recovery.manifest import LargeObjects, Manifest, SequenceValue, TableCount
 from tasks.recovery.postgres import connect, pg_errors
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 NOT_RECORDED = "not recorded (the backup predates this check)"
 
 

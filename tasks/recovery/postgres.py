@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,8 +11,9 @@ from psycopg import sql
 
 from blocks.postgres import PostgresDatabase
 from errors.postgres import translate_pg_error
+from tasks.logs import ModuleLogger
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
 

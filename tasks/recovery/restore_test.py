@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -17,13 +16,14 @@ from blocks.gpg import GpgDecryptionKey
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import IntegrityError, retry_on_transient
+from tasks.logs import ModuleLogger
 from tasks.recovery.catalogue import artifact_key, check_bucket, find_backup, previous_backup
 from tasks.recovery.fetching import check_key_matches, fetched_dump
 from tasks.recovery.integrity import check_against_manifest, run_amcheck, run_smoke
 from tasks.recovery.postgres import database_exists, drop_database
-from tasks.recovery.restoring import OwnerMode, recreate_and_restore, restore_roles, run_logger
+from tasks.recovery.restoring import OwnerMode, recreate_and_restore, restore_roles
 
-logger = logging.getLogger(__name__)
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 HOUR = 3600.0
 
 
@@ -227,7 +227,7 @@ def run_restore_test(
         rto_objective_seconds=request.rto_objective_hours * HOUR,
         rpo_objective_seconds=request.rpo_objective_hours * HOUR,
     )
-    run_logger().info(
+    logger.info(
         "restore test of backup %s: %s (RTO %.0fs, RPO %.0fs)",
         report.backup_id, "passed" if report.passed else "FAILED",
         report.rto_seconds, report.rpo_seconds,

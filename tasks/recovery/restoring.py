@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, Field
 
 from blocks.gpg import GpgDecryptionKey, Keyring
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import IntegrityError, InvalidInputError, RestoreRefusedError
+from tasks.logs import ModuleLogger
 from tasks.recovery.catalogue import check_bucket, find_backup
 from tasks.recovery.dbnames import check_db_identifier, dbname_conninfo, sibling_name
 from tasks.recovery.fetching import check_key_matches, fetched_dump, fetched_object
@@ -32,15 +31,7 @@ from tasks.recovery.postgres import (
 from tasks.recovery.roles import recreate_missing_roles
 from tasks.recovery.swapping import rename_database, swap_databases
 
-logger = logging.getLogger(__name__)
-
-
-def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """Prefect's run logger (its lines reach the UI) inside a run, this module's logger outside."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logger
+logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 
 
 OwnerMode = Literal["recreate-roles", "no-owner"]
@@ -303,7 +294,7 @@ def run_restore(
                 logger.exception("could not drop the staging database %s", staging)
             raise
         if exists:
-            run_logger().warning("replacing database %s (confirmed)", target)
+            logger.warning("replacing database %s (confirmed)", target)
             swap_databases(db, target, staging, keep_as)
             if request.drop_previous:
                 drop_database(db, keep_as)
@@ -321,7 +312,7 @@ def run_restore(
         roles_created=roles,
         roles_note=roles_note,
     )
-    run_logger().info(
+    logger.info(
         "backup %s restored into %s (%d tables, %d rows, %.0fs); %s",
         outcome.backup_id, target, outcome.tables, outcome.rows, outcome.seconds, roles_note,
     )
