@@ -22,6 +22,7 @@ from tasks.release.clusters import Cluster
 from tasks.release.colours import container_image, other_colour
 from tasks.release.locking import lock_holder
 from tasks.release.logs import get_logger
+from tasks.release.measuring import check_window, scrape_interval_s
 from tasks.release.rollout import rollout_status
 
 
@@ -197,7 +198,23 @@ def build_checklist(ctx: PreflightContext) -> Checklist:
             hv.auth.token.lookup_self()
         return f"{ctx.vault.address} unsealed, credentials accepted"
 
+    def windows() -> str:
+        if ctx.prometheus is None or env is None:
+            raise PreflightError("no Prometheus block or environment")
+        scrape_s = scrape_interval_s(ctx.prometheus, env.namespace)
+        problems, oks = [], []
+        for spec in specs:
+            try:
+                oks.append(f"{spec.name} {check_window(spec.name, spec.analysis, scrape_s)} s")
+            except PreflightError as exc:
+                problems.append(f"{exc.message} ({exc.hint})")
+        if problems:
+            raise PreflightError("; ".join(problems))
+        return f"scrape interval {scrape_s:g} s; windows: {', '.join(oks)}"
+
     _check("prometheus reachable", checklist, prometheus)
+    if env is not None and env.strategy == "blue-green":
+        _check("verification window covers two scrapes", checklist, windows)
     _check("alert rules loaded", checklist, rules)
     _check("vault reachable and unsealed", checklist, vault)
     if env is not None and env.staging_environment:

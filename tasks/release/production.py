@@ -162,7 +162,7 @@ def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, 
                                                release_id=report.id))
                 report.switched_to(s.name)
                 result = verify_task(c.prometheus, env=c.env, spec=s, colour=p.new_colour,
-                                     settings=s.analysis)
+                                     settings=s.analysis, core_v1=c.core_v1)
                 if result.verdict.decision == "abort":
                     decided_at = result.decided_at
                 raise_on_abort(result)

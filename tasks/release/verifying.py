@@ -1,20 +1,33 @@
-"""Verification of a new colour in Prometheus: PromQL, a pure verdict, the paced loop, the task."""
+"""Verification of a new colour: a pure verdict over measurements, the paced loop, the task.
+
+Each interval measures Prometheus over the rate window (:mod:`tasks.release.measuring`) and
+counts the Service's ready endpoints: a new colour whose pods died after the switch fails that
+interval at once instead of reading as a long silence.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from kubernetes import client as k8s
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from errors import ExternalSystemError, VerificationError
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.logs import get_logger
+from tasks.release.measuring import (
+    MIN_WINDOW_S,
+    Measurement,
+    PromQuerier,
+    measure,
+    ready_endpoints,
+    window_seconds,
+)
 
 Decision = Literal["continue", "promote", "abort"]
 
@@ -28,34 +41,7 @@ class AnalysisSettings(Protocol):
     intervals: int
     failure_limit: int
     max_no_data: int
-
-
-class PromQuerier(Protocol):
-    """Anything that runs an instant PromQL query (the ``PrometheusServer`` block fits)."""
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """Run an instant query and return the result vector."""
-        ...
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One interval's observation of the new colour.
-
-    Attributes:
-        success_rate: non-5xx / all requests over the window, None when there is no data.
-        p99_ms: 99th percentile latency in milliseconds, None when there is no data.
-        error: why there is no data (Prometheus error, empty result, NaN), if any.
-    """
-
-    success_rate: float | None
-    p99_ms: float | None
-    error: str | None = None
-
-    @property
-    def has_data(self) -> bool:
-        """Whether both metrics were measured."""
-        return self.error is None and self.success_rate is not None and self.p99_ms is not None
+    window_s: float | None
 
 
 @dataclass(frozen=True)
@@ -75,103 +61,11 @@ class Verdict:
     failures: int = 0
 
 
-def _selector(namespace: str, app: str, colour: str, *, colour_label: str, app_label: str) -> str:
-    return f'namespace="{namespace}",{app_label}="{app}",{colour_label}="{colour}"'
-
-
-def success_rate_query(
-    namespace: str, app: str, colour: str, window_s: int, *,
-    colour_label: str = "color", app_label: str = "app",
-) -> str:
-    """PromQL for the non-5xx share of ``http_requests_total`` of one colour.
-
-    Args:
-        namespace: Kubernetes namespace label.
-        app: app label (service name).
-        colour: colour label value.
-        window_s: rate window in seconds.
-        colour_label: name of the colour label.
-        app_label: name of the app label.
-
-    Returns:
-        The query; its value is NaN or empty when there was no traffic.
-    """
-    sel = _selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
-    return (
-        f'sum(rate(http_requests_total{{{sel},status!~"5.."}}[{window_s}s]))'
-        f" / sum(rate(http_requests_total{{{sel}}}[{window_s}s]))"
-    )
-
-
-def p99_query(
-    namespace: str, app: str, colour: str, window_s: int, *,
-    colour_label: str = "color", app_label: str = "app",
-) -> str:
-    """PromQL for the 99th percentile request duration (seconds) of one colour.
-
-    Args:
-        namespace: Kubernetes namespace label.
-        app: app label (service name).
-        colour: colour label value.
-        window_s: rate window in seconds.
-        colour_label: name of the colour label.
-        app_label: name of the app label.
-
-    Returns:
-        The query.
-    """
-    sel = _selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
-    return (
-        "histogram_quantile(0.99, sum by (le) "
-        f"(rate(http_request_duration_seconds_bucket{{{sel}}}[{window_s}s])))"
-    )
-
-
-def _scalar(result: list[dict[str, Any]]) -> float | None:
-    if not result:
-        return None
-    try:
-        value = float(result[0]["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
-def measure(
-    prometheus: PromQuerier, namespace: str, app: str, colour: str, window_s: int, *,
-    colour_label: str = "color", app_label: str = "app",
-) -> Measurement:
-    """Take one measurement; Prometheus errors become a no-data measurement, never a pass.
-
-    Args:
-        prometheus: the Prometheus block (or anything with ``query``).
-        namespace: namespace label.
-        app: app label.
-        colour: colour label value.
-        window_s: rate window in seconds.
-        colour_label: name of the colour label.
-        app_label: name of the app label.
-
-    Returns:
-        The measurement.
-    """
-    labels = {"colour_label": colour_label, "app_label": app_label}
-    try:
-        rate = _scalar(
-            prometheus.query(success_rate_query(namespace, app, colour, window_s, **labels))
-        )
-        p99_s = _scalar(prometheus.query(p99_query(namespace, app, colour, window_s, **labels)))
-    except ExternalSystemError as exc:
-        return Measurement(None, None, error=f"prometheus error: {exc.message}")
-    if rate is None or p99_s is None:
-        return Measurement(rate, None if p99_s is None else p99_s * 1000, error="no data")
-    return Measurement(rate, p99_s * 1000.0)
-
-
 def evaluate(measurements: Sequence[Measurement], settings: AnalysisSettings) -> Verdict:
     """Judge a sequence of measurements (pure; like Argo Rollouts' failureLimit).
 
-    A measurement with data fails when the success rate is below the minimum or p99 above
+    A measurement with a ``failure`` (no ready endpoint) fails whatever its metrics. A
+    measurement with data fails when the success rate is below the minimum or p99 above
     the maximum. No-data measurements are tolerated up to ``max_no_data`` in a row; the next
     one counts as a failure. More than ``failure_limit`` failures abort. Promotion needs
     ``intervals`` measurements with data, so silence never promotes.
@@ -186,7 +80,11 @@ def evaluate(measurements: Sequence[Measurement], settings: AnalysisSettings) ->
     successes = failures = with_data = silent = 0
     last_failure = ""
     for index, m in enumerate(measurements, start=1):
-        if not m.has_data:
+        if m.failure is not None:
+            silent = 0
+            failures += 1
+            last_failure = f"{m.failure} at measurement {index}"
+        elif not m.has_data:
             silent += 1
             if silent > settings.max_no_data:
                 failures += 1
@@ -247,7 +145,8 @@ def analyse(
     settings: AnalysisSettings,
     colour_label: str = "color",
     app_label: str = "app",
-    min_window_s: int = 5,
+    min_window_s: int = MIN_WINDOW_S,
+    endpoints: Callable[[], int] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleeper: Callable[[float], Any] = time.sleep,
     wall_clock: Callable[[], float] = time.time,
@@ -262,7 +161,9 @@ def analyse(
         settings: thresholds and pacing.
         colour_label: name of the colour label.
         app_label: name of the app label.
-        min_window_s: smallest rate window (Prometheus needs two samples in it).
+        min_window_s: smallest default rate window (an explicit ``window_s`` wins).
+        endpoints: counts the colour's ready endpoints each interval; 0 fails the interval,
+            an API error leaves it to the metrics.
         clock: monotonic clock (injected in tests).
         sleeper: waits until the next interval's deadline (injected in tests).
         wall_clock: epoch clock for the decision timestamp.
@@ -271,20 +172,29 @@ def analyse(
         The result; callers raise :class:`VerificationError` on abort (see
         :func:`raise_on_abort`).
     """
-    window_s = max(math.ceil(settings.interval_s), min_window_s)
+    window_s = window_seconds(settings, min_window_s=min_window_s)
     result = AnalysisResult(service, colour, Verdict("continue", ""))
     next_at = clock() + settings.interval_s
     while True:
         sleeper(max(0.0, next_at - clock()))
         next_at += settings.interval_s
-        result.measurements.append(
-            measure(prometheus, namespace, service, colour, window_s,
+        m = measure(prometheus, namespace, service, colour, window_s,
                     colour_label=colour_label, app_label=app_label)
-        )
+        if endpoints is not None and _no_endpoint(endpoints):
+            m = Measurement(m.success_rate, m.p99_ms, m.error,
+                            failure=f"no ready endpoint for {service} ({colour})")
+        result.measurements.append(m)
         result.verdict = evaluate(result.measurements, settings)
         if result.verdict.decision != "continue":
             result.decided_at = wall_clock()
             return result
+
+
+def _no_endpoint(endpoints: Callable[[], int]) -> bool:
+    try:
+        return endpoints() == 0
+    except ExternalSystemError:
+        return False  # unknown: the metrics decide this interval
 
 
 def raise_on_abort(result: AnalysisResult) -> None:
@@ -311,6 +221,7 @@ def verify(
     spec: ServiceSpec,
     colour: str,
     settings: AnalysisSettings,
+    core_v1: k8s.CoreV1Api | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleeper: Callable[[float], Any] = time.sleep,
 ) -> AnalysisResult:
@@ -326,20 +237,23 @@ def verify(
         spec: the service.
         colour: the colour now serving.
         settings: thresholds and pacing.
+        core_v1: when given, each interval also counts the Service's ready endpoints.
         clock: monotonic clock.
         sleeper: interval waiter.
 
     Returns:
         The analysis, promoted or aborted.
     """
+    count = None if core_v1 is None else (
+        lambda: ready_endpoints(core_v1, env.namespace, spec.service_name))
     result = analyse(prometheus, service=spec.name, namespace=env.namespace, colour=colour,
                      settings=settings, colour_label=env.colour_label,
-                     app_label=env.app_label, clock=clock, sleeper=sleeper)
+                     app_label=env.app_label, endpoints=count, clock=clock, sleeper=sleeper)
     log = get_logger(__name__)
     for i, m in enumerate(result.measurements, start=1):
         log.info("%s: measurement %d: success rate %s, p99 %s ms%s", spec.name, i,
                  m.success_rate, None if m.p99_ms is None else round(m.p99_ms),
-                 f" ({m.error})" if m.error else "")
+                 f" ({m.failure or m.error})" if m.failure or m.error else "")
     level = logging.ERROR if result.verdict.decision == "abort" else logging.INFO
     log.log(level, "%s: verdict %s: %s", spec.name, result.verdict.decision,
             result.verdict.reason)

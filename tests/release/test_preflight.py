@@ -23,7 +23,8 @@ SERVICES = {
 }
 
 
-def catalogue_for(staging_ns: str, production_ns: str, required=("VezaHighErrorRate",)):
+def catalogue_for(staging_ns: str, production_ns: str, required=("VezaHighErrorRate",),
+                  services=SERVICES):
     blocks = {"kubernetes_block": "k", "prometheus_block": "p", "vault_block": "v"}
     return parse_catalogue(
         {
@@ -37,7 +38,7 @@ def catalogue_for(staging_ns: str, production_ns: str, required=("VezaHighErrorR
                     **blocks,
                 },
             },
-            "services": SERVICES,
+            "services": services,
         }
     )
 
@@ -84,9 +85,12 @@ def test_preflight_on_a_seeded_sandbox(sandbox_stack, sandbox_shared_namespaces,
 
     # Production of the version staging runs: every item passes, in order.
     ok = run_preflight(context(sandbox_stack, apis, catalogue, "production", "1.0.0"))
+    window = next(i for i in ok.items if i.name == "verification window covers two scrapes")
+    assert window.detail.startswith("scrape interval 1 s; windows: veza-backend-api 60 s")
     assert names(ok) == [
         "parameters valid",
         "prometheus reachable",
+        "verification window covers two scrapes",
         "alert rules loaded",
         "vault reachable and unsealed",
         "staging runs this version",
@@ -110,6 +114,15 @@ def test_preflight_on_a_seeded_sandbox(sandbox_stack, sandbox_shared_namespaces,
         run_preflight(context(sandbox_stack, apis, catalogue, "production", "2.0.0"))
     assert list(failed(raised)) == ["staging runs this version"]
     assert "veza/web:1.0.0" in failed(raised)["staging runs this version"]
+
+    # A rate window shorter than two of Prometheus' scrapes (1 s here) is refused by name.
+    short = catalogue_for(staging_ns, production_ns, services={
+        **SERVICES, "veza-web": {**SERVICES["veza-web"], "analysis": {"window_s": 1}}})
+    with pytest.raises(PreflightError) as raised:
+        run_preflight(context(sandbox_stack, apis, short, "production", "1.0.0"))
+    detail = failed(raised)["verification window covers two scrapes"]
+    assert "veza-web: verification window 1 s" in detail and "veza-backend-api" not in detail
+    assert "analysis.window_s >= 2" in detail
 
     # Bad parameters are named.
     with pytest.raises(PreflightError) as raised:

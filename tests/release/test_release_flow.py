@@ -238,6 +238,34 @@ class TestRolledBackReleases:
         assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
 
 
+    def test_new_colour_pods_gone_after_the_switch_fail_that_interval(self, rolled_back_env):
+        """Dead pods are not silence: no ready endpoint fails the interval at once."""
+        env = rolled_back_env
+        h.push_all(env.sandbox, "2.6.0")
+        # Up to 6 silent intervals are tolerated: without the endpoint check the abort
+        # would come only after (max_no_data + 1) x (failure_limit + 1) intervals.
+        catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=1.0, intervals=30)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                run_release(catalogue, "2.6.0", skip_build=True)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
+                   timeout=120, what="first switch", interval=0.2)
+        env.apps.patch_namespaced_deployment_scale(
+            "veza-backend-api-green", env.production, {"spec": {"replicas": 0}})
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        assert errors and isinstance(errors[0], VerificationError), errors
+        assert "no ready endpoint for veza-backend-api (green)" in str(errors[0])
+        assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
+
+
 def test_never_ready_image_stopped_in_staging(env):
     """Priority 4: staging is undone, production untouched."""
     from sandbox.registry import Behaviour

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from errors import UnreachableError, VerificationError
-from tasks.release.verifying import (
+from errors import PreflightError, UnreachableError, VerificationError
+from tasks.release.measuring import (
     Measurement,
-    analyse,
-    evaluate,
+    check_window,
     p99_query,
-    raise_on_abort,
+    parse_duration,
     success_rate_query,
 )
+from tasks.release.verifying import analyse, evaluate, raise_on_abort
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Settings:
     intervals: int = 3
     failure_limit: int = 0
     max_no_data: int = 1
+    window_s: float | None = None
 
 
 OK = Measurement(1.0, 20.0)
@@ -152,3 +153,57 @@ def test_prometheus_errors_and_nan_are_no_data():
     assert result.verdict.decision == "abort"
     assert "prometheus error" in (result.measurements[1].error or "")
     assert "no data" in result.verdict.reason
+
+
+def test_window_s_is_honoured_and_defaults_to_the_interval():
+    clock = FakeClock()
+    prom = ScriptedPrometheus([(1.0, 0.02)] * 3)
+    analyse(prom, service="veza-web", namespace="p", colour="green",
+            settings=Settings(window_s=30), clock=clock, sleeper=clock.sleep)
+    assert prom.queries and all("[30s]" in q for q in prom.queries)
+    prom = ScriptedPrometheus([(1.0, 0.02)] * 3)
+    analyse(prom, service="veza-web", namespace="p", colour="green",
+            settings=Settings(interval_s=7.5), clock=clock, sleeper=clock.sleep)
+    assert all("[8s]" in q for q in prom.queries)
+
+
+def test_no_ready_endpoint_fails_the_interval_at_once():
+    clock = FakeClock()
+    prom = ScriptedPrometheus([(1.0, 0.02)] * 3)  # stale but healthy-looking metrics
+    result = analyse(prom, service="veza-web", namespace="p", colour="green",
+                     settings=Settings(max_no_data=5), endpoints=lambda: 0,
+                     clock=clock, sleeper=clock.sleep)
+    assert result.verdict.decision == "abort" and len(result.measurements) == 1
+    assert "no ready endpoint for veza-web (green) at measurement 1" in result.verdict.reason
+
+
+def test_an_endpoint_read_error_leaves_the_interval_to_the_metrics():
+    def broken() -> int:
+        raise UnreachableError("kubernetes", "connection refused")
+
+    clock = FakeClock()
+    prom = ScriptedPrometheus([(1.0, 0.02)] * 3)
+    result = analyse(prom, service="veza-web", namespace="p", colour="green",
+                     settings=Settings(), endpoints=broken, clock=clock, sleeper=clock.sleep)
+    assert result.verdict.decision == "promote"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("15s", 15), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("2.5s", 2.5)])
+def test_prometheus_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "15", "s", "15x", "1m junk"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        parse_duration(text)
+
+
+def test_a_window_shorter_than_two_scrapes_is_refused_with_the_fix():
+    with pytest.raises(PreflightError) as caught:
+        check_window("veza-api", Settings(interval_s=5), scrape_s=15)
+    assert "veza-api: verification window 5 s" in caught.value.message
+    assert "scrape interval (15 s)" in caught.value.message
+    assert "analysis.window_s >= 30" in (caught.value.hint or "")
+    assert check_window("veza-api", Settings(interval_s=5, window_s=30), scrape_s=15) == 30
