@@ -180,8 +180,10 @@ def test_sandbox_namespaces_fixture_seeds_a_fresh_pair_with_traffic(sandbox_stac
     api = config.new_client_from_config(config_file=str(sandbox_stack.kubeconfig),
                                         context="sandbox")
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    namespace = core.read_namespace(staging)
-    assert namespace.metadata.labels["sandbox.veza.io/traffic"] == "on"
+    assert core.read_namespace(production).metadata.labels["sandbox.veza.io/traffic"] == "on"
+    # staging is never judged by Prometheus: no load there
+    assert (core.read_namespace(staging).metadata.labels or {}).get(
+        "sandbox.veza.io/traffic") != "on"
     deployment = apps.read_namespaced_deployment("veza-chat-server-blue", production)
     assert deployment.status.available_replicas == 1  # the fixture seeds one replica
     service = core.read_namespaced_service("veza-chat-server", production)
@@ -191,7 +193,7 @@ def test_sandbox_namespaces_fixture_seeds_a_fresh_pair_with_traffic(sandbox_stac
     assert answer["pod"].startswith("veza-chat-server-blue-")
 
     # the load generator found the traffic-labelled namespace; Prometheus scraped its pods
-    query = f'sum by (app, color) (http_requests_total{{namespace="{staging}"}})'
+    query = f'sum by (app, color) (http_requests_total{{namespace="{production}"}})'
 
     def apps_with_traffic() -> set[str] | None:
         answer = httpx.get(f"{sandbox_stack.prometheus_url}/api/v1/query",
