@@ -16,12 +16,14 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
+from veza_ops.blocks_setup import RecoveryBlockNames
+
 if TYPE_CHECKING:
     from tasks.recovery.info import DatabaseInfo, StoreInfo
 
 EXIT_OK = 0
 EXIT_ERROR = 2
-DEFAULT_STORE_BLOCK = "veza-backups"  # RecoveryBlockNames().store_block
+DEFAULT_STORE_BLOCK = RecoveryBlockNames().store_block  # the name prefect.yaml uses
 
 
 def add_backups_command(subparsers: Any) -> None:
@@ -158,6 +160,7 @@ def run_backups_command(args: argparse.Namespace, *, out: TextIO | None = None) 
     from blocks.loading import load_block
     from blocks.s3 import S3BackupStore
     from errors import VezaOpsError
+    from errors.http import translate_http_errors
     from tasks.recovery.info import store_dict, store_info
     from tasks.recovery.retention import RetentionPolicy
 
@@ -172,7 +175,11 @@ def run_backups_command(args: argparse.Namespace, *, out: TextIO | None = None) 
             hourly_hours=args.hourly_hours, max_full_age_h=args.max_full_age_h,
             delete_incomplete=args.delete_incomplete,
         )
-        store = load_block(S3BackupStore, args.store_block, field="--store-block")
+        with translate_http_errors(
+            system="Prefect API", action=f"load block {args.store_block!r}",
+            hint="check PREFECT_API_URL (and PREFECT_API_KEY or PREFECT_API_AUTH_STRING)",
+        ):
+            store = load_block(S3BackupStore, args.store_block, field="--store-block")
         info = store_info(
             store.get_client(), store.bucket, store.prefix,
             database=args.database, policy=policy,

@@ -237,3 +237,13 @@ def test_cli_errors_name_the_option(store_block_name, live_store, capsys):
         capsys,
     )
     assert code == 2 and "--rpo-objective-hours" in err
+
+
+def test_cli_says_when_the_prefect_api_cannot_be_reached(capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # discard: closed
+        code, out, err = run_cli(["backups", "info"], capsys)
+    assert code == 2 and out == ""
+    assert "Prefect API: load block 'veza-backups': cannot reach" in err
+    assert "PREFECT_API_URL" in err
