@@ -31,7 +31,7 @@ import gnupg
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from errors import InvalidInputError
+from errors import InvalidInputError, PermanentSystemError
 
 # python-gnupg's DEBUG records that carry key material (see the module docstring)
 _KEY_DATA_FORMATS = frozenset({"import_keys: %r", "scan_keys: %r"})
@@ -46,13 +46,8 @@ class _DropKeyData(logging.Filter):
         return record.msg not in _KEY_DATA_FORMATS
 
 
-def _install_log_filter() -> None:
-    gnupg_logger = logging.getLogger("gnupg")
-    if not any(isinstance(f, _DropKeyData) for f in gnupg_logger.filters):
-        gnupg_logger.addFilter(_DropKeyData())
-
-
-_install_log_filter()
+if not any(isinstance(f, _DropKeyData) for f in logging.getLogger("gnupg").filters):
+    logging.getLogger("gnupg").addFilter(_DropKeyData())
 
 
 @dataclass(frozen=True)
@@ -139,8 +134,17 @@ def open_gpg(home: Path) -> gnupg.GPG:
 
     Returns:
         The handle.
+
+    Raises:
+        PermanentSystemError: gpg cannot be run.
     """
-    return gnupg.GPG(gnupghome=str(home))
+    try:
+        return gnupg.GPG(gnupghome=str(home))
+    except (OSError, ValueError) as exc:  # no gpg binary, or `gpg --version` failed
+        raise PermanentSystemError(
+            "gpg", f"cannot run gpg ({type(exc).__name__})",
+            hint="install GnuPG 2.2+ (Debian: apt-get install gnupg) on the worker",
+        ) from None
 
 
 @contextlib.contextmanager
@@ -203,7 +207,8 @@ def import_armored(
     """
     result = gpg.import_keys(armored)
     wanted = {k.fingerprint for k in keys}
-    listed = {str(raw["fingerprint"]) for raw in gpg.list_keys(secret=keys[0].secret)}
+    listing = gpg.list_keys(secret=keys[0].secret)
+    listed = {str(raw["fingerprint"]) for raw in listing} if listing.returncode == 0 else set()
     if result.returncode != 0 or not wanted <= set(result.fingerprints) or not wanted <= listed:
         raise InvalidInputError(
             field_name, f"gpg could not import it (gpg exit status {result.returncode})", fix=fix
@@ -294,7 +299,13 @@ class GpgEncryption(Block):
                 scanned.append((name, armored, keys))
             for name, armored, keys in scanned:
                 import_armored(gpg, armored, keys, field_name=name, fix=RECIPIENT_FIX)
-                for raw in gpg.list_keys(keys=[k.fingerprint for k in keys]):
+                listing = gpg.list_keys(keys=[k.fingerprint for k in keys])
+                if listing.returncode != 0 or len(listing) != len(keys):
+                    raise InvalidInputError(
+                        name, f"gpg could not list it once imported (gpg exit status "
+                        f"{listing.returncode})", fix=RECIPIENT_FIX,
+                    )
+                for raw in listing:
                     check_recipient(key_info(raw), field_name=name)
             yield Keyring(home, [k.fingerprint for _, _, keys in scanned for k in keys])
 
@@ -334,11 +345,9 @@ class GpgDecryptionKey(Block):
                 "passphrase", "contains a line break or NUL, which gpg cannot read from a pipe",
                 fix="set the passphrase field to the key's passphrase without line breaks",
             )
-        result = gpg.sign(
-            b"veza-ops passphrase check", keyid=fingerprint, detach=True,
-            passphrase=secret or None,
-            extra_args=None if secret else ["--pinentry-mode", "error"],
-        )
+        result = gpg.sign(b"veza-ops passphrase check", keyid=fingerprint, detach=True,
+                          passphrase=secret or None,
+                          extra_args=None if secret else ["--pinentry-mode", "error"])
         if result.returncode == 0 and result.fingerprint:
             return
         codes = {
