@@ -6,10 +6,11 @@ from prefect import flow, get_run_logger, runtime
 
 from errors import ReleaseError
 from flows.models import ReleaseSummary
-from tasks.release.catalogue import DEFAULT_CATALOGUE, load_catalogue
-from tasks.release.clusters import connect
+from tasks.release.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
+from tasks.release.clusters import Cluster, connect
 from tasks.release.history import record_release_task, release_history_task
 from tasks.release.locking import hold_locks
+from tasks.release.preemption import preempt_keep_window_task
 from tasks.release.reconcile import reconcile_task
 from tasks.release.report import ReleaseReport
 from tasks.release.rollback import choose_target, mark_crashed, restore_service_task
@@ -44,8 +45,25 @@ def rollback(
     run_id = str(runtime.flow_run.id or "local")
     report = ReleaseReport.start(kind="rollback", environment=environment, version="?",
                                  triggered_by=triggered_by, run_id=run_id)
-    with report.running(c), hold_locks([c], report.holder, run_id=run_id,
-                                       holder_state=flow_run_state) as locks:
+    with report.running(c):
+        # A release in its keep-old-colour window is asked to stop (and give the lock back).
+        preempted = preempt_keep_window_task(c.coordination_v1, env.namespace, report.holder,
+                                             wait_s=env.preempt_wait_s)
+        if preempted:
+            report.check("preempted", True, f"{preempted} stopped its keep-old-colour window")
+        if not _roll_back(catalogue, c, services, target_release, report=report,
+                          run_id=run_id):
+            return report.summary  # reconciled only: no release to return to
+    if not report.summary.services:
+        raise ReleaseError("rollback restored no service", hint="check the services parameter")
+    return report.summary
+
+
+def _roll_back(catalogue: Catalogue, c: Cluster, services: list[str] | None,
+               target_release: str | None, *, report: ReleaseReport, run_id: str) -> bool:
+    """Under the lock: reconcile, mark crashed records, restore the target; False: none."""
+    env = c.env
+    with hold_locks([c], report.holder, run_id=run_id, holder_state=flow_run_state) as locks:
         report.lock_takeovers(locks.takeovers)
         if env.strategy == "blue-green":
             report.reconciled(*reconcile_task(c.apps_v1, c.core_v1, env,
@@ -58,7 +76,7 @@ def rollback(
         if report.summary.reconciled and not any(r.outcome == "succeeded" for r in history):
             get_run_logger().warning("no successful release on record: reconciled only")
             report.summary.version = report.record.version = "reconciled"
-            return report.summary
+            return False
         target = choose_target(history, catalogue, services, target_release)
         report.rolling_back_to(target.label, target.images, target.previous_images)
         for spec in target.specs:
@@ -66,6 +84,4 @@ def rollback(
                 c.apps_v1, c.core_v1, env=env, spec=spec, image=target.images[spec.name],
                 secret_name=target.secrets.get(spec.name), release_id=report.id)
             report.restored(spec.name, outcome.image, outcome.colour, outcome.action)
-    if not report.summary.services:
-        raise ReleaseError("rollback restored no service", hint="check the services parameter")
-    return report.summary
+    return True

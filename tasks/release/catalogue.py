@@ -194,6 +194,9 @@ class EnvironmentSpec(_Model):
         default=60.0, gt=0, description="How long a failed staging release retries its undo.")
     lock_ttl_s: int = Field(default=900, ge=5)
     lock_wait_s: float = Field(default=0.0, ge=0)
+    preempt_wait_s: float = Field(
+        default=120.0, gt=0,
+        description="How long a rollback waits for a release in its keep window to stop.")
     required_alerts: list[str] = Field(default_factory=list)
     history_size: int = Field(default=50, ge=1, le=500)
     secrets_keep_releases: int = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -284,3 +285,28 @@ def ready_endpoints(core_v1: k8s.CoreV1Api, namespace: str, service_name: str) -
                 return 0
             raise
     return sum(len(subset.addresses or []) for subset in endpoints.subsets or [])
+
+
+def with_endpoints(m: Measurement, count: Callable[[], int] | None, *, service: str,
+                   colour: str) -> Measurement:
+    """The measurement, failed outright when the colour has no ready endpoint.
+
+    Args:
+        m: the interval's metrics.
+        count: counts the Service's ready endpoints (None: not checked).
+        service: named in the failure.
+        colour: named in the failure.
+
+    Returns:
+        ``m``, or a copy with ``failure`` set. An API error reading the endpoints leaves
+        ``m`` as it is: unknown is not a failure, the metrics decide.
+    """
+    if count is None:
+        return m
+    try:
+        if count() != 0:
+            return m
+    except ExternalSystemError:
+        return m
+    return Measurement(m.success_rate, m.p99_ms, m.error,
+                       failure=f"no ready endpoint for {service} ({colour})")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.transactions import transaction
 
-from errors import ReleaseError
+from errors import ReleaseError, VerificationError
 from tasks.release.catalogue import Catalogue, ServiceSpec
 from tasks.release.clusters import Cluster
 from tasks.release.colours import COLOURS, Prepared, bring_up_colour_task, scale_down_task
@@ -25,6 +22,7 @@ from tasks.release.switching import (
     switch_traffic,
 )
 from tasks.release.verifying import raise_on_abort, verify_task
+from tasks.release.watch import WatchOutcome, watch_task
 
 
 def release_to_production(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *,
@@ -56,10 +54,51 @@ def release_to_production(catalogue: Catalogue, c: Cluster, specs: list[ServiceS
         prepared = bring_up_all(c, specs, version=version, secrets=secrets, report=report)
     with report.timed("switch_and_verify"):
         switch_and_verify(c, specs, prepared, report=report, check_lock=check_lock)
-    # Committed: the new colours serve for good; what fails from here on is a warning.
-    keep_old_colour_task(c.env.keep_old_colour_s)
+    # Committed: the new colours serve; the old ones stay up while the watch runs.
+    outcome = watch_task(c.prometheus, c.core_v1, c.coordination_v1, env=c.env, specs=specs,
+                         prepared=prepared, holder=report.holder)
+    if outcome.kind == "preempted":
+        report.check("keep-old-colour window", True,
+                     f"preempted by {outcome.detail}: the old colours keep running for it")
+        return
+    if outcome.kind == "regressed":
+        roll_back_after_commit(c, specs, prepared, report=report, outcome=outcome)
+    report.check("keep-old-colour window", True, "no regression in the post-promotion watch")
     scale_down_or_warn(c, [s.deployment_name(prepared[s.name].live_colour) for s in specs],
                        report=report, what="old colour")
+
+
+def roll_back_after_commit(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, Prepared],
+                           *, report: ReleaseReport, outcome: WatchOutcome) -> None:
+    """A regression in the watch: every service back on its old colour, together; raise.
+
+    The release is then no longer committed (its record says ``rolled-back``, so ``rollback``
+    treats the release before it as the last good one).
+
+    Raises:
+        VerificationError: every Service is back on its old colour.
+        ReleaseError: some Service could not be switched back (named).
+    """
+    undo = [SwitchRecord(s.name, s.service_name, c.env.namespace, prepared[s.name].live_colour,
+                         prepared[s.name].new_colour, {}, outcome.started_at) for s in specs]
+    restore = switch_back_task(c.core_v1, undo, colour_label=c.env.colour_label,
+                               decided_at=outcome.decided_at,
+                               deadline_s=c.env.switch_back_deadline_s)
+    report.is_committed = False  # traffic went back: a rollback, not a success with warnings
+    for s in specs:
+        if s.service_name not in restore.left:
+            report.record.colours[s.name] = prepared[s.name].live_colour
+    report.rolled_back(undo, restore)
+    scale_down_or_warn(c, [p.deployment for p in prepared.values()], report=report,
+                       what="new colour")
+    reason = f"post-promotion watch: {outcome.detail}"
+    if restore.left:
+        raise ReleaseError(f"rollback incomplete: {report.left_sentence(restore.left)}; "
+                           f"{reason}", hint="the new colour was kept running for it; run the "
+                           "rollback flow")
+    raise VerificationError(f"{reason}; every service is back on its old colour",
+                            hint="the regression appeared after the commit; inspect the new "
+                            "version before releasing it again")
 
 
 def scale_down_or_warn(c: Cluster, deployments: list[str], *, report: ReleaseReport,
@@ -188,25 +227,3 @@ def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, 
                 f"rollback incomplete: {report.left_sentence(restore.left)}",
                 hint="the new colour was kept running for it; run the rollback flow") from exc
         raise
-
-
-def keep_old_colour(
-    seconds: float,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    sleeper: Callable[[float], object] = time.sleep,
-) -> None:
-    """Wait out the instant-rollback window while the old colour still runs at full scale.
-
-    Args:
-        seconds: the window (the environment's ``keep_old_colour_s``).
-        clock: monotonic clock (injected in tests).
-        sleeper: waits (injected in tests).
-    """
-    get_logger(__name__).info("keeping the old colour for %.0f s (instant rollback)", seconds)
-    deadline = clock() + seconds
-    while (left := deadline - clock()) > 0:
-        sleeper(min(left, 5.0))
-
-
-keep_old_colour_task = task(name="keep-old-colour", cache_policy=NO_CACHE)(keep_old_colour)

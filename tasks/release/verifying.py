@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from errors import ExternalSystemError, VerificationError
+from errors import VerificationError
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.logs import get_logger
 from tasks.release.measuring import (
@@ -27,6 +27,7 @@ from tasks.release.measuring import (
     measure,
     ready_endpoints,
     window_seconds,
+    with_endpoints,
 )
 
 Decision = Literal["continue", "promote", "abort"]
@@ -180,21 +181,11 @@ def analyse(
         next_at += settings.interval_s
         m = measure(prometheus, namespace, service, colour, window_s,
                     colour_label=colour_label, app_label=app_label)
-        if endpoints is not None and _no_endpoint(endpoints):
-            m = Measurement(m.success_rate, m.p99_ms, m.error,
-                            failure=f"no ready endpoint for {service} ({colour})")
-        result.measurements.append(m)
+        result.measurements.append(with_endpoints(m, endpoints, service=service, colour=colour))
         result.verdict = evaluate(result.measurements, settings)
         if result.verdict.decision != "continue":
             result.decided_at = wall_clock()
             return result
-
-
-def _no_endpoint(endpoints: Callable[[], int]) -> bool:
-    try:
-        return endpoints() == 0
-    except ExternalSystemError:
-        return False  # unknown: the metrics decide this interval
 
 
 def raise_on_abort(result: AnalysisResult) -> None:
