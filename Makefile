@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-APT_PACKAGES := postgresql-15 gnupg zstd prometheus python3-venv ca-certificates nginx-light
+APT_PACKAGES := postgresql-15 gnupg zstd prometheus python3-venv ca-certificates nginx-light pgbackrest
 LOCK := requirements.lock
 # The lock's resolver (see the `lock` target); pinned so that `make lock` is reproducible too.
 UV_VERSION := 0.13.9

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.k8s import *  # noqa: F403
+from tests.fixtures.pitr import *  # noqa: F403
 from tests.fixtures.recovery import *  # noqa: F403
 from tests.fixtures.sandbox import *  # noqa: F403
 

@@ -1,0 +1,67 @@
+"""The pitr-backup flow: one pgBackRest physical backup (full, diff or incr) of a cluster."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+
+from blocks.loading import load_block
+from blocks.pgbackrest import DatabaseHost, PgBackRestRepository
+from tasks.recovery.pitr.commands import (
+    backup_task,
+    check_bucket_task,
+    check_task,
+    info_task,
+    stanza_create_task,
+)
+from tasks.recovery.pitr.info import PitrBackup
+from tasks.recovery.pitr.report import publish_backup_report
+
+FLOW_TIMEOUT_S = 12 * 3600
+
+
+@flow(name="pitr-backup", log_prints=False, timeout_seconds=FLOW_TIMEOUT_S)
+def pitr_backup(
+    repository_block: str,
+    kind: Literal["full", "diff", "incr"] = "incr",
+    host: DatabaseHost | None = None,
+    *,
+    create_stanza: bool = True,
+    backup_timeout_minutes: float = 360.0,
+    retries: int = 1,
+    retry_delay_seconds: float = 60.0,
+) -> PitrBackup:
+    """Take one pgBackRest backup; the worker must run on the database host.
+
+    pgBackRest reads the data directory itself, so the worker runs on the database host
+    (as the cluster's OS user, or as root with ``host.os_user``). Steps: check the bucket
+    (an unreachable or missing bucket fails here, before pgBackRest starts), create the
+    stanza when missing (idempotent), ``check`` (WAL archiving works end to end), the
+    backup, then publish ``info`` with the PITR window as an artifact.
+
+    Args:
+        repository_block: name of the PgBackRestRepository block.
+        kind: ``full`` (weekly), ``diff`` (daily) or ``incr`` (hourly). A diff or incr
+            without any full becomes a full (pgBackRest's rule; the result says so).
+        host: where PostgreSQL and pgBackRest live (default: Debian's paths, port 5432).
+        create_stanza: run ``stanza-create`` first (idempotent; turn off once set up if the
+            credentials cannot write the repository's info files).
+        backup_timeout_minutes: the backup is killed after this long.
+        retries: extra attempts of the backup after a transient failure (lock held...).
+        retry_delay_seconds: pause between attempts.
+
+    Returns:
+        The backup as ``info`` lists it.
+    """
+    repo = load_block(PgBackRestRepository, repository_block, field="repository_block")
+    host = host or DatabaseHost()
+    check_bucket_task(repo)
+    if create_stanza:
+        stanza_create_task(repo, host)
+    check_task(repo, host)
+    taken = backup_task.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds)(
+        repo, host, kind, backup_timeout_minutes * 60
+    )
+    publish_backup_report(taken, info_task(repo, host))
+    return taken

@@ -1,0 +1,1 @@
+"""Point-in-time recovery with pgBackRest: commands, the info model, the PITR restore."""

@@ -1,0 +1,184 @@
+"""PITR plain functions: config, private config, info parsing, error translation, guards."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prefect_aws import AwsCredentials
+from pydantic import SecretStr, ValidationError
+
+from blocks.pgbackrest import (
+    DatabaseHost,
+    PgBackRestRepository,
+    postgresql_settings,
+    render_config,
+    render_postgresql_conf,
+)
+from errors import (
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    PermanentSystemError,
+    RestoreRefusedError,
+    TransientSystemError,
+    UnreachableError,
+)
+from errors.pgbackrest import MAX_PGBACKREST_DETAIL, translate, translate_status
+from tasks.recovery.pitr.info import parse_info, pitr_window
+from tasks.recovery.pitr.report import backup_report
+from tasks.recovery.pitr.restore import check_restore_target, format_target
+from tasks.recovery.pitr.runner import build_argv, private_config
+
+PASSPHRASE = "a-long-cipher-passphrase-0123"
+SECRET_KEY = "s3-secret-key-abcdef"
+
+
+def repo(**overrides: object) -> PgBackRestRepository:
+    fields: dict[str, object] = {
+        "bucket": "veza-pitr",
+        "credentials": AwsCredentials(aws_access_key_id="AKIAEXAMPLE",
+                                      aws_secret_access_key=SecretStr(SECRET_KEY)),
+        "cipher_passphrase": SecretStr(PASSPHRASE),
+    }
+    fields.update(overrides)
+    return PgBackRestRepository(**fields)  # type: ignore[arg-type]
+
+
+def test_config_holds_the_repository_the_cluster_and_the_retention() -> None:
+    text = render_config(repo(region="eu-west-1"), DatabaseHost())
+    lines = set(text.splitlines())
+    assert {"[global]", "repo1-type=s3", "repo1-s3-bucket=veza-pitr",
+            "repo1-s3-endpoint=s3.eu-west-1.amazonaws.com", "repo1-s3-key=AKIAEXAMPLE",
+            f"repo1-s3-key-secret={SECRET_KEY}", "repo1-cipher-type=aes-256-cbc",
+            f"repo1-cipher-pass={PASSPHRASE}", "repo1-retention-full-type=time",
+            "repo1-retention-full=30", "[veza]", "pg1-path=/var/lib/postgresql/15/main",
+            "pg1-port=5432"} <= lines
+    counted = render_config(repo(pitr_window_days=None, retention_full_count=4, verify_tls=False,
+                                 credentials=AwsCredentials()), DatabaseHost())
+    assert {"repo1-retention-full-type=count", "repo1-retention-full=4",
+            "repo1-storage-verify-tls=n", "repo1-s3-key-type=auto"} <= set(counted.splitlines())
+
+
+def test_bad_repository_fields_are_refused() -> None:
+    with pytest.raises(ValidationError, match="exactly one"):
+        repo(retention_full_count=3)
+    with pytest.raises(ValidationError, match="one line"):
+        repo(bucket="b\nrepo1-path=/x")
+    with pytest.raises(ValidationError, match="at least 16"):
+        repo(cipher_passphrase=SecretStr("short"))
+    with pytest.raises(ValidationError, match="host name only"):
+        repo(endpoint="https://minio:9000")
+    with pytest.raises(InvalidInputError, match="profile"):
+        render_config(repo(credentials=AwsCredentials(profile_name="ops")), DatabaseHost())
+
+
+def test_postgresql_commands_name_the_installed_config_and_no_secret() -> None:
+    settings = postgresql_settings(repo(), DatabaseHost())
+    assert settings["archive_command"] == (
+        "pgbackrest --config=/etc/pgbackrest/pgbackrest.conf --stanza=veza archive-push %p")
+    restored = postgresql_settings(repo(), DatabaseHost(), data_directory="/srv/pitr/x")
+    assert "--pg1-path=/srv/pitr/x archive-get %f" in restored["restore_command"]
+    conf = render_postgresql_conf(repo(), DatabaseHost())
+    assert "archive_mode = 'on'" in conf and "'\"%p\"'" not in conf
+    assert PASSPHRASE not in conf and SECRET_KEY not in conf
+
+
+def test_the_private_config_is_0600_in_a_0700_dir_then_gone_and_argv_has_no_secret() -> None:
+    host = DatabaseHost()
+    with private_config(repo(), host) as directory:
+        path = directory / "pgbackrest.conf"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert PASSPHRASE in path.read_text()
+        argv = build_argv(host, directory, "veza", "backup", ["--type=full"])
+    assert not directory.exists()
+    assert not any(PASSPHRASE in a or SECRET_KEY in a for a in argv)
+    assert argv[-1] == "backup" and f"--config={path}" in argv
+
+
+INFO = [{
+    "name": "veza", "cipher": "aes-256-cbc", "status": {"code": 0, "message": "ok"},
+    "repo": [{"key": 1, "status": {"code": 0, "message": "ok"}}],
+    "archive": [{"id": "15-1", "min": "000000010000000000000001",
+                 "max": "000000010000000000000009"}],
+    "backup": [
+        {"label": "20261201-100000F_20261201-110000I", "type": "incr",
+         "prior": "20261201-100000F", "timestamp": {"start": 1796128800, "stop": 1796128810},
+         "archive": {"start": "000000010000000000000007", "stop": "000000010000000000000007"},
+         "info": {"size": 100, "delta": 10, "repository": {"size": 50, "delta": 5}}},
+        {"label": "20261201-100000F", "type": "full", "prior": None,
+         "timestamp": {"start": 1796125200, "stop": 1796125230},
+         "archive": {"start": "000000010000000000000003", "stop": "000000010000000000000003"},
+         "info": {"size": 100, "delta": 100, "repository": {"size": 40, "delta": 40}}},
+    ],
+}]
+
+
+def test_info_is_parsed_oldest_first_with_the_pitr_window() -> None:
+    info = parse_info(json.dumps(INFO), "veza")
+    assert [b.type for b in info.backups] == ["full", "incr"]
+    assert info.backups[1].prior == "20261201-100000F" and info.backups[0].repo_size_bytes == 40
+    assert info.newest_wal == "000000010000000000000009" and info.ok
+    window = pitr_window(info)
+    assert window is not None and window.start == datetime.fromtimestamp(1796125200, UTC)
+    assert window.end == info.backups[1].stopped_at and not window.end_is_exact
+    later = datetime.fromtimestamp(1796129000, UTC)
+    exact = pitr_window(info, later)
+    assert exact is not None and exact.end == later and exact.end_is_exact
+    assert pitr_window(parse_info(json.dumps([{"name": "veza", "backup": []}]), "veza")) is None
+    assert "| 20261201-100000F | full |" in backup_report(info.backups[1], info)
+    with pytest.raises(PermanentSystemError, match="no JSON"):
+        parse_info("not json", "veza")
+
+
+def test_pgbackrest_errors_are_classified_redacted_and_clipped() -> None:
+    secrets = [PASSPHRASE, SECRET_KEY]
+    cases = [
+        (49, "unable to connect to 'localhost:1'", UnreachableError),
+        (50, "unable to acquire lock on file", TransientSystemError),
+        (55, "unable to open missing file '/r/archive/veza/archive.info' for read",
+         NotFoundError),
+        (95, "cipher header invalid", AuthenticationError),
+        (29, "unable to load info file '/r/backup/veza/backup.info' or ...: key/value found "
+             "outside of section at line 1: \x7f\x80", AuthenticationError),
+        (32, "bad option", PermanentSystemError),
+    ]
+    for code, message, kind in cases:
+        err = translate("backup", code, f"WARN: x\nERROR: [{code:03d}]: {message}\n",
+                        secrets=secrets, stanza="veza")
+        assert type(err) is kind, (code, err)
+        assert str(err).isprintable()
+    leaked = translate("check", 56, f"ERROR: [056]: pass {PASSPHRASE} key {SECRET_KEY} "
+                       + "x" * 2000, secrets=secrets, stanza="veza")
+    assert PASSPHRASE not in str(leaked) and SECRET_KEY not in str(leaked)
+    assert "***" in str(leaked) and len(leaked.message) < MAX_PGBACKREST_DETAIL + 80
+    status = translate_status("info", "[FormatError] unable to load info file '/r/x.info'",
+                              secrets=secrets, stanza="veza")
+    assert isinstance(status, AuthenticationError) and "cipher_passphrase" in str(status)
+    assert isinstance(translate_status("info", "missing stanza path", secrets=secrets,
+                                       stanza="veza"), NotFoundError)
+
+
+def test_a_restore_goes_only_into_a_new_or_empty_directory(tmp_path: Path) -> None:
+    host = DatabaseHost(data_directory=str(tmp_path / "live"))
+    check_restore_target(tmp_path / "new", host)
+    (tmp_path / "empty").mkdir()
+    check_restore_target(tmp_path / "empty", host)
+    (tmp_path / "live").mkdir()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "postmaster.pid").write_text("1\n")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "PG_VERSION").write_text("15\n")
+    for target, why in [(tmp_path / "live", "live data directory"),
+                        (tmp_path / "busy", "postmaster.pid"),
+                        (tmp_path / "full", "not empty"), (Path("rel"), "absolute")]:
+        with pytest.raises(RestoreRefusedError, match=why):
+            check_restore_target(target, host)
+    assert format_target(datetime(2026, 12, 1, 10, 0, 0, 5, tzinfo=UTC)) == (
+        "2026-12-01 10:00:00.000005+00")
+    with pytest.raises(InvalidInputError, match="time zone"):
+        format_target(datetime(2026, 12, 1))  # naive: the point of the test
