@@ -229,6 +229,9 @@ def save_blocks(bench: Bench) -> None:
             dbname="veza_ref",
             sslmode="disable",
         ).save(names["database"])
+        from veza_ops.automations import ensure_backup_limit
+
+        ensure_backup_limit("veza_ref")  # every backup takes its database's limit, strictly
         S3BackupStore(
             bucket=bench.bucket,
             prefix="flow",

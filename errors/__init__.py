@@ -114,6 +114,10 @@ class RestoreRefusedError(RecoveryError):
     """A restore would overwrite data without an explicit confirmation."""
 
 
+class BackupBusyError(RecoveryError):
+    """Another backup of the same database held its concurrency slot for all of the wait."""
+
+
 class DiskFullError(RecoveryError):
     """The restore host lacks the disk space a backup needs (not corruption)."""
 

@@ -11,6 +11,7 @@ from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from tasks.recovery.backup import backup_task, publish_backup_table
+from tasks.recovery.backup_slot import backup_slot, slot_wait_s
 from tasks.recovery.manifest import Manifest
 from tasks.recovery.upload import attempt_timeout_s
 
@@ -29,6 +30,7 @@ def backup_flow(
     retry_delay_seconds: float = 30.0,
     expected_minutes: float = 60.0,
     timeout_factor: float = 3.0,
+    wait_minutes: float | None = None,
 ) -> Manifest:
     """Back up a PostgreSQL database, encrypted, into S3; the manifest is written last.
 
@@ -43,17 +45,23 @@ def backup_flow(
         retry_delay_seconds: pause between attempts.
         expected_minutes: how long a backup usually takes.
         timeout_factor: an attempt is stopped after ``expected_minutes`` x this.
+        wait_minutes: how long to wait for another backup of the same database to finish
+            before this one is refused (default: a full waits one attempt's timeout, an
+            hourly at most 45 min). Every backup of a database holds its global concurrency
+            limit ``veza-ops-backup-<dbname>`` for the whole dump and upload.
 
     Returns:
         The manifest of the backup.
     """
     timeout = attempt_timeout_s(expected_minutes, timeout_factor)
+    wait_s = slot_wait_s(kind, timeout, wait_minutes=wait_minutes)
     db = load_block(PostgresDatabase, database_block, field="database_block")
     store = load_block(S3BackupStore, store_block, field="store_block")
     encryption = load_block(GpgEncryption, encryption_block, field="encryption_block")
     attempt = backup_task.with_options(
         retries=retries, retry_delay_seconds=retry_delay_seconds, timeout_seconds=timeout
     )
-    outcome = attempt(db, store, encryption, kind=kind, role_passwords=include_role_passwords)
+    with backup_slot(db.dbname, wait_s=wait_s):  # retries included: no backup in between
+        outcome = attempt(db, store, encryption, kind=kind, role_passwords=include_role_passwords)
     publish_backup_table(outcome)
     return outcome.manifest

@@ -10,12 +10,55 @@ environment, so nobody has to notice the crash.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from datetime import timedelta
+from typing import Any, TextIO
 
 ZOMBIE_AUTOMATION_NAME = "veza-ops: crash zombie flow runs"
 CRASH_ROLLBACK_AUTOMATION_NAME = "veza-ops: roll back crashed releases"
 ROLLBACK_DEPLOYMENT = "rollback/production"
 HEARTBEAT_FREQUENCY_S = 30
+
+
+class SetupError(Exception):
+    """Something the automations need is not on the Prefect server; says what to do."""
+
+
+def ensure_backup_limit(database: str) -> str:
+    """Create (or repair) the global concurrency limit the backups of ``database`` share.
+
+    Every run of ``backup/nightly-full`` and ``backup/hourly`` for this database takes its one
+    slot, strictly: without the limit a backup fails rather than run unguarded. An existing
+    limit is set back to one active slot (more would let two backups of the database overlap).
+
+    Args:
+        database: the database name (the PostgresDatabase block's ``dbname``).
+
+    Returns:
+        The limit's name, ``veza-ops-backup-<database>``.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks.recovery.backup_slot import backup_limit_name
+
+    name = backup_limit_name(database)
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
+            return name
+        if existing.limit != 1 or not existing.active:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+    return name
 
 
 def ensure_zombie_automation(*, within_s: int = 90) -> str:
@@ -90,7 +133,7 @@ def ensure_crash_rollback_automation(*, deployment: str = ROLLBACK_DEPLOYMENT) -
         existing = client.read_automations_by_name(CRASH_ROLLBACK_AUTOMATION_NAME)
         if existing:
             return str(existing[0].id)
-        deployment_id = client.read_deployment_by_name(deployment).id
+        deployment_id = _deployment_id(client, deployment)
         automation = AutomationCore(
             name=CRASH_ROLLBACK_AUTOMATION_NAME,
             description="Runs the rollback deployment for a release run that crashed.",
@@ -113,3 +156,275 @@ def ensure_crash_rollback_automation(*, deployment: str = ROLLBACK_DEPLOYMENT) -
             )],
         )
         return str(client.create_automation(automation))
+
+
+# --- alerts: failed, crashed or missing recovery runs -> the `alert` deployment -> Slack ----
+
+ALERT_DEPLOYMENT = "alert/slack"
+NIGHTLY_DEPLOYMENT = "backup/nightly-full"
+ALERTED_FLOWS = ("backup", "prune-backups", "restore-test")
+FAILURE_ALERT_AUTOMATION_NAME = "veza-ops: alert on failed backup, prune or restore-test runs"
+MISSED_NIGHTLY_AUTOMATION_NAME = "veza-ops: alert when no nightly backup completes in 25 h"
+MISSED_NIGHTLY_WITHIN = timedelta(hours=25)
+
+
+def _jinja(template: str) -> dict[str, str]:
+    # An explicit jinja placeholder renders to a plain string (a bare "{{ x }}" would be
+    # rendered through `tojson`, which refuses a missing object such as a run's deployment).
+    return {"__prefect_kind": "jinja", "template": template}
+
+
+def _comparable(automation: Any) -> dict[str, Any]:
+    fields = {"name", "description", "enabled", "trigger", "actions", "actions_on_trigger",
+              "actions_on_resolve"}
+    data: dict[str, Any] = automation.model_dump(mode="json", include=fields)
+    data["trigger"].pop("id", None)
+    return data
+
+
+def _create_or_update(automation: Any) -> str:
+    """Create ``automation``, or bring the one of the same name up to date; return its id.
+
+    An automation that already matches is left alone (updating it would restart a
+    proactive trigger's window).
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(automation.name)
+        if not existing:
+            return str(client.create_automation(automation))
+        first = existing[0]
+        if _comparable(first) != _comparable(automation):
+            client.update_automation(first.id, automation)
+        return str(first.id)
+
+
+def _deployment_id(client: Any, name: str) -> Any:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(name).id
+    except ObjectNotFound:
+        raise SetupError(
+            f"the deployment {name!r} does not exist on this Prefect server; deploy first "
+            "(`prefect deploy --all` from the project root)"
+        ) from None
+
+
+def ensure_failure_alert_automation(
+    *, deployment: str = ALERT_DEPLOYMENT, flows: tuple[str, ...] = ALERTED_FLOWS,
+    slack_block: str | None = None, name: str = FAILURE_ALERT_AUTOMATION_NAME,
+) -> str:
+    """Create or update the automation that alerts on a Failed or Crashed recovery run.
+
+    Any run of the ``backup``, ``prune-backups`` or ``restore-test`` flow entering Failed or
+    Crashed runs the alert deployment with the run's flow, deployment, state, name, id and
+    state message rendered into its parameters (no secret: names only). The ``alert`` flow
+    itself is not watched, so a failing webhook cannot loop.
+
+    Args:
+        deployment: the alert deployment, ``flow/deployment``.
+        flows: the flow names watched.
+        slack_block: a SlackWebhook block name to pass (default: the deployment's own).
+        name: the automation's name.
+
+    Returns:
+        The automation's id.
+
+    Raises:
+        SetupError: the alert deployment is not deployed (the message says how).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    parameters: dict[str, Any] = {
+        "flow_name": _jinja("{{ flow.name }}"),
+        "state": _jinja("{{ flow_run.state.name }}"),
+        "deployment": _jinja(
+            "{% if deployment %}{{ flow.name }}/{{ deployment.name }}{% endif %}"),
+        "flow_run_name": _jinja("{{ flow_run.name }}"),
+        "flow_run_id": _jinja("{{ flow_run.id }}"),
+        "reason": _jinja("{{ flow_run.state.message or '' }}"),
+    }
+    if slack_block:
+        parameters["slack_block"] = slack_block
+    with get_client(sync_client=True) as client:
+        deployment_id = _deployment_id(client, deployment)
+    automation = AutomationCore(
+        name=name,
+        description="Posts a Slack alert (alert deployment) when a backup, prune-backups or "
+                    "restore-test run fails or crashes.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification({"prefect.resource.role": "flow",
+                                                 "prefect.resource.name": list(flows)}),
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[RunDeployment(source="selected", deployment_id=deployment_id,
+                               job_variables=None, parameters=parameters)],
+    )
+    return _create_or_update(automation)
+
+
+def ensure_missed_nightly_automation(
+    *, deployment: str = ALERT_DEPLOYMENT, nightly: str = NIGHTLY_DEPLOYMENT,
+    within: timedelta = MISSED_NIGHTLY_WITHIN, slack_block: str | None = None,
+    name: str = MISSED_NIGHTLY_AUTOMATION_NAME,
+) -> str:
+    """Create or update the automation that alerts when the nightly backup stops completing.
+
+    A proactive trigger: it fires when no ``prefect.flow-run.Completed`` event of a run of
+    the ``nightly`` deployment arrives within ``within`` (25 h: the nightly runs every 24 h,
+    plus an hour of slack), whatever the reason (schedule paused, worker down, runs
+    failing or stuck). The window starts when the automation is installed and again after
+    each firing, so a long outage alerts once per window.
+
+    Args:
+        deployment: the alert deployment, ``flow/deployment``.
+        nightly: the watched deployment, ``flow/deployment``.
+        within: how long without a Completed run before alerting (at least 10 s).
+        slack_block: a SlackWebhook block name to pass (default: the deployment's own).
+        name: the automation's name.
+
+    Returns:
+        The automation's id.
+
+    Raises:
+        SetupError: a deployment is not deployed (the message says how).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    with get_client(sync_client=True) as client:
+        alert_id = _deployment_id(client, deployment)
+        nightly_id = _deployment_id(client, nightly)
+    hours = within.total_seconds() / 3600
+    parameters: dict[str, Any] = {
+        "flow_name": nightly.split("/", 1)[0],
+        "state": "Missed",
+        "deployment": nightly,
+        "reason": f"no Completed run of {nightly} within {hours:g} h: check its schedule, "
+                  "the worker and its latest runs",
+    }
+    if slack_block:
+        parameters["slack_block"] = slack_block
+    automation = AutomationCore(
+        name=name,
+        description=f"Posts a Slack alert when {nightly} has no Completed run within "
+                    f"{hours:g} h.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Completed"},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification({
+                "prefect.resource.id": f"prefect.deployment.{nightly_id}",
+                "prefect.resource.role": "deployment",
+            }),
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within,
+        ),
+        actions=[RunDeployment(source="selected", deployment_id=alert_id,
+                               job_variables=None, parameters=parameters)],
+    )
+    return _create_or_update(automation)
+
+
+# --- `veza-ops automations install` -------------------------------------------------------
+
+
+def install_automations(
+    *, databases: list[str], slack_block: str | None = None, out: TextIO = sys.stdout
+) -> dict[str, str]:
+    """Install everything the server side of veza-ops needs; safe to run again.
+
+    The zombie-run and crash-rollback automations, the failure and missed-nightly alert
+    automations, and the backup concurrency limit of each database.
+
+    Args:
+        databases: database names (``dbname``) whose backups need a concurrency limit.
+        slack_block: SlackWebhook block name the alerts post through (default: the alert
+            deployment's own parameter, ``veza-slack``).
+        out: where one line per installed item goes.
+
+    Returns:
+        What was installed: name -> automation id or limit name.
+
+    Raises:
+        SetupError: a needed deployment is missing.
+    """
+    done = {
+        ZOMBIE_AUTOMATION_NAME: ensure_zombie_automation(),
+        CRASH_ROLLBACK_AUTOMATION_NAME: ensure_crash_rollback_automation(),
+        FAILURE_ALERT_AUTOMATION_NAME: ensure_failure_alert_automation(slack_block=slack_block),
+        MISSED_NIGHTLY_AUTOMATION_NAME: ensure_missed_nightly_automation(
+            slack_block=slack_block),
+    }
+    for database in databases:
+        name = ensure_backup_limit(database)
+        done[name] = name
+    for key, value in done.items():
+        kind = "concurrency limit" if key == value else f"automation {value}"
+        print(f"installed {key!r} ({kind})", file=out)
+    return done
+
+
+def add_automations_command(subparsers: Any) -> None:
+    """Register ``veza-ops automations install`` on an argparse subparsers object.
+
+    Args:
+        subparsers: the object returned by ``add_subparsers``.
+    """
+    p = subparsers.add_parser(
+        "automations", help="install the Prefect automations and limits veza-ops needs")
+    sub = p.add_subparsers(dest="automations_command", required=True)
+    install = sub.add_parser(
+        "install",
+        help="on the server PREFECT_API_URL points at (after `prefect deploy --all`): zombie "
+        "and crash-rollback automations, Slack alerts on failed/crashed backup, prune and "
+        "restore-test runs and on a missed nightly backup, the backup concurrency limit",
+    )
+    install.add_argument(
+        "--database-block", action="append", default=None, metavar="NAME",
+        help="PostgresDatabase block whose database gets a backup concurrency limit "
+        "(repeatable; default: veza-db)")
+    install.add_argument(
+        "--database", action="append", default=[], metavar="DBNAME",
+        help="a database name to create the backup concurrency limit for, without a block "
+        "(repeatable)")
+    install.add_argument(
+        "--slack-block", default=None, metavar="NAME",
+        help="SlackWebhook block the alerts post through (default: the alert/slack "
+        "deployment's `slack_block`, veza-slack)")
+
+
+def run_automations_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Execute ``veza-ops automations install`` from parsed arguments.
+
+    Args:
+        args: parsed arguments.
+        out: where progress goes.
+
+    Returns:
+        0, or 2 with a one-line reason when something it needs is missing.
+    """
+    from blocks.loading import load_block
+    from blocks.postgres import PostgresDatabase
+    from errors import BlockNotFoundError
+
+    databases = list(args.database)
+    block_names = args.database_block or ([] if databases else ["veza-db"])
+    try:
+        for name in block_names:
+            databases.append(load_block(PostgresDatabase, name, field="--database-block").dbname)
+        install_automations(databases=databases, slack_block=args.slack_block, out=out)
+    except (SetupError, BlockNotFoundError) as error:
+        print(f"veza-ops automations: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -50,7 +50,9 @@ def register_recovery_blocks(
 ) -> RecoveryBlockNames:
     """Save the backup/restore blocks on the Prefect server PREFECT_API_URL points at.
 
-    Existing blocks of the same names are overwritten, so this is safe to run again.
+    Existing blocks of the same names are overwritten, so this is safe to run again. The
+    global concurrency limit the backups of ``database`` take (``veza-ops-backup-<dbname>``)
+    is created too: without it every backup fails.
 
     Args:
         database: the database to back up (and the server restores go to).
@@ -62,8 +64,11 @@ def register_recovery_blocks(
     Returns:
         The names the blocks were saved under.
     """
+    from veza_ops.automations import ensure_backup_limit
+
     names = names or RecoveryBlockNames()
     database.save(names.database_block, overwrite=True)
+    ensure_backup_limit(database.dbname)
     store.save(names.store_block, overwrite=True)
     encryption.save(names.encryption_block, overwrite=True)
     decryption.save(names.decryption_block, overwrite=True)
