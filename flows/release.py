@@ -1,4 +1,4 @@
-"""The release flow: preflight, build, secrets, staging, E2E, atomic production blue-green."""
+"""The release flow: preflight, build, secrets, staging, E2E, production blue-green or canary."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from prefect.client.schemas.objects import FlowRun, State
 
 from flows.models import AnalysisOverrides, ReleaseSummary
 from tasks.release.build import check_version, passthrough_env, run_build_task
+from tasks.release.canary import reconcile_canaries_task
+from tasks.release.canary_analysis import plan_lines
+from tasks.release.canary_release import release_canary
 from tasks.release.catalogue import DEFAULT_CATALOGUE, load_catalogue
 from tasks.release.clusters import connect
 from tasks.release.crash import clean_up_after_run
@@ -70,6 +73,7 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
                if env.staging_environment else None)
     rolling = target if env.strategy == "rolling" else staging
     bluegreen = target if env.strategy == "blue-green" else None
+    canary = target if env.strategy == "canary" else None
     run_id = str(runtime.flow_run.id or "local")
     report = ReleaseReport.start(
         kind="release", environment=environment, version=version, triggered_by=triggered_by,
@@ -77,7 +81,8 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
         images={s.name: s.image(version) for s in specs})
     if dry_run:
         return report.dry_run(plan_release_task(specs, version, rolling=rolling,
-                                                bluegreen=bluegreen, build=not skip_build))
+                                                bluegreen=bluegreen, build=not skip_build)
+                              + (plan_lines(canary.env, specs, version) if canary else []))
 
     with report.running(target), hold_locks([c for c in (target, staging) if c],
                                             report.holder, run_id=run_id,
@@ -88,6 +93,8 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
         if bluegreen is not None:
             report.reconciled(*reconcile_task(bluegreen.apps_v1, bluegreen.core_v1,
                                               bluegreen.env, catalogue.select()))
+        if canary is not None:  # canary weights a dead run left are set back to 0 %
+            report.reconciled(*reconcile_canaries_task(canary, catalogue.select()))
         first = rolling or target
         with report.timed("preflight"):
             report.checklist(first.env.name, run_preflight_task(preflight_context(
@@ -101,12 +108,15 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
         if rolling is not None:
             secrets = release_to_staging(catalogue, rolling, specs, version=version,
                                          report=report)
-            if bluegreen is None:
+            if rolling is target:  # the release ends in the rolling environment
                 report.staged(secrets)
         locks.check()  # never switch production traffic without the lock
         if bluegreen is not None:
             release_to_production(catalogue, bluegreen, specs, staging=staging,
                                   version=version, report=report, check_lock=locks.check)
+        if canary is not None:
+            release_canary(catalogue, canary, specs, staging=staging, version=version,
+                           report=report, check_lock=locks.check)
         # Released: Secrets no Deployment, pod or recent release uses are deleted.
-        collect_unused_secrets([c for c in (rolling, bluegreen) if c], report)
+        collect_unused_secrets([c for c in (rolling, bluegreen, canary) if c], report)
     return report.summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +46,31 @@ def substitute(argv: Argv, values: dict[str, str]) -> Argv:
         A new list with the placeholders replaced.
     """
     return [PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), item) for item in argv]
+
+
+def check_canary_steps(steps: list[int]) -> list[int]:
+    """Refuse canary weights that are not strictly increasing percentages ending at 100.
+
+    Args:
+        steps: the weights (%) of the canary, in order.
+
+    Returns:
+        The steps.
+
+    Raises:
+        ValueError: empty, a weight outside 1..100, not increasing, or not ending at 100
+            (a canary that never reaches 100 % is never promoted).
+    """
+    if not steps:
+        raise ValueError("at least one step (the last is 100)")
+    if any(not 1 <= w <= 100 for w in steps):
+        raise ValueError(f"every weight is a percentage in 1..100, got {steps}")
+    if any(b <= a for a, b in pairwise(steps)):
+        raise ValueError(f"weights must increase strictly, got {steps}")
+    if steps[-1] != 100:
+        raise ValueError(f"the last step must be 100 (the canary takes all traffic before "
+                         f"promotion), got {steps}")
+    return steps
 
 
 class _Model(BaseModel):
@@ -178,7 +204,10 @@ class EnvironmentSpec(_Model):
 
     name: str = Field(pattern=DNS_LABEL)
     namespace: str = Field(pattern=DNS_LABEL)
-    strategy: Literal["rolling", "blue-green"] = "rolling"
+    strategy: Literal["rolling", "blue-green", "canary"] = "rolling"
+    canary_steps: list[int] = Field(
+        default_factory=lambda: [5, 25, 50, 100],
+        description="Canary weights (%) in order, each analysed; the last one is 100.")
     kubernetes_block: str = Field(min_length=1)
     prometheus_block: str = Field(min_length=1)
     vault_block: str = Field(min_length=1)
@@ -205,6 +234,11 @@ class EnvironmentSpec(_Model):
     staging_environment: str | None = Field(
         default=None, description="Environment that must already run the version healthily."
     )
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        return check_canary_steps(value)
 
     @field_validator("colours")
     @classmethod

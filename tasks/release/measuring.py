@@ -230,6 +230,19 @@ def _scalar(result: list[dict[str, Any]]) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
+def _all_failed(prometheus: PromQuerier, namespace: str, app: str, colour: str, window_s: int,
+                *, colour_label: str, app_label: str) -> float | None:
+    """0.0 when the colour had traffic but no non-5xx answer, else None (no data).
+
+    A colour answering only 5xx has no non-5xx series: the success-rate quotient is then
+    empty, which must read as a 0 % success, never as silence.
+    """
+    sel = _selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
+    total = _scalar(prometheus.query(
+        f"sum(increase(http_requests_total{{{sel}}}[{window_s}s]))"))
+    return 0.0 if total is not None and total > 0 else None
+
+
 def measure(
     prometheus: PromQuerier, namespace: str, app: str, colour: str, window_s: int, *,
     colour_label: str = "color", app_label: str = "app",
@@ -253,6 +266,8 @@ def measure(
         rate = _scalar(
             prometheus.query(success_rate_query(namespace, app, colour, window_s, **labels))
         )
+        if rate is None:  # no non-5xx series at all: silence, or only failures?
+            rate = _all_failed(prometheus, namespace, app, colour, window_s, **labels)
         p99_s = _scalar(prometheus.query(p99_query(namespace, app, colour, window_s, **labels)))
     except ExternalSystemError as exc:
         return Measurement(None, None, error=f"prometheus error: {exc.message}")

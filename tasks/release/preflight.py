@@ -213,7 +213,7 @@ def build_checklist(ctx: PreflightContext) -> Checklist:
         return f"scrape interval {scrape_s:g} s; windows: {', '.join(oks)}"
 
     _check("prometheus reachable", checklist, prometheus)
-    if env is not None and env.strategy == "blue-green":
+    if env is not None and env.strategy != "rolling":  # blue-green and canary are judged
         _check("verification window covers two scrapes", checklist, windows)
     _check("alert rules loaded", checklist, rules)
     _check("vault reachable and unsealed", checklist, vault)

@@ -1,0 +1,279 @@
+"""Canary releases: the catalogue's steps, the lockstep analysis, and the sequence on the sandbox.
+
+The sandbox's Service proxies honour the VirtualService weights (tests/k8s/test_istio_weights.py),
+so the load generator's traffic really reaches the canaries and Prometheus judges them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from errors import InvalidInputError, VerificationError
+from tasks.release.canary_analysis import Step, analyse_step, plan_lines, plan_steps
+from tasks.release.canary_mesh import ISTIO, canary_weight, destination_rule, routes
+from tasks.release.catalogue import parse_catalogue
+from tests.release import helpers as h
+
+pytestmark = pytest.mark.timeout(420)
+TRIVIAL_E2E = ["{python}", "-c", "pass"]
+TWO = ["veza-backend-api", "veza-web"]
+
+
+def catalogue_data(**production: Any) -> dict[str, Any]:
+    return {
+        "environments": {"production": {
+            "namespace": "prod", "strategy": "canary", "kubernetes_block": "k",
+            "prometheus_block": "p", "vault_block": "v", **production}},
+        "services": {
+            "veza-backend-api": {"image_repository": "veza/backend-api", "port": 8080,
+                                 "analysis": {"interval_s": 1.0, "intervals": 2,
+                                              "failure_limit": 0, "max_no_data": 2}},
+            "veza-web": {"image_repository": "veza/web", "port": 80,
+                         "analysis": {"interval_s": 2.0, "intervals": 2,
+                                      "failure_limit": 0, "max_no_data": 2}},
+        },
+    }
+
+
+# --- pure: catalogue, steps, mesh objects ---------------------------------------------------
+
+def test_canary_strategy_with_default_steps():
+    env = parse_catalogue(catalogue_data()).environment("production")
+    assert env.strategy == "canary" and env.canary_steps == [5, 25, 50, 100]
+    assert plan_steps(env.canary_steps) == [Step(1, 5, False), Step(2, 25, False),
+                                            Step(3, 50, False), Step(4, 100, True)]
+    assert [s.stable_weight for s in plan_steps([10, 100])] == [90, 0]
+
+
+@pytest.mark.parametrize(("steps", "problem"), [
+    ([], "at least one step"),
+    ([5, 50], "last step must be 100"),
+    ([5, 5, 100], "increase strictly"),
+    ([50, 25, 100], "increase strictly"),
+    ([0, 100], "percentage in 1..100"),
+    ([5, 101], "percentage in 1..100"),
+])
+def test_bad_canary_steps_refused_naming_the_field(steps, problem):
+    with pytest.raises(InvalidInputError) as refused:
+        parse_catalogue(catalogue_data(canary_steps=steps))
+    assert "environments.production.canary_steps" in str(refused.value)
+    assert problem in str(refused.value)
+
+
+def test_unknown_strategy_refused_naming_the_field():
+    with pytest.raises(InvalidInputError, match=r"environments\.production\.strategy"):
+        parse_catalogue(catalogue_data(strategy="flagger"))
+
+
+def test_routes_and_weights_read_back():
+    assert canary_weight(None) == 0
+    assert canary_weight({"spec": {"http": routes("api", 25)}}) == 25
+    assert [r["weight"] for r in routes("api", 0)[0]["route"]] == [100, 0]
+    assert [r["destination"]["subset"] for r in routes("api", 5)[0]["route"]] == [
+        "stable", "canary"]
+    with pytest.raises(ValueError, match="percentage"):
+        routes("api", 120)
+    catalogue = parse_catalogue(catalogue_data())
+    env, spec = catalogue.environment("production"), catalogue.services["veza-web"]
+    rule = destination_rule(env, spec, "green")
+    assert rule["spec"]["subsets"] == [{"name": "stable", "labels": {"color": "green"}},
+                                       {"name": "canary", "labels": {"color": "canary"}}]
+    lines = plan_lines(env, catalogue.select(), "2.0.0")
+    assert any("step 4: veza-backend-api, veza-web at 100 % canary" in line for line in lines)
+
+
+class Clock:
+    """A clock that advances only when the analysis waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Prometheus:
+    """Answers per app: the canary of ``bad`` answers 50 % success; others are healthy."""
+
+    def __init__(self, bad: str | None = None) -> None:
+        self.bad = bad
+        self.queries: list[str] = []
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        self.queries.append(promql)
+        assert 'color="canary"' in promql  # only the canary track is judged
+        if promql.startswith("sum(rate"):
+            value = 0.5 if self.bad and f'app="{self.bad}"' in promql else 1.0
+        else:
+            value = 0.02
+        return [{"metric": {}, "value": [0, str(value)]}]
+
+
+def step_of(prometheus: Prometheus, clock: Clock, **kwargs: Any) -> Any:
+    catalogue = parse_catalogue(catalogue_data())
+    return analyse_step(prometheus, env=catalogue.environment("production"),
+                        specs=catalogue.select(), step=Step(1, 5, False), clock=clock,
+                        sleeper=clock.sleep, wall_clock=clock, **kwargs)
+
+
+def test_every_canary_promotes_each_on_its_own_interval():
+    clock = Clock()
+    prometheus = Prometheus()
+    result = step_of(prometheus, clock)
+    assert result.aborted == []
+    assert {n: r.verdict.decision for n, r in result.results.items()} == {
+        "veza-backend-api": "promote", "veza-web": "promote"}
+    assert {n: len(r.measurements) for n, r in result.results.items()} == {
+        "veza-backend-api": 2, "veza-web": 2}
+    assert clock.now == 4.0  # web's 2 x 2 s; the backend was done at 2 s
+
+
+def test_one_failing_canary_ends_the_step_at_once():
+    clock = Clock()
+    result = step_of(Prometheus(bad="veza-backend-api"), clock)
+    assert [r.service for r in result.aborted] == ["veza-backend-api"]
+    assert "success rate 0.500 < 0.99" in result.aborted[0].verdict.reason
+    assert clock.now == 1.0 and result.decided_at == 1.0  # its first interval, no later
+
+
+def test_a_canary_without_ready_pods_fails_its_interval():
+    clock = Clock()
+    result = step_of(Prometheus(), clock, endpoints={"veza-web": lambda: 0})
+    assert [r.service for r in result.aborted] == ["veza-web"]
+    assert "no ready endpoint for veza-web (canary)" in result.aborted[0].verdict.reason
+
+
+# --- on the sandbox ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def blocks(prefect_harness, sandbox_stack) -> str:
+    return h.register_blocks(sandbox_stack)
+
+
+def canary_catalogue(path: Path, staging: str, production: str, blocks: str,
+                     **production_fields: Any) -> str:
+    """The tests' catalogue with production on the canary strategy.
+
+    Smoke tests only ask /health: a canary answering errors on its API reaches the analysis.
+    """
+    h.write_catalogue(path, staging_ns=staging, production_ns=production, blocks=blocks,
+                      e2e_command=TRIVIAL_E2E, interval_s=1.0, intervals=2)
+    data = yaml.safe_load(path.read_text())
+    data["environments"]["production"].update(strategy="canary", **production_fields)
+    for service in data["services"].values():
+        service["smoke_paths"] = ["/health"]
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def weights(custom: k8s.CustomObjectsApi, namespace: str) -> dict[str, int]:
+    found = {s: custom.get_namespaced_custom_object(*ISTIO, namespace, "virtualservices", s)
+             for s in TWO}
+    return {s: canary_weight(vs if isinstance(vs, dict) else None) for s, vs in found.items()}
+
+
+def canary_replicas(apps: k8s.AppsV1Api, namespace: str) -> dict[str, int]:
+    return {s: int(apps.read_namespaced_deployment(f"{s}-canary", namespace).spec.replicas or 0)
+            for s in TWO}
+
+
+def run_release(catalogue: str, version: str) -> Any:
+    from flows.release import release
+
+    return release(version=version, environment="production", catalogue_path=catalogue,
+                   services=TWO, skip_build=True)
+
+
+def test_good_canary_of_two_services_reaches_100_and_promotes(sandbox_stack, sandbox_namespaces,
+                                                              blocks, tmp_path):
+    from tasks.release.history import last_release
+
+    staging, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.1.0")
+    catalogue = canary_catalogue(tmp_path / "catalogue.yaml", staging, production, blocks)
+
+    summary = run_release(catalogue, "4.1.0")
+
+    assert summary.outcome == "succeeded", summary.reason
+    # The stable track (the Service's own colour) runs the new version; nothing else moved.
+    assert h.selectors(core, production) == {s: "blue" for s in h.ORDER}
+    blue = h.images(apps, production, "blue")
+    assert {s: blue[s][0] for s in TWO} == {"veza-backend-api": "veza/backend-api:4.1.0",
+                                            "veza-web": "veza/web:4.1.0"}
+    assert blue["veza-chat-server"][0] == "veza/chat-server:1.0.0"
+    assert weights(custom, production) == {s: 0 for s in TWO}
+    assert canary_replicas(apps, production) == {s: 0 for s in TWO}
+    url = core.read_namespaced_service("veza-backend-api", production).metadata.annotations[
+        "sandbox.veza.io/url"]
+    assert httpx.get(url + "/api/v1/tracks", timeout=5).json()["image"] == (
+        "veza/backend-api:4.1.0")
+    record = last_release(core, production)
+    assert record is not None and record.outcome == "succeeded"
+    steps = {c.name: c for c in record.checks if c.name.startswith("canary step")}
+    assert list(steps) == ["canary step 1 at 5 %", "canary step 2 at 25 %",
+                           "canary step 3 at 50 %", "canary step 4 at 100 %"]
+    # Every step judged both canaries on measured traffic (silence never promotes).
+    assert all(c.passed and c.detail.count("promote") == 2 for c in steps.values())
+    assert record.colours == {s: "blue" for s in TWO}
+    assert record.previous_images["veza-web"] == "veza/web:1.0.0"
+
+
+def test_bad_canary_rolled_back_at_the_first_step_for_every_service(
+        sandbox_stack, sandbox_namespaces, blocks, tmp_path):
+    from tasks.release.history import last_release
+
+    staging, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.2.0", error_rate=1.0)
+    catalogue = canary_catalogue(tmp_path / "catalogue.yaml", staging, production, blocks)
+
+    with pytest.raises(VerificationError, match=r"canary of veza-[-a-z]+ at 5 % failed: "
+                                                r"success rate"):
+        run_release(catalogue, "4.2.0")
+
+    assert weights(custom, production) == {s: 0 for s in TWO}
+    assert canary_replicas(apps, production) == {s: 0 for s in TWO}
+    blue = h.images(apps, production, "blue")
+    assert {s: blue[s] for s in TWO} == {"veza-backend-api": ("veza/backend-api:1.0.0", 1),
+                                         "veza-web": ("veza/web:1.0.0", 1)}
+    assert h.selectors(core, production) == {s: "blue" for s in h.ORDER}
+    record = last_release(core, production)
+    assert record is not None and record.outcome == "rolled-back"
+    assert not [c for c in record.checks if c.name.startswith("canary step")]
+    rollback = next(c for c in record.checks if c.name == "rollback")
+    assert rollback.passed and "2 service(s) back" in rollback.detail
+    assert "restoration_s" in record.timings and "detection_s" in record.timings
+
+
+class OnlyFailures:
+    """A canary answering nothing but 5xx: no non-5xx series exists at all."""
+
+    def __init__(self, total: float | None) -> None:
+        self.total = total
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        if 'status!~"5.."' in promql:
+            return []  # the numerator has no series: the quotient is empty
+        value = self.total if promql.startswith("sum(increase") else 0.02
+        return [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
+
+
+def test_only_failures_measure_as_zero_success_never_as_silence():
+    from tasks.release.measuring import measure
+
+    m = measure(OnlyFailures(total=3.0), "prod", "veza-web", "canary", 5)
+    assert m.has_data and m.success_rate == 0.0
+    silent = measure(OnlyFailures(total=None), "prod", "veza-web", "canary", 5)
+    assert not silent.has_data and silent.error == "no data"
