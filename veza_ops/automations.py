@@ -340,7 +340,7 @@ def ensure_missed_nightly_automation(
 
 
 def install_automations(
-    *, databases: list[str], slack_block: str | None = None, out: TextIO = sys.stdout
+    *, databases: list[str], slack_block: str | None = None, out: TextIO | None = None
 ) -> dict[str, str]:
     """Install everything the server side of veza-ops needs; safe to run again.
 
@@ -351,7 +351,7 @@ def install_automations(
         databases: database names (``dbname``) whose backups need a concurrency limit.
         slack_block: SlackWebhook block name the alerts post through (default: the alert
             deployment's own parameter, ``veza-slack``).
-        out: where one line per installed item goes.
+        out: where one line per installed item goes (default: standard output).
 
     Returns:
         What was installed: name -> automation id or limit name.
@@ -369,6 +369,7 @@ def install_automations(
     for database in databases:
         name = ensure_backup_limit(database)
         done[name] = name
+    out = out if out is not None else sys.stdout
     for key, value in done.items():
         kind = "concurrency limit" if key == value else f"automation {value}"
         print(f"installed {key!r} ({kind})", file=out)
@@ -404,12 +405,12 @@ def add_automations_command(subparsers: Any) -> None:
         "deployment's `slack_block`, veza-slack)")
 
 
-def run_automations_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_automations_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Execute ``veza-ops automations install`` from parsed arguments.
 
     Args:
         args: parsed arguments.
-        out: where progress goes.
+        out: where progress goes (default: standard output).
 
     Returns:
         0, or 2 with a one-line reason when something it needs is missing.

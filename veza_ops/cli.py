@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from veza_ops.automations import add_automations_command, run_automations_command
 from veza_ops.backups import add_backups_command, run_backups_command
 from veza_ops.blocks_setup import add_blocks_command, run_blocks_command
 from veza_ops.demo import add_demo_command, run_demo_command
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_command(subparsers)
     add_blocks_command(subparsers)
     add_backups_command(subparsers)
+    add_automations_command(subparsers)
     return parser
 
 
@@ -96,6 +98,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": run_demo_command,
     "blocks": run_blocks_command,
     "backups": run_backups_command,
+    "automations": run_automations_command,
 }
 NEEDS_SANDBOX = frozenset({"sandbox", "demo"})
 

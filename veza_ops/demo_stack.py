@@ -164,7 +164,7 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     from sandbox.launchers.prefect_server import start_prefect_server
     from sandbox.launchers.s3 import start_s3
     from sandbox.stack import up
-    from veza_ops.automations import ensure_crash_rollback_automation, ensure_zombie_automation
+    from veza_ops.automations import install_automations
     from veza_ops.blocks_setup import (
         register_recovery_blocks,
         register_release_blocks,
@@ -193,9 +193,9 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         _prefect(["work-pool", "create", "veza-ops", "--type", "process", "--overwrite"], env,
                  dir / "prefect-cli.log")
         _prefect(["deploy", "--all"], env, dir / "prefect-cli.log")
+        print("- automations (zombie runs, crash rollback, Slack alerts), backup limit", file=out)
         with prefect_settings(server):
-            ensure_zombie_automation()
-            ensure_crash_rollback_automation()
+            install_automations(databases=[DATABASE], out=out)
             register_release_blocks(sandbox)
             register_recovery_blocks(**sandbox_recovery_blocks(
                 pg=pg, dbname=DATABASE, s3=s3, bucket=BUCKET, key=key))
