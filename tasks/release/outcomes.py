@@ -54,20 +54,38 @@ def record_outcome(outcome: str) -> history.Outcome:
     return cast(history.Outcome, outcome if outcome in get_args(history.Outcome) else "failed")
 
 
-def run_outcome(*, committed: bool, incomplete: bool, switched: bool) -> str:
+def run_outcome(*, committed: bool, incomplete: bool, switched: bool,
+                cancelled: bool = False) -> str:
     """The outcome of a run that raised (pure).
 
     Args:
         committed: the new colours were committed (traffic on them, for good).
         incomplete: a switch-back left some Service on a new colour.
         switched: some traffic was switched (or a switch was attempted).
+        cancelled: the run was cancelled or terminated (Prefect's ``TerminationSignal``,
+            ``KeyboardInterrupt``, ``SystemExit``), not failed: what it switched was put back
+            on the way out (the record's ``rollback`` check says how far).
 
     Returns:
         ``succeeded`` once committed (what failed after is a warning),
-        ``rollback-incomplete``, ``rolled-back`` or ``failed``.
+        ``rollback-incomplete``, ``cancelled``, ``rolled-back`` or ``failed``.
     """
     if committed:
         return "succeeded"
     if incomplete:
         return ROLLBACK_INCOMPLETE
+    if cancelled:
+        return "cancelled"
     return "rolled-back" if switched else "failed"
+
+
+def left_sentence(left: dict[str, str]) -> str:
+    """Name each Service a switch-back left on the new colour.
+
+    Args:
+        left: Service name to the colour it still selects.
+
+    Returns:
+        e.g. ``Service veza-web still selects green``.
+    """
+    return "; ".join(f"Service {n} still selects {c}" for n, c in sorted(left.items()))

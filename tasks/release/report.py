@@ -19,7 +19,13 @@ from tasks.release.colours import Prepared
 from tasks.release.e2e import E2EResult
 from tasks.release.history import CheckRecord, ReleaseRecord, record_release_task
 from tasks.release.logs import get_logger
-from tasks.release.outcomes import ReleaseSummary, ServiceOutcome, record_outcome, run_outcome
+from tasks.release.outcomes import (
+    ReleaseSummary,
+    ServiceOutcome,
+    left_sentence,
+    record_outcome,
+    run_outcome,
+)
 from tasks.release.preflight import Checklist
 from tasks.release.redaction import redact
 from tasks.release.switching import RestoreReport, SwitchRecord, rollback_timings
@@ -258,17 +264,7 @@ class ReleaseReport:
         for name, colour in restore.left.items():
             self.warn(f"Service {name} left on {colour}: its Deployment kept running")
 
-    @staticmethod
-    def left_sentence(left: dict[str, str]) -> str:
-        """Name each Service a switch-back left on the new colour.
-
-        Args:
-            left: Service name to the colour it still selects.
-
-        Returns:
-            e.g. ``Service veza-web still selects green``.
-        """
-        return "; ".join(f"Service {n} still selects {c}" for n, c in sorted(left.items()))
+    left_sentence = staticmethod(left_sentence)
 
     def warn(self, message: str) -> None:
         """Record a warning (listed in the record's checks, the summary and the report).
@@ -358,7 +354,8 @@ class ReleaseReport:
         except BaseException as exc:
             reason = redact(exc.message if isinstance(exc, VezaOpsError) else type(exc).__name__)
             outcome = run_outcome(committed=self.is_committed, incomplete=bool(self.left),
-                                  switched=bool(self.switched or self.attempted))
+                                  switched=bool(self.switched or self.attempted),
+                                  cancelled=not isinstance(exc, Exception))
             if self.is_committed:
                 self.warn(f"after the commit: {reason}")
             else:

@@ -16,6 +16,7 @@ import boto3
 import httpx
 import pytest
 
+from sandbox.procs import wait_until
 from tests.fixtures.recovery import SEED_SQL, create_empty_db
 from tests.release import helpers as h
 
@@ -153,6 +154,56 @@ def test_failing_release_exits_1(platform: Platform, catalogue: str) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Failed" in done.stderr
     assert _selectors(platform, catalogue) == {s: "blue" for s in h.ORDER}
+
+
+def _api(platform: Platform, method: str, path: str, body: Any = None) -> Any:
+    user, password = platform.server.auth_string.split(":", 1)
+    answer = httpx.request(method, f"{platform.server.api_url}{path}", json=body,
+                           auth=(user, password), timeout=10)
+    answer.raise_for_status()
+    return answer.json() if answer.content else None
+
+
+def test_a_release_cancelled_through_the_api_puts_traffic_back_and_frees_the_lock(
+        platform: Platform, sandbox_namespaces: tuple[str, str], tmp_path: Path) -> None:
+    """A real Prefect cancel mid-verification: its hook reconciles, marks, unlocks."""
+    from kubernetes import client as k8s
+
+    from tasks.release.history import last_release
+    from tasks.release.leases import LEASE_NAME
+
+    staging, production = sandbox_namespaces
+    catalogue = str(h.write_catalogue(
+        tmp_path / "catalogue.yaml", staging_ns=staging, production_ns=production,
+        blocks=platform.blocks, intervals=600, lock_ttl_s=900))  # verifies until cancelled
+    h.push_all(platform.sandbox, "7.3.0")
+    started = platform.trigger("release/production", "--param", "version=7.3.0",
+                               "--param", "skip_build=true", "--param",
+                               f"catalogue_path={catalogue}", "--param", ONE_SERVICE)
+    assert started.returncode == 0, started.stdout + started.stderr
+    found = RUN_ID.search(started.stdout)
+    assert found, started.stdout
+    run_id = found.group(1)
+    _, core = h.apis(platform.sandbox)
+    wait_until(lambda: h.selectors(core, production)[SERVICE] == "green", timeout=180,
+                 what="the switch to green")
+
+    _api(platform, "POST", f"/flow_runs/{run_id}/set_state",
+         {"state": {"type": "CANCELLING", "message": "cancelled by the test"}})
+
+    def cancelled() -> bool:
+        return _api(platform, "GET", f"/flow_runs/{run_id}")["state"]["type"] == "CANCELLED"
+
+    wait_until(cancelled, timeout=120, what="the run Cancelled")
+    # The hook put the uncommitted switch back, marked the record, gave the lock back.
+    wait_until(lambda: h.selectors(core, production) == {s: "blue" for s in h.ORDER},
+                 timeout=60, what="traffic back on blue")
+    record = last_release(core, production)
+    assert record is not None and record.outcome == "cancelled", record
+    coordination = k8s.CoordinationV1Api(core.api_client)
+    with pytest.raises(k8s.ApiException) as gone:
+        coordination.read_namespaced_lease(LEASE_NAME, production)
+    assert gone.value.status == 404
 
 
 def test_backup_exits_0_and_leaves_a_manifest(platform: Platform) -> None:

@@ -114,5 +114,12 @@ def test_outcomes_once_committed_never_rolled_back():
     assert run_outcome(committed=False, incomplete=True, switched=True) == "rollback-incomplete"
     assert run_outcome(committed=False, incomplete=False, switched=True) == "rolled-back"
     assert run_outcome(committed=False, incomplete=False, switched=False) == "failed"
+    # a cancel is named as such, once what it switched was put back (or not: incomplete)
+    assert run_outcome(committed=False, incomplete=False, switched=True,
+                       cancelled=True) == "cancelled"
+    assert run_outcome(committed=False, incomplete=True, switched=True,
+                       cancelled=True) == "rollback-incomplete"
+    assert run_outcome(committed=True, incomplete=False, switched=True,
+                       cancelled=True) == "succeeded"
     assert record_outcome("succeeded") == "succeeded"
     assert record_outcome("rollback-incomplete") in ("rollback-incomplete", "failed")
