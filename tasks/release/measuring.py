@@ -232,12 +232,17 @@ def _scalar(result: list[dict[str, Any]]) -> float | None:
 
 def _all_failed(prometheus: PromQuerier, namespace: str, app: str, colour: str, window_s: int,
                 *, colour_label: str, app_label: str) -> float | None:
-    """0.0 when the colour had traffic but no non-5xx answer, else None (no data).
+    """0.0 when the colour had traffic but never a non-5xx answer, else None (no data).
 
     A colour answering only 5xx has no non-5xx series: the success-rate quotient is then
-    empty, which must read as a 0 % success, never as silence.
+    empty, which must read as a 0 % success, never as silence. A quotient is also empty while
+    the non-5xx series are too new to have two samples in the window (a pod's first requests
+    after the switch, next to the 503s its readiness probe got while it started): those
+    series exist, so that is no data, not a failure.
     """
     sel = _selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
+    if _scalar(prometheus.query(f'count(http_requests_total{{{sel},status!~"5.."}})')):
+        return None
     total = _scalar(prometheus.query(
         f"sum(increase(http_requests_total{{{sel}}}[{window_s}s]))"))
     return 0.0 if total is not None and total > 0 else None
@@ -274,8 +279,6 @@ def measure(
     if rate is None or p99_s is None:
         return Measurement(rate, None if p99_s is None else p99_s * 1000, error="no data")
     return Measurement(rate, p99_s * 1000.0)
-
-
 
 
 def ready_endpoints(core_v1: k8s.CoreV1Api, namespace: str, service_name: str) -> int:

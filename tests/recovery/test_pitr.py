@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,6 +101,11 @@ def test_restore_to_a_time_keeps_rows_before_and_drops_rows_after(
         full = commands.backup(repo, host, "full", timeout_s=600)
     assert full.type == "full"
     assert any("backup" in line for line in cmdlines), "no pgbackrest process was seen"
+    # pgBackRest keeps whole-second stop times and restores only from a backup that stopped
+    # before the target: the target must lie past the second the full's stop was recorded in.
+    wait_until(lambda: _server_now(server) > full.stopped_at + timedelta(seconds=1),
+               timeout=30, what="the second after the full backup's recorded stop",
+               interval=0.1)
     _insert(server, "before-target", 50)
     target = _server_now(server)
     _insert(server, "after-target", 30)

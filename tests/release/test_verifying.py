@@ -207,3 +207,23 @@ def test_a_window_shorter_than_two_scrapes_is_refused_with_the_fix():
     assert "scrape interval (15 s)" in caught.value.message
     assert "analysis.window_s >= 30" in (caught.value.hint or "")
     assert check_window("veza-api", Settings(interval_s=5, window_s=30), scrape_s=15) == 30
+
+
+class NewSeries:
+    """Right after the switch: the 200 series have one sample (no rate yet), while the
+    503s of the pod's readiness probe during start-up have many."""
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        if promql.startswith("count(") and 'status!~"5.."' in promql:
+            return [{"metric": {}, "value": [0, "3"]}]  # the series exist
+        if 'status!~"5.."' in promql:
+            return []  # too new to rate
+        value = 4.0 if promql.startswith("sum(increase") else 0.02
+        return [{"metric": {}, "value": [0, str(value)]}]
+
+
+def test_non_5xx_series_too_new_to_rate_are_no_data_not_a_zero_success_rate():
+    from tasks.release.measuring import measure
+
+    m = measure(NewSeries(), "prod", "veza-web", "green", 5)
+    assert not m.has_data and m.success_rate is None and m.error == "no data"
