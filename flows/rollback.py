@@ -48,7 +48,8 @@ def rollback(
     with report.running(c):
         # A release in its keep-old-colour window is asked to stop (and give the lock back).
         preempted = preempt_keep_window_task(c.coordination_v1, env.namespace, report.holder,
-                                             wait_s=env.preempt_wait_s)
+                                             wait_s=env.preempt_wait_s,
+                                             holder_state=flow_run_state)
         if preempted:
             report.check("preempted", True, f"{preempted} stopped its keep-old-colour window")
         if not _roll_back(catalogue, c, services, target_release, report=report,

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from errors import ConflictError, LockHeldError, NotFoundError
 from errors.kubernetes import translate_api_errors
-from tasks.release.leases import LEASE_NAME, is_free, now_utc
+from tasks.release.leases import LEASE_NAME, holder_is_over, holder_run, is_free, now_utc
 from tasks.release.logs import get_logger
 
 PHASE_ANNOTATION = "veza-ops.veza.io/phase"
@@ -109,20 +109,25 @@ def preempt_keep_window(
     requester: str,
     *,
     wait_s: float,
+    holder_state: Callable[[str], str | None] | None = None,
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str | None:
     """Ask a release in its keep window to stop, and wait until it gave the lock back.
 
-    Does nothing when the lock is free, ours, or held in any other phase (the lock's own
-    rules then apply: a live release is never interrupted while it switches or verifies).
+    Does nothing when the lock is free, ours, held in any other phase (the lock's own rules
+    then apply: a live release is never interrupted while it switches or verifies), or held
+    by a run that is over (crashed in its window: the lock is then taken at once, nobody is
+    left to answer a request).
 
     Args:
         api: coordination API.
         namespace: the environment's namespace.
         requester: our identity (written on the Lease, recorded by the release).
         wait_s: how long the release has to stop (a watch interval and its record).
+        holder_state: the Prefect state type of a flow run id (None: the run is gone); a
+            holder whose run is over is not waited for, before or during the wait.
         poll_s: how often the Lease is read meanwhile.
         clock: monotonic clock.
         sleep: waits between reads.
@@ -139,6 +144,14 @@ def preempt_keep_window(
     holder = _holder(lease)
     if holder in (None, requester) or _annotations(lease).get(PHASE_ANNOTATION) != KEEP_WINDOW:
         return None
+
+    def over(current: client.V1Lease) -> bool:
+        run = holder_run(current)
+        return holder_state is not None and run is not None and (
+            holder_is_over(run, holder_state(run)) is not None)
+
+    if over(lease):
+        return None
     if not _annotate(api, namespace, holder=holder, key=PREEMPT_ANNOTATION, value=requester):
         return None  # it let go meanwhile
     get_logger(__name__).warning("preempting %s in its keep-old-colour window of %s",
@@ -148,6 +161,8 @@ def preempt_keep_window(
         current = _read(api, namespace)
         if current is None or is_free(current, at=now_utc()) or _holder(current) != holder:
             return holder
+        if over(current):
+            return None  # it died instead of answering: the lock is taken from it at once
         sleep(poll_s)
     raise LockHeldError(
         f"{holder} was asked to stop its keep-old-colour window of {namespace} but still "

@@ -133,6 +133,15 @@ release(version=sys.argv[2], environment="production", catalogue_path=sys.argv[3
 def release_killed_after_first_switch(sandbox: Any, *, production: str, catalogue: Path,
                                       version: str, workdir: Path) -> None:
     """Run a release in its own process and SIGKILL it once the first Service is switched."""
+    _, core = apis(sandbox)
+    release_killed_when(
+        lambda: selectors(core, production)["veza-backend-api"] == "green",
+        what="the first switch", catalogue=catalogue, version=version, workdir=workdir)
+
+
+def release_killed_when(when: Any, *, what: str, catalogue: Path, version: str,
+                        workdir: Path) -> None:
+    """Run a release in its own process and SIGKILL it as soon as ``when()`` is true."""
     import os
     import signal
     import subprocess
@@ -142,7 +151,6 @@ def release_killed_after_first_switch(sandbox: Any, *, production: str, catalogu
 
     from sandbox.procs import wait_until
 
-    _, core = apis(sandbox)
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
            "PREFECT_HOME": str(workdir / "prefect-home")}
@@ -150,8 +158,7 @@ def release_killed_after_first_switch(sandbox: Any, *, production: str, catalogu
         [sys.executable, "-c", KILL_SCRIPT, root, version, str(catalogue)],
         env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: selectors(core, production)["veza-backend-api"] == "green",
-                   timeout=300, what="the first switch", interval=0.2)
+        wait_until(when, timeout=300, what=what, interval=0.1)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:

@@ -117,3 +117,82 @@ def test_killed_release_is_rolled_back_at_once_to_the_last_committed(
     rolled = history[-1]
     assert (rolled.kind, rolled.version, rolled.triggered_by) == ("rollback", "1.0.0", "test")
     assert any("taken from" in c.detail and run_id in c.detail for c in rolled.checks)
+
+
+def _green_up_blue_serving(apps, core, production):
+    from kubernetes import client as k8s
+
+    def check() -> bool:
+        try:
+            green = h.images(apps, production, "green")
+        except k8s.ApiException:
+            return False  # not cloned yet
+        ready = {name: n for name, (_, n) in green.items()}
+        return (len(ready) == len(h.ORDER) and all(n >= 1 for n in ready.values())
+                and set(h.selectors(core, production).values()) == {"blue"})
+    return check
+
+
+def _in_keep_window(core, production):
+    from kubernetes import client as k8s
+
+    from tasks.release.leases import LEASE_NAME
+    from tasks.release.preemption import KEEP_WINDOW, PHASE_ANNOTATION
+
+    coordination = k8s.CoordinationV1Api(core.api_client)
+
+    def check() -> bool:
+        try:
+            lease = coordination.read_namespaced_lease(LEASE_NAME, production)
+        except k8s.ApiException:
+            return False
+        return (lease.metadata.annotations or {}).get(PHASE_ANNOTATION) == KEEP_WINDOW
+    return check
+
+
+@pytest.mark.parametrize("step", ["after-clone", "keep-window"])
+def test_sigkill_at_a_step_then_one_rollback_is_consistent(
+        prefect_harness, sandbox_stack, sandbox_namespaces, tmp_path, step):
+    """The fault matrix's SIGKILL rows: new colours up but not switched; committed, in the
+    keep-old-colour window. One rollback brings every Service back on the last committed
+    release (1.0.0), on ready pods, and the killed run's record says crashed."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from flows.rollback import rollback
+    from tasks.release.history import release_history
+
+    staging, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    blocks = h.register_blocks(sandbox_stack)
+    catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns=staging,
+                                  production_ns=production, blocks=blocks,
+                                  e2e_command=["{python}", "-c", "pass"], intervals=2,
+                                  keep_old_colour_s=600, lock_ttl_s=900, lock_wait_s=0)
+    seed_record(core, production, "1.0.0", "0.9.0")
+    h.push_all(sandbox_stack, "5.0.0")
+    when = (_green_up_blue_serving(apps, core, production) if step == "after-clone"
+            else _in_keep_window(core, production))
+    h.release_killed_when(when, what=step, catalogue=catalogue, version="5.0.0",
+                          workdir=tmp_path)
+    if step == "keep-window":  # committed: every Service on 5.0.0 when killed
+        assert h.selectors(core, production) == {s: "green" for s in h.ORDER}
+    killed = next(r for r in release_history(core, production) if r.version == "5.0.0")
+    with get_client(sync_client=True) as client:  # what the zombie automation does
+        client.set_flow_run_state(killed.flow_run_id, Crashed(message="no heartbeat"),
+                                  force=True)
+
+    summary = rollback(environment="production", catalogue_path=str(catalogue))
+
+    assert summary.outcome == "succeeded"
+    assert h.selectors(core, production) == {s: "blue" for s in h.ORDER}
+    blue = h.images(apps, production, "blue")
+    assert {n: i for n, (i, _) in blue.items()} == {
+        n: f"{repo}:1.0.0" for n, (repo, _, _) in h.SERVICES.items()}
+    assert all(n >= 1 for _, n in blue.values())
+    history = release_history(core, production)
+    assert next(r for r in history if r.id == killed.id).outcome == "crashed"
+    # after-clone: back to the last committed (1.0.0); in the window 5.0.0 was committed, so
+    # back to what ran before it (the same 1.0.0 images, checked above)
+    assert (history[-1].kind, history[-1].outcome) == ("rollback", "succeeded")
+    assert history[-1].version == ("1.0.0" if step == "after-clone" else "before 5.0.0")
