@@ -164,3 +164,17 @@ def release_killed_when(when: Any, *, what: str, catalogue: Path, version: str,
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+def api_faults(apps: Any, method: str, body: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Call the emulator's fault hooks (``/sandbox/faults``) with the client's own credentials."""
+    import httpx
+
+    cfg = apps.api_client.configuration
+    token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+    token = token if token.lower().startswith("bearer ") else f"Bearer {token}"
+    answer = httpx.request(method, f"{cfg.host}/sandbox/faults", json=body, timeout=10,
+                           headers={"Authorization": token},
+                           verify=cfg.ssl_ca_cert if cfg.verify_ssl else False)
+    answer.raise_for_status()
+    return list(answer.json()["faults"])

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from kubernetes import client as k8s
@@ -59,14 +58,7 @@ class Staging:
                        skip_build=True, **kwargs)
 
     def faults(self, method: str, body: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        cfg = self.apps.api_client.configuration
-        token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
-        token = token if token.lower().startswith("bearer ") else f"Bearer {token}"
-        answer = httpx.request(method, f"{cfg.host}/sandbox/faults", json=body, timeout=10,
-                               headers={"Authorization": token},
-                               verify=cfg.ssl_ca_cert if cfg.verify_ssl else False)
-        answer.raise_for_status()
-        return list(answer.json()["faults"])
+        return h.api_faults(self.apps, method, body)
 
     def image(self, service: str) -> str:
         dep = self.apps.read_namespaced_deployment(f"{service}-blue", self.namespace)
