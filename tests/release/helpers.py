@@ -178,3 +178,20 @@ def api_faults(apps: Any, method: str, body: dict[str, Any] | None = None) -> li
                            verify=cfg.ssl_ca_cert if cfg.verify_ssl else False)
     answer.raise_for_status()
     return list(answer.json()["faults"])
+
+
+def in_thread(fn: Any) -> tuple[Any, list[Any]]:
+    """Run ``fn`` in a started thread; its result or the exception it raised lands in the list."""
+    import threading
+
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,21 +24,6 @@ def blocks(prefect_harness, sandbox_stack) -> str:
     return h.register_blocks(sandbox_stack)
 
 
-def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Run ``fn`` in a thread; its result or exception lands in the list."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:
-            out.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, out
-
-
 def keep_window_entered(sandbox, namespace: str) -> Callable[[], bool]:
     api = config.new_client_from_config(config_file=str(sandbox.kubeconfig))
     coordination = k8s.CoordinationV1Api(api)
@@ -54,10 +38,10 @@ def keep_window_entered(sandbox, namespace: str) -> Callable[[], bool]:
     return entered
 
 
-def release_in_thread(catalogue: str, version: str) -> tuple[threading.Thread, list[Any]]:
+def release_in_thread(catalogue: str, version: str) -> tuple[Any, list[Any]]:
     from flows.release import release
 
-    return in_thread(lambda: release(version=version, environment="production",
+    return h.in_thread(lambda: release(version=version, environment="production",
                                      catalogue_path=catalogue, services=TWO, skip_build=True))
 
 

@@ -215,16 +215,7 @@ class TestRolledBackReleases:
         # 2 s intervals: a new colour's first measurement has data before Prometheus stops.
         catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3,
                                   max_no_data=1)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                run_release(catalogue, "2.5.0", skip_build=True)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
+        thread, errors = h.in_thread(lambda: run_release(catalogue, "2.5.0", skip_build=True))
         try:
             wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
                        timeout=120, what="first switch", interval=0.2)
@@ -237,7 +228,6 @@ class TestRolledBackReleases:
         assert "no data" in str(errors[0])
         assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
 
-
     def test_new_colour_pods_gone_after_the_switch_fail_that_interval(self, rolled_back_env):
         """Dead pods are not silence: no ready endpoint fails the interval at once."""
         env = rolled_back_env
@@ -245,16 +235,7 @@ class TestRolledBackReleases:
         # Up to 6 silent intervals are tolerated: without the endpoint check the abort
         # would come only after (max_no_data + 1) x (failure_limit + 1) intervals.
         catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=1.0, intervals=30)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                run_release(catalogue, "2.6.0", skip_build=True)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
+        thread, errors = h.in_thread(lambda: run_release(catalogue, "2.6.0", skip_build=True))
         wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
                    timeout=120, what="first switch", interval=0.2)
         env.apps.patch_namespaced_deployment_scale(
