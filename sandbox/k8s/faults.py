@@ -1,4 +1,4 @@
-"""Fault injection rules for tests: per-verb, per-resource error rate, latency, apply-then-fail."""
+"""Fault injection rules for tests: per verb and resource, errors, latency, hangs, lost answers."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ class Fault:
     With ``after_apply`` the request is carried out and then answered with the error (a
     lost response: the client cannot tell it was applied). The first ``skip`` matching
     requests pass untouched; then only ``times`` of them fail (0: every one).
+
+    ``hang_ms`` holds each request the rule takes (past ``skip``, within ``times``) that long
+    before anything else: longer than the client's timeout it is a timeout. A hung request
+    that the rule also fails (``error_rate``) is never carried out (unless ``after_apply``);
+    one it does not fail is carried out once the hang ends, the client long gone. Unlike
+    ``latency_ms`` (every matching request), a hang counts in ``hits`` and ``times``.
     """
 
     verb: str
@@ -38,6 +44,7 @@ class Fault:
     after_apply: bool = False
     times: int = 0
     skip: int = 0
+    hang_ms: int = 0
 
     @classmethod
     def from_json(cls, body: Any) -> Fault:
@@ -76,8 +83,11 @@ class Fault:
         skip = body.get("skip", 0)
         if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
             raise BadRequest("fault.skip: must be a non-negative integer")
+        hang = body.get("hang_ms", 0)
+        if not isinstance(hang, int) or isinstance(hang, bool) or hang < 0:
+            raise BadRequest("fault.hang_ms: must be a non-negative integer (milliseconds)")
         return cls(verb, str(body.get("resource", "*")), float(rate), latency, int(status),
-                   after_apply, times, skip)
+                   after_apply, times, skip, hang)
 
     def applies(self, verb: str, resource: str) -> bool:
         """Whether this rule matches a request.
@@ -124,7 +134,7 @@ class Faults:
             self._seen.clear()
 
     def rules(self) -> list[dict[str, Any]]:
-        """The active rules as JSON, each with ``hits`` (errors it injected so far).
+        """The active rules as JSON, each with ``hits`` (requests it failed or hung so far).
 
         Returns:
             One dict per rule.
@@ -149,8 +159,12 @@ class Faults:
                 self._seen[i] += 1
                 if self._seen[i] <= fault.skip or (fault.times and self._hits[i] >= fault.times):
                     continue
-                if fault.error_rate > 0 and random.random() < fault.error_rate:
-                    self._hits[i] += 1
+                fails = fault.error_rate > 0 and random.random() < fault.error_rate
+                if not (fails or fault.hang_ms):
+                    continue
+                self._hits[i] += 1
+                latency += fault.hang_ms / 1000.0
+                if fails:
                     error = ApiError(fault.status, _REASONS[fault.status],
                                      f"sandbox fault injected on {verb} {resource}")
                     return Decision(latency, error, fault.after_apply)

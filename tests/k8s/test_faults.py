@@ -139,3 +139,38 @@ def test_skip_lets_the_first_requests_through(faults, k8s_api_client, k8s_namesp
         core.patch_namespaced_config_map("cfg", ns, {"data": {"a": "3"}})
     assert core.read_namespaced_config_map("cfg", ns).data == {"a": "2"}
     assert _faults(faults, "GET")["faults"][0]["hits"] == 1
+
+
+def test_hang_outlasts_the_client_timeout_and_counts_in_times(faults, k8s_api_client,
+                                                              k8s_namespace):
+    """A hung patch the rule also fails: the client times out, nothing is applied, and with
+    ``times: 1`` the next patch goes through at once. A hang alone (no error) is carried
+    out once it ends, the client long gone."""
+    import urllib3
+
+    from sandbox.procs import wait_until
+
+    core, ns = client.CoreV1Api(k8s_api_client), k8s_namespace
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cfg"), data={"a": "1"}))
+    _faults(faults, "POST", {"verb": "patch", "resource": "configmaps", "error_rate": 1.0,
+                             "hang_ms": 1500, "times": 1})
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        core.patch_namespaced_config_map("cfg", ns, {"data": {"a": "2"}}, _request_timeout=0.3)
+    core.patch_namespaced_config_map("cfg", ns, {"data": {"a": "3"}}, _request_timeout=5)
+    (rule,) = _faults(faults, "GET")["faults"]
+    assert rule["hits"] == 1 and rule["hang_ms"] == 1500
+    _faults(faults, "DELETE")
+    _faults(faults, "POST", {"verb": "patch", "resource": "configmaps", "hang_ms": 1000,
+                             "times": 1})
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        core.patch_namespaced_config_map("cfg", ns, {"data": {"b": "4"}}, _request_timeout=0.3)
+    wait_until(lambda: core.read_namespaced_config_map("cfg", ns).data.get("b") == "4",
+               timeout=10, what="the hung patch carried out", interval=0.1)
+    assert core.read_namespaced_config_map("cfg", ns).data["a"] == "3"  # the failed one: never
+
+
+def test_a_bad_hang_is_refused(faults):
+    with pytest.raises(urllib.error.HTTPError) as exc_info:
+        _faults(faults, "POST", {"verb": "patch", "resource": "services", "hang_ms": -1})
+    assert "hang_ms" in json.loads(exc_info.value.read())["message"]
