@@ -1,7 +1,8 @@
-"""The pitr-backup flow: one pgBackRest physical backup (full, diff or incr) of a cluster."""
+"""The PITR flows: pitr-backup (one pgBackRest backup), pitr-expire (retention)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from prefect import flow
@@ -12,8 +13,15 @@ from tasks.recovery.pitr.commands import (
     backup_task,
     check_bucket_task,
     check_task,
+    expire_task,
     info_task,
     stanza_create_task,
+)
+from tasks.recovery.pitr.expiry import (
+    ExpireReport,
+    expire_report,
+    publish_expire_report,
+    retention_text,
 )
 from tasks.recovery.pitr.info import PitrBackup
 from tasks.recovery.pitr.report import publish_backup_report
@@ -65,3 +73,31 @@ def pitr_backup(
     )
     publish_backup_report(taken, info_task(repo, host))
     return taken
+
+
+@flow(name="pitr-expire", log_prints=False, timeout_seconds=2 * 3600)
+def pitr_expire(repository_block: str, host: DatabaseHost | None = None) -> ExpireReport:
+    """Apply the repository's retention (``pgbackrest expire``) and report what went.
+
+    The retention is the block's: ``pitr_window_days`` (default 30: any moment of the last
+    30 days stays restorable) or ``retention_full_count``. pgBackRest never expires the newest
+    full backup; the flow checks it is still there afterwards and fails otherwise.
+    pgBackRest also expires after every backup: this run applies a changed retention at
+    once and publishes the artifact ``pitr-expire-<stanza>``.
+
+    Args:
+        repository_block: name of the PgBackRestRepository block.
+        host: where pgBackRest runs (default: Debian's paths); no PostgreSQL is needed.
+
+    Returns:
+        What was expired and what remains.
+    """
+    repo = load_block(PgBackRestRepository, repository_block, field="repository_block")
+    host = host or DatabaseHost()
+    check_bucket_task(repo)
+    before = info_task(repo, host)
+    ran_at = datetime.now(UTC)
+    after = expire_task(repo, host)
+    report = expire_report(before, after, retention=retention_text(repo), ran_at=ran_at)
+    publish_expire_report(report)
+    return report

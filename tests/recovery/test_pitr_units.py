@@ -20,6 +20,7 @@ from blocks.pgbackrest import (
 )
 from errors import (
     AuthenticationError,
+    IntegrityError,
     InvalidInputError,
     NotFoundError,
     PermanentSystemError,
@@ -28,6 +29,7 @@ from errors import (
     UnreachableError,
 )
 from errors.pgbackrest import MAX_PGBACKREST_DETAIL, translate, translate_status
+from tasks.recovery.pitr.expiry import expire_report, render_expire_report, retention_text
 from tasks.recovery.pitr.info import parse_info, pitr_window
 from tasks.recovery.pitr.report import backup_report
 from tasks.recovery.pitr.restore import check_restore_target, format_target
@@ -182,3 +184,27 @@ def test_a_restore_goes_only_into_a_new_or_empty_directory(tmp_path: Path) -> No
         "2026-12-01 10:00:00.000005+00")
     with pytest.raises(InvalidInputError, match="time zone"):
         format_target(datetime(2026, 12, 1))  # naive: the point of the test
+
+
+def test_expire_report_names_what_went_and_refuses_a_lost_newest_full() -> None:
+    before = parse_info(json.dumps(INFO), "veza")
+    incr_only = [{**INFO[0], "backup": [INFO[0]["backup"][1]],  # type: ignore[dict-item]
+                  "archive": [{"id": "15-1", "min": "000000010000000000000003",
+                               "max": "000000010000000000000009"}]}]
+    after = parse_info(json.dumps(incr_only), "veza")
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    report = expire_report(before, after, retention="r", ran_at=now)
+    assert [b.label for b in report.expired] == ["20261201-100000F_20261201-110000I"]
+    assert report.wal_expired and report.oldest_wal_after == "000000010000000000000003"
+    text = render_expire_report(report)
+    assert "| 20261201-100000F_20261201-110000I | incr |" in text and "| expired |" in text
+    assert "`000000010000000000000001` up to" in text
+    nothing = expire_report(before, before, retention="r", ran_at=now)
+    assert nothing.expired == [] and not nothing.wal_expired
+    # the newest full gone: never accepted, whatever pgBackRest did
+    fulls_gone = [{**INFO[0], "backup": [INFO[0]["backup"][0]]}]  # type: ignore[dict-item]
+    with pytest.raises(IntegrityError, match="newest full backup 20261201-100000F"):
+        expire_report(before, parse_info(json.dumps(fulls_gone), "veza"), retention="r",
+                      ran_at=now)
+    assert "30 days" in retention_text(repo())
+    assert "newest 2 full" in retention_text(repo(pitr_window_days=None, retention_full_count=2))

@@ -88,6 +88,18 @@ class StanzaInfo(BaseModel):
         names = [a.max_wal for a in self.archives if a.max_wal]
         return max(names, key=lambda n: (n[8:], n[:8])) if names else None
 
+    @property
+    def oldest_wal(self) -> str | None:
+        """The oldest archived WAL segment over every archive id."""
+        names = [a.min_wal for a in self.archives if a.min_wal]
+        return min(names, key=lambda n: (n[8:], n[:8])) if names else None
+
+    @property
+    def newest_full(self) -> PitrBackup | None:
+        """The newest full backup (pgBackRest never expires it)."""
+        fulls = [b for b in self.backups if b.type == "full"]
+        return fulls[-1] if fulls else None
+
 
 def _time(epoch: object) -> datetime:
     return datetime.fromtimestamp(float(epoch), tz=UTC)  # type: ignore[arg-type]

@@ -46,11 +46,24 @@ def backup_report(taken: PitrBackup, info: StanzaInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
+def artifact_key(prefix: str, stanza: str) -> str:
+    """An artifact key (lowercase letters, digits, dashes) for a stanza.
+
+    Args:
+        prefix: e.g. ``pitr-backup``.
+        stanza: the stanza.
+
+    Returns:
+        ``<prefix>-<stanza>``, normalised.
+    """
+    return f"{prefix}-{stanza}".lower().replace("_", "-").replace(".", "-")
+
+
 @task(name="pitr-backup-report", cache_policy=NO_CACHE)
 def publish_backup_report(taken: PitrBackup, info: StanzaInfo) -> None:
     """Publish :func:`backup_report` as the artifact ``pitr-backup-<stanza>``."""
     create_markdown_artifact(
-        key=f"pitr-backup-{info.stanza}".lower().replace("_", "-").replace(".", "-"),
+        key=artifact_key("pitr-backup", info.stanza),
         markdown=backup_report(taken, info),
         description=f"pgBackRest backup {taken.label}",
     )
