@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from prefect import Flow, flow, runtime
 from prefect.client.schemas.objects import FlowRun, State
 
 from flows.models import AnalysisOverrides, ReleaseSummary
-from tasks.release.build import check_version, passthrough_env, run_build_task
+from tasks.release.build import check_commit, check_version, passthrough_env, run_build_task
 from tasks.release.canary import reconcile_canaries_task
 from tasks.release.canary_analysis import plan_lines
 from tasks.release.canary_release import release_canary
@@ -46,6 +47,8 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
     catalogue_path: str = str(DEFAULT_CATALOGUE),
     triggered_by: str = "manual",
     build_env_passthrough: list[str] | None = None,
+    commit_sha: str | None = None,
+    commit_timestamp: datetime | None = None,
 ) -> ReleaseSummary:
     """Release a version of the Veza services to an environment, atomically.
 
@@ -59,12 +62,15 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
         catalogue_path: the service catalogue YAML (default: the project's own).
         triggered_by: who or what started the release (recorded).
         build_env_passthrough: names of environment variables passed to build commands.
+        commit_sha: the commit released (from CI: ``veza-ops trigger`` fills it), recorded.
+        commit_timestamp: when it was committed (from CI), recorded: the DORA lead time's start.
 
     Returns:
         The summary; the run fails (raises) when the release failed or was rolled back.
     """
     # Every input is checked before the first request to any system.
     check_version(version)
+    commit = check_commit(commit_sha, commit_timestamp)
     catalogue = load_catalogue(catalogue_path)
     env = catalogue.environment(environment)
     specs = [(analysis or AnalysisOverrides()).apply(s) for s in catalogue.select(services)]
@@ -77,7 +83,7 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
     run_id = str(runtime.flow_run.id or "local")
     report = ReleaseReport.start(
         kind="release", environment=environment, version=version, triggered_by=triggered_by,
-        run_id=run_id, dry_run=dry_run,
+        run_id=run_id, dry_run=dry_run, commit=commit,
         images={s.name: s.image(version) for s in specs})
     if dry_run:
         return report.dry_run(plan_release_task(specs, version, rolling=rolling,

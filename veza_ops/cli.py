@@ -17,6 +17,7 @@ from veza_ops.automations import add_automations_command, run_automations_comman
 from veza_ops.backups import add_backups_command, run_backups_command
 from veza_ops.blocks_setup import add_blocks_command, run_blocks_command
 from veza_ops.demo import add_demo_command, run_demo_command
+from veza_ops.metrics import add_metrics_command, run_metrics_command
 from veza_ops.trigger import add_trigger_command, run_trigger_command
 
 # The sandbox package and the modules of the `veza-ops[sandbox]` extra it needs.
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_blocks_command(subparsers)
     add_backups_command(subparsers)
     add_automations_command(subparsers)
+    add_metrics_command(subparsers)
     return parser
 
 
@@ -99,6 +101,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "blocks": run_blocks_command,
     "backups": run_backups_command,
     "automations": run_automations_command,
+    "metrics": run_metrics_command,
 }
 NEEDS_SANDBOX = frozenset({"sandbox", "demo"})
 

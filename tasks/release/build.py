@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from prefect import task
@@ -20,6 +21,7 @@ from tasks.release.logs import get_logger
 from tasks.release.redaction import redact, remember
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+COMMIT_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 STEPS = ("test", "lint", "scan", "build", "push", "inspect")
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "PYTHONPATH", "VIRTUAL_ENV")
 TAIL_LINES = 20
@@ -66,6 +68,30 @@ def check_version(version: str) -> str:
             fix="use letters, digits, '.', '_' or '-', at most 128 characters, e.g. 1.4.2",
         )
     return version
+
+
+def check_commit(sha: str | None, timestamp: datetime | None) -> tuple[str | None,
+                                                                      datetime | None]:
+    """Check the commit a release is built from (both optional: CI gives them).
+
+    Args:
+        sha: the commit's hash (7 to 40 hexadecimal digits).
+        timestamp: when it was committed, with its UTC offset (the lead time's start).
+
+    Returns:
+        The hash in lower case, and the timestamp.
+
+    Raises:
+        InvalidInputError: naming ``commit_sha`` or ``commit_timestamp``.
+    """
+    if sha is not None and not COMMIT_RE.match(sha):
+        raise InvalidInputError("commit_sha", f"{sha!r} is not a commit hash",
+                                fix="give 7 to 40 hexadecimal digits, e.g. $GITHUB_SHA")
+    if timestamp is not None and timestamp.utcoffset() is None:
+        raise InvalidInputError(
+            "commit_timestamp", f"{timestamp.isoformat()} has no UTC offset",
+            fix="give it with its offset, e.g. `git show -s --format=%cI HEAD`")
+    return (sha.lower() if sha else None), timestamp
 
 
 def build_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

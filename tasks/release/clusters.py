@@ -63,3 +63,22 @@ def connect(env: EnvironmentSpec) -> Cluster:
     return Cluster(env=env, kubernetes=kube, prometheus=prometheus, vault=vault, slack=slack,
                    apps_v1=k8s.AppsV1Api(api), core_v1=k8s.CoreV1Api(api),
                    coordination_v1=k8s.CoordinationV1Api(api))
+
+
+def kubernetes_client(env: EnvironmentSpec) -> k8s.ApiClient:
+    """Load only the environment's Kubernetes block and build its API client (no request made).
+
+    For readers (reports, status, the metrics exporter) that need no other system.
+
+    Args:
+        env: the environment.
+
+    Returns:
+        The API client (wrap it in ``CoreV1Api``, ``AppsV1Api``...).
+
+    Raises:
+        BlockNotFoundError: the Kubernetes block is not registered.
+    """
+    kube = load_block(KubernetesCluster, env.kubernetes_block,
+                      field=f"environments.{env.name}.kubernetes_block")
+    return kube.get_api_client()

@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from errors import ConflictError, NotFoundError, TransientSystemError, retry_on_transient
 from errors.kubernetes import translate_api_errors
+from tasks.release.catalogue import EnvironmentSpec
+from tasks.release.clusters import kubernetes_client
 from tasks.release.logs import get_logger
 
 CONFIGMAP_NAME = "veza-ops-releases"
@@ -43,6 +45,9 @@ class ReleaseRecord(BaseModel):
     secrets: dict[str, str] = Field(default_factory=dict, description="service -> Secret name")
     triggered_by: str = "unknown"
     flow_run_id: str | None = None
+    commit_sha: str | None = Field(default=None, description="the released commit (from CI)")
+    commit_timestamp: datetime | None = Field(
+        default=None, description="when it was committed (from CI): the lead time's start")
     started_at: datetime
     finished_at: datetime | None = None
     outcome: Outcome = "running"
@@ -83,6 +88,8 @@ class ReleaseRecord(BaseModel):
             "",
             f"- id: `{self.id}`",
             f"- triggered by: {self.triggered_by}",
+            f"- commit: {self.commit_sha or '-'}"
+            + (f" ({self.commit_timestamp.isoformat()})" if self.commit_timestamp else ""),
             f"- started: {self.started_at.isoformat()}",
             f"- finished: {self.finished_at.isoformat() if self.finished_at else '-'}",
             f"- duration: {duration}",
@@ -231,6 +238,19 @@ def last_release(
     return None
 
 
+def environment_history(env: EnvironmentSpec) -> list[ReleaseRecord]:
+    """Every readable record of an environment, from its Kubernetes block (loaded here).
+
+    Args:
+        env: the environment of the catalogue.
+
+    Returns:
+        The records, oldest first.
+    """
+    with kubernetes_client(env) as api:
+        return release_history(client.CoreV1Api(api), env.namespace)
+
+
 record_release_task = task(
     name="record-release",
     cache_policy=NO_CACHE,
@@ -242,3 +262,7 @@ release_history_task = task(
     name="release-history", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2,
     retry_condition_fn=retry_on_transient,
 )(release_history)
+environment_history_task = task(
+    name="environment-history", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2,
+    retry_condition_fn=retry_on_transient,
+)(environment_history)

@@ -61,7 +61,8 @@ class ReleaseReport:
     @classmethod
     def start(cls, *, kind: Literal["release", "rollback"], environment: str, version: str,
               triggered_by: str, run_id: str, images: dict[str, str] | None = None,
-              dry_run: bool = False) -> ReleaseReport:
+              dry_run: bool = False,
+              commit: tuple[str | None, datetime | None] = (None, None)) -> ReleaseReport:
         """Open the report of a run.
 
         Args:
@@ -72,6 +73,7 @@ class ReleaseReport:
             run_id: the flow run id (its first 8 characters end the report's id).
             images: service to image released.
             dry_run: nothing will be changed.
+            commit: the released commit's hash and timestamp, when CI gave them.
 
         Returns:
             The report.
@@ -80,7 +82,8 @@ class ReleaseReport:
         record = ReleaseRecord(id=ReleaseRecord.new_id(now, run_id[:8]), kind=kind,
                                environment=environment, version=version,
                                triggered_by=triggered_by, flow_run_id=run_id, started_at=now,
-                               images=images or {})
+                               images=images or {}, commit_sha=commit[0],
+                               commit_timestamp=commit[1])
         summary = ReleaseSummary(release_id=record.id, environment=environment,
                                  version=version, outcome="running", dry_run=dry_run)
         return cls(record, summary, time.monotonic())
