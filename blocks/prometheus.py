@@ -8,6 +8,7 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.tls import verified_context
 from errors import PermanentSystemError
 from errors.http import raise_for_status, translate_http_errors
 
@@ -53,7 +54,8 @@ class PrometheusServer(Block):
         elif self.username is not None:
             secret = self.password.get_secret_value() if self.password is not None else ""
             auth = httpx.BasicAuth(self.username, secret)
-        return httpx.Client(base_url=self.url.rstrip("/"), auth=auth, timeout=self.timeout_s)
+        return httpx.Client(base_url=self.url.rstrip("/"), auth=auth, timeout=self.timeout_s,
+                            verify=verified_context())
 
     def api_get(self, path: str, params: dict[str, str] | None = None) -> Any:
         """GET an API path and return the ``data`` member of a successful answer.

@@ -13,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from blocks.tls import verified_context
 from errors import E2EError, InvalidInputError, retry_on_transient
 from errors.kubernetes import translate_api_errors
 from tasks.release.build import build_env
@@ -168,7 +169,7 @@ def builtin_suite(
         One check per request.
     """
     checks: list[E2ECheck] = []
-    with httpx.Client(timeout=timeout_s) as http:
+    with httpx.Client(timeout=timeout_s, verify=verified_context()) as http:
         for round_no in range(1, rounds + 1):
             for spec in specs:
                 for path in spec.smoke_paths:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 from kubernetes import client as k8s
 
+from blocks.tls import verified_context
 from errors import SmokeTestError
 from errors.kubernetes import translate_api_errors
 
@@ -74,7 +75,7 @@ def smoke_test(
         raise SmokeTestError("smoke test: the new colour has no ready pod",
                              hint="check the new pods' readiness")
     lines: list[str] = []
-    with httpx.Client(timeout=timeout_s, transport=transport) as http:
+    with httpx.Client(timeout=timeout_s, transport=transport, verify=verified_context()) as http:
         for pod in pods:
             ip = (pod.status or k8s.V1PodStatus()).pod_ip
             pod_name = (pod.metadata or k8s.V1ObjectMeta()).name
