@@ -2,9 +2,9 @@
 
 ``python -m sandbox.loadgen --kubeconfig DIR/kubeconfig`` lists, every second, the Services of
 the namespaces labelled ``sandbox.veza.io/traffic=on`` and keeps one worker thread per Service
-sending about ``--rate`` requests a second to the Service's ``sandbox.veza.io/url`` on that
-service's API paths. Only loopback URLs are called; the number of workers is bounded; SIGTERM
-stops it.
+sending about ``--rate`` requests a second (or the namespace's ``sandbox.veza.io/traffic-rate``
+annotation) to the Service's ``sandbox.veza.io/url`` on that service's API paths. Only loopback
+URLs are called; the number of workers is bounded; SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from sandbox.workload import API_PATHS, DEFAULT_PATHS
 
 TRAFFIC_LABEL = "sandbox.veza.io/traffic=on"
 URL_ANNOTATION = "sandbox.veza.io/url"
+RATE_ANNOTATION = "sandbox.veza.io/traffic-rate"
+MAX_RATE = 50.0
 MAX_WORKERS = 64
 
 
@@ -66,6 +68,7 @@ class ServiceWorker(threading.Thread):
         super().__init__(daemon=True, name=f"load-{url}")
         self.url = url.rstrip("/")
         self.paths = paths
+        self.rate = rate
         self.interval = 1.0 / rate
         self.stats = stats
         self.halt = threading.Event()
@@ -98,17 +101,33 @@ class LoadGenerator:
         self.workers: dict[str, ServiceWorker] = {}
         self.stats: Counter[str] = Counter()
 
-    def wanted(self) -> dict[str, tuple[str, ...]]:
-        """Service URLs to load, with their paths, from the cluster's current state.
+    def namespace_rate(self, annotations: dict[str, str] | None) -> float:
+        """Requests a second per Service of a namespace: its annotation, else ``--rate``.
+
+        Args:
+            annotations: the namespace's annotations.
 
         Returns:
-            URL to paths.
+            The rate, within (0, 50]; an unreadable annotation falls back to the default.
         """
-        found: dict[str, tuple[str, ...]] = {}
+        try:
+            rate = float((annotations or {}).get(RATE_ANNOTATION, self.rate))
+        except ValueError:
+            return self.rate
+        return rate if 0 < rate <= MAX_RATE else self.rate
+
+    def wanted(self) -> dict[str, tuple[tuple[str, ...], float]]:
+        """Service URLs to load, with their paths and rate, from the cluster's current state.
+
+        Returns:
+            URL to (paths, requests a second).
+        """
+        found: dict[str, tuple[tuple[str, ...], float]] = {}
         namespaces = self.core.list_namespace(label_selector=TRAFFIC_LABEL, _request_timeout=5)
         for namespace in namespaces.items:
             if namespace.metadata is None or not namespace.metadata.name:
                 continue
+            rate = self.namespace_rate(namespace.metadata.annotations)
             services = self.core.list_namespaced_service(
                 namespace.metadata.name, _request_timeout=5
             )
@@ -118,18 +137,18 @@ class LoadGenerator:
                     continue
                 url = (meta.annotations or {}).get(URL_ANNOTATION)
                 if url and is_loopback_url(url):
-                    found[url] = paths_for_service(meta.name)
+                    found[url] = (paths_for_service(meta.name), rate)
         return dict(itertools.islice(found.items(), MAX_WORKERS))
 
     def refresh(self) -> None:
         """Start workers for new Services and stop those of vanished ones."""
         wanted = self.wanted()
         for url in list(self.workers):
-            if url not in wanted:
+            if url not in wanted or self.workers[url].rate != wanted[url][1]:
                 self.workers.pop(url).halt.set()
-        for url, paths in wanted.items():
+        for url, (paths, rate) in wanted.items():
             if url not in self.workers:
-                worker = ServiceWorker(url, paths, self.rate, self.stats)
+                worker = ServiceWorker(url, paths, rate, self.stats)
                 self.workers[url] = worker
                 worker.start()
 
@@ -155,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s per Service")
     args = parser.parse_args(argv)
-    if not 0 < args.rate <= 50:
+    if not 0 < args.rate <= MAX_RATE:
         parser.error("--rate must be in (0, 50] requests per second")
     generator = LoadGenerator(args.kubeconfig, rate=args.rate)
     halt = threading.Event()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the clients are imported when seeding: `veza-ops sandbox st
     from kubernetes import client
 
 TRAFFIC_LABEL = "sandbox.veza.io/traffic"
+RATE_ANNOTATION = "sandbox.veza.io/traffic-rate"
 URL_ANNOTATION = "sandbox.veza.io/url"
 ENVIRONMENTS = ("staging", "production")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -221,6 +222,7 @@ def seed_environment(
     environment: str,
     version: str = "1.0.0",
     traffic: bool = True,
+    traffic_rate: float | None = None,
     replicas: int = 2,
     timeout: float = 180.0,
 ) -> dict[str, str]:
@@ -234,6 +236,7 @@ def seed_environment(
         environment: ``staging`` or ``production`` (Vault path and secrets).
         version: image tag of every service.
         traffic: label the namespace so the load generator sends it traffic.
+        traffic_rate: requests a second per Service (the load generator's ``--rate`` if None).
         replicas: replicas of each Deployment (tests that need no second pod use 1).
         timeout: seconds to wait for the Deployments and Service URLs.
 
@@ -252,6 +255,9 @@ def seed_environment(
         raise InvalidInputError(
             "environment", f"{environment!r} is not known", fix=f"use one of {ENVIRONMENTS}"
         )
+    if traffic_rate is not None and not 0 < traffic_rate <= 50:
+        raise InvalidInputError("traffic_rate", f"{traffic_rate} is out of range",
+                                fix="use a rate in (0, 50] requests per second")
     if replicas < 1:
         raise InvalidInputError("replicas", f"{replicas} is not positive", fix="use 1 or more")
     from kubernetes import client, config
@@ -263,10 +269,12 @@ def seed_environment(
     labels = {"veza.io/environment": environment}
     if traffic:
         labels[TRAFFIC_LABEL] = "on"
-    ns_body = {"metadata": {"name": namespace, "labels": labels}}
+    annotations = {} if traffic_rate is None else {RATE_ANNOTATION: f"{traffic_rate:g}"}
+    meta = {"labels": labels, "annotations": annotations}
+    ns_body = {"metadata": {"name": namespace, **meta}}
     _created(
         core.create_namespace, ns_body,
-        on_conflict=lambda: core.patch_namespace(namespace, {"metadata": {"labels": labels}}),
+        on_conflict=lambda: core.patch_namespace(namespace, {"metadata": meta}),
     )
     for service in SERVICES:
         registry.push(service.image(version))

@@ -211,7 +211,7 @@ class Sandbox:
 
     def seed_environment(
         self, namespace: str, environment: str, version: str = "1.0.0", traffic: bool = True,
-        replicas: int = 2,
+        replicas: int = 2, *, traffic_rate: float | None = None,
     ) -> None:
         """Seed ``namespace`` with the four Veza services (see :mod:`sandbox.seeding`).
 
@@ -221,6 +221,7 @@ class Sandbox:
             version: image tag of every service.
             traffic: let the load generator send it traffic.
             replicas: replicas of each Deployment (each one is a process).
+            traffic_rate: requests a second per Service (default: the load generator's).
         """
         urls = seed_environment(
             kubeconfig=self.kubeconfig,
@@ -230,6 +231,7 @@ class Sandbox:
             environment=environment,
             version=version,
             traffic=traffic,
+            traffic_rate=traffic_rate,
             replicas=replicas,
         )
         if namespace == f"veza-{environment}":

@@ -159,6 +159,15 @@ def blocks(prefect_harness, sandbox_stack) -> str:
     return h.register_blocks(sandbox_stack)
 
 
+@pytest.fixture
+def sandbox_namespaces(sandbox_seed) -> tuple[str, str]:
+    """A fresh pair whose production Services get 20 requests a second each.
+
+    The first step sends a canary 5 % of its Service's traffic: 1 request a second here.
+    """
+    return sandbox_seed(rate=20.0)
+
+
 def canary_catalogue(path: Path, staging: str, production: str, blocks: str,
                      **production_fields: Any) -> str:
     """The tests' catalogue with production on the canary strategy.
@@ -171,6 +180,10 @@ def canary_catalogue(path: Path, staging: str, production: str, blocks: str,
     data["environments"]["production"].update(strategy="canary", **production_fields)
     for service in data["services"].values():
         service["smoke_paths"] = ["/health"]
+        # At 5 % a canary sees ~0.5 of the load generator's 10 req/s, fewer on a busy machine:
+        # a 10 s window and 15 tolerated silent intervals keep the first step from ending on
+        # silence (which never promotes), while a failing canary still fails on its first data.
+        service["analysis"].update(window_s=10, max_no_data=15)
     path.write_text(yaml.safe_dump(data))
     return str(path)
 

@@ -205,6 +205,18 @@ def test_sandbox_namespaces_fixture_seeds_a_fresh_pair_with_traffic(sandbox_stac
     found = wait_until(apps_with_traffic, timeout=60, what="load generator traffic in Prometheus")
     assert found == {"veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-web"}
 
+    # the fixture's rate is carried by the namespace, and the load generator follows it
+    from sandbox.loadgen import LoadGenerator
+    from tests.fixtures.sandbox import TEST_RATE
+
+    assert core.read_namespace(production).metadata.annotations[
+        "sandbox.veza.io/traffic-rate"] == f"{TEST_RATE:g}"
+    generator = LoadGenerator(sandbox_stack.kubeconfig, rate=10.0)
+    assert generator.wanted()[url][1] == TEST_RATE
+    assert generator.namespace_rate({"sandbox.veza.io/traffic-rate": "x"}) == 10.0
+    assert generator.namespace_rate({"sandbox.veza.io/traffic-rate": "500"}) == 10.0
+    assert generator.namespace_rate(None) == 10.0
+
 
 def test_fault_helpers(sandbox_stack):
     api = config.new_client_from_config(config_file=str(sandbox_stack.kubeconfig),

@@ -60,20 +60,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         start = self.server.next_index(chosen.pool)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         for attempt in range(len(targets)):
-            ip, port = targets[(start + attempt) % len(targets)]
-            conn = http.client.HTTPConnection(ip, port, timeout=UPSTREAM_TIMEOUT)
+            target = targets[(start + attempt) % len(targets)]
             try:
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
+                response, payload = self._exchange(target, body, headers)
             except ConnectionError:
                 continue  # the pod went away between the read and the request: try the next
             except (OSError, http.client.HTTPException) as exc:
-                self._answer(502, {"error": f"upstream {ip}:{port} failed: {exc}"})
+                self._answer(502, {"error": f"upstream {target[0]}:{target[1]} failed: {exc}"})
                 return
-            finally:
-                with contextlib.suppress(OSError):
-                    conn.close()
             self.send_response(response.status, response.reason)
             for key, value in response.getheaders():
                 if key.lower() not in HOP_BY_HOP:
@@ -84,6 +78,48 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.wfile.write(payload)
             return
         self._answer(503, {"error": f"no endpoint of service {self.server.name} answered"})
+
+    def _exchange(self, target: tuple[str, int], body: bytes | None,
+                  headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request to one pod, on this client connection's kept-alive upstream connection.
+
+        Reusing the upstream connection (pods speak HTTP/1.1) spares a TCP handshake and a
+        server thread per request. A reused connection the pod closed meanwhile is replaced
+        once; a failure on a new connection is raised as it came.
+        """
+        pool: dict[tuple[str, int], http.client.HTTPConnection] = self.__dict__.setdefault(
+            "_upstream", {})
+        while True:
+            conn = pool.pop(target, None)
+            reused = conn is not None
+            if conn is None:
+                conn = http.client.HTTPConnection(*target, timeout=UPSTREAM_TIMEOUT)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (ConnectionError, http.client.CannotSendRequest, http.client.BadStatusLine):
+                with contextlib.suppress(OSError):
+                    conn.close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    conn.close()
+                raise
+            if response.will_close:
+                conn.close()
+            else:
+                pool[target] = conn
+            return response, payload
+
+    def finish(self) -> None:
+        """Close the kept-alive upstream connections with the client's."""
+        for conn in self.__dict__.pop("_upstream", {}).values():
+            with contextlib.suppress(OSError):
+                conn.close()
+        super().finish()
 
     def _answer(self, status: int, doc: dict[str, str]) -> None:
         data = json.dumps(doc).encode()
