@@ -11,6 +11,7 @@ from tasks.release.catalogue import Catalogue, ServiceSpec
 from tasks.release.clusters import Cluster
 from tasks.release.colours import COLOURS, Prepared, bring_up_colour_task, scale_down_task
 from tasks.release.futures import settle
+from tasks.release.history import record_release_task
 from tasks.release.logs import get_logger
 from tasks.release.preflight import preflight_context, run_preflight_task
 from tasks.release.report import ReleaseReport
@@ -175,7 +176,9 @@ def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, 
     whose answer was lost may have applied) retries until the environment's
     ``switch_back_deadline_s`` and times the restoration from the failing verdict. The new
     colours are scaled down, except one a Service still selects (the rollback is then
-    incomplete and raised as such). Once committed the new colours serve for good.
+    incomplete and raised as such). Once committed (:func:`commit_point`: one record write
+    for every service) the new colours serve for good; the Services' pending marks are cleared
+    after it.
 
     Args:
         c: the blue-green environment.
@@ -207,8 +210,7 @@ def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, 
                 raise_on_abort(result)
                 report.verified(s.name, p.new_colour, result.verdict.reason)
             check_lock()  # before the commit (a lost lock still rolls back)
-        commit_switches_task(c.core_v1, c.env, [s.service_name for s in specs])
-        report.committed(prepared.values())
+        commit_point(c, prepared, report=report)
     except BaseException as exc:
         undo = [SwitchRecord(s.name, s.service_name, c.env.namespace,
                              prepared[s.name].live_colour, prepared[s.name].new_colour, {}, 0.0)
@@ -227,3 +229,46 @@ def switch_and_verify(c: Cluster, specs: list[ServiceSpec], prepared: dict[str, 
                 f"rollback incomplete: {report.left_sentence(restore.left)}",
                 hint="the new colour was kept running for it; run the rollback flow") from exc
         raise
+    clear_pending_marks(c, specs, report=report)
+
+
+def commit_point(c: Cluster, prepared: dict[str, Prepared], *, report: ReleaseReport) -> None:
+    """Commit: the record naming every new colour live is written, or nothing is committed.
+
+    One write decides, for every service at once. The Services' pending marks are cleared
+    only after it (:func:`clear_pending_marks`): a run killed between those patches leaves
+    marks naming a committed release, which reconcile keeps (commit completed) instead of
+    putting some Services back and leaving the others on the new version.
+
+    Args:
+        c: the blue-green environment.
+        prepared: the new colours, now serving.
+        report: the run's report (its record is written, then marked committed).
+
+    Raises:
+        ExternalSystemError: the record could not be written (the caller rolls back).
+    """
+    colours = {**report.record.colours, **{p.service: p.new_colour for p in prepared.values()}}
+    record_release_task(c.core_v1, c.env.namespace,
+                        report.record.model_copy(update={"colours": colours}),
+                        keep=c.env.history_size)
+    report.committed(prepared.values())  # the run's report from here on (written again)
+
+
+def clear_pending_marks(c: Cluster, specs: list[ServiceSpec], *, report: ReleaseReport) -> None:
+    """After the commit point: clear each Service's pending marks; a failure is a warning.
+
+    Marks left behind name a committed release: the next release or rollback clears them
+    (its reconcile keeps the Services where they are).
+
+    Args:
+        c: the blue-green environment.
+        specs: the services.
+        report: the run's report.
+    """
+    try:
+        commit_switches_task(c.core_v1, c.env, [s.service_name for s in specs])
+    except Exception as exc:  # committed already: never rolled back for this
+        reason = getattr(exc, "message", type(exc).__name__)
+        report.warn(f"pending marks of the switches not cleared ({reason}); the next "
+                    "release or rollback clears them")

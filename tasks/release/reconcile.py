@@ -12,7 +12,9 @@ from prefect.cache_policies import NO_CACHE
 from errors import retry_on_transient
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.colours import COLOURS, container_image, other_colour, read_deployment_or_none
+from tasks.release.history import release_history
 from tasks.release.logs import get_logger
+from tasks.release.rollback import is_committed
 from tasks.release.rollout import rollout_status
 from tasks.release.switching import (
     PENDING_ANNOTATION,
@@ -132,15 +134,20 @@ def observe(
     return states
 
 
-def plan(states: Sequence[ServiceState]) -> tuple[list[ReconcileAction], list[str]]:
+def plan(states: Sequence[ServiceState], committed: frozenset[str] = frozenset(),
+         ) -> tuple[list[ReconcileAction], list[str]]:
     """Decide the corrections (pure).
 
-    An uncommitted switch (a crashed release) goes back to its previous colour when that
-    colour is ready; a Service selecting a colour with no ready pod moves to the other colour
-    when that one is ready.
+    A switch still marked pending whose release had committed (its record names its colours
+    live: the run died while clearing the marks, one Service after the other) is kept when
+    its colour is ready: the commit is completed, never half undone. Any other uncommitted
+    switch (a crashed release) goes back to its previous colour when that colour is ready;
+    a Service selecting a colour with no ready pod moves to the other colour when that one is
+    ready.
 
     Args:
         states: observed states.
+        committed: ids of the releases whose record says they committed.
 
     Returns:
         The actions and the problems that need a human (nothing ready to switch to).
@@ -149,13 +156,21 @@ def plan(states: Sequence[ServiceState]) -> tuple[list[ReconcileAction], list[st
     problems: list[str] = []
     for s in states:
         other = other_colour(s.selected) if s.selected in COLOURS else None
+        if s.pending_release in committed and s.ready(s.selected):
+            actions.append(ReconcileAction(
+                s.service, s.service_name, s.selected,
+                f"release {s.pending_release} had committed; its switch to {s.selected} "
+                "is kept (commit completed)",
+            ))
+            continue
         if s.pending_release is not None:
             back = s.previous_colour if s.previous_colour in COLOURS else other
+            never = ("committed, but its colour has no ready pod"
+                     if s.pending_release in committed else "was never committed")
             if back and s.ready(back):
                 actions.append(ReconcileAction(
                     s.service, s.service_name, back,
-                    f"switch of release {s.pending_release} was never committed; "
-                    f"back to {back}",
+                    f"switch of release {s.pending_release} {never}; back to {back}",
                 ))
             elif s.ready(s.selected):
                 actions.append(ReconcileAction(
@@ -208,6 +223,9 @@ def reconcile_environment(
 ) -> tuple[list[str], list[str]]:
     """Observe, plan and apply: bring every service to a consistent, ready colour.
 
+    When a Service carries a pending switch, the history tells whether its release had
+    committed (:func:`plan`).
+
     Args:
         apps_v1: apps API.
         core_v1: core API.
@@ -218,7 +236,11 @@ def reconcile_environment(
         Actions done (one line each) and problems left for a human.
     """
     namespace = env.namespace
-    actions, problems = plan(observe(apps_v1, core_v1, env, services))
+    states = observe(apps_v1, core_v1, env, services)
+    committed = frozenset(
+        r.id for r in release_history(core_v1, namespace) if is_committed(r)
+    ) if any(s.pending_release for s in states) else frozenset()
+    actions, problems = plan(states, committed)
     done = apply(core_v1, namespace, actions, colour_label=env.colour_label)
     for line in done:
         get_logger(__name__).warning("reconcile %s: %s", namespace, line)

@@ -19,15 +19,16 @@ SERVICES = {
 ORDER = list(SERVICES)
 
 
-def register_blocks(sandbox: Any, *, prefix: str | None = None) -> str:
+def register_blocks(sandbox: Any, *, prefix: str | None = None,
+                    request_timeout_s: float = 30.0) -> str:
     """Save the four blocks pointing at the sandbox; returns their common name."""
     from blocks.kubernetes import KubernetesCluster
     from blocks.prometheus import PrometheusServer
     from blocks.vault import VaultServer
 
     name = prefix or f"l2-{uuid.uuid4().hex[:8]}"
-    KubernetesCluster(kubeconfig_path=str(sandbox.kubeconfig), context="sandbox").save(
-        name, overwrite=True)
+    KubernetesCluster(kubeconfig_path=str(sandbox.kubeconfig), context="sandbox",
+                      request_timeout_s=request_timeout_s).save(name, overwrite=True)
     PrometheusServer(url=sandbox.prometheus_url).save(name, overwrite=True)
     VaultServer(address=sandbox.vault_addr, token=sandbox.vault_token).save(name, overwrite=True)
     return name
@@ -38,13 +39,14 @@ def write_catalogue(
     interval_s: float = 1.0, intervals: int = 2, failure_limit: int = 0, max_no_data: int = 6,
     keep_old_colour_s: float = 0.0, rollout_timeout_s: float = 25.0, lock_ttl_s: int = 15,
     lock_wait_s: float = 0.0, build: dict[str, Any] | None = None,
-    e2e_command: list[str] | None = None,
+    e2e_command: list[str] | None = None, staging: bool = True,
 ) -> Path:
     """Write a catalogue YAML for one test's namespace pair.
 
     The analysis defaults are as short as the sandbox's 1 s scrape allows: two healthy
     1 s intervals promote; up to 6 silent intervals are tolerated while a new colour's series
-    appear (silence never promotes).
+    appear (silence never promotes). ``staging=False``: production only, released without
+    staging (``staging_ns`` is then unused).
     """
     analysis = {"success_rate_min": 0.99, "p99_max_ms": 500, "interval_s": interval_s,
                 "intervals": intervals, "failure_limit": failure_limit,
@@ -52,7 +54,7 @@ def write_catalogue(
     common = {"kubernetes_block": blocks, "prometheus_block": blocks, "vault_block": blocks,
               "rollout_timeout_s": rollout_timeout_s, "lock_ttl_s": lock_ttl_s,
               "lock_wait_s": lock_wait_s, "required_alerts": ["VezaHighErrorRate"]}
-    data = {
+    data: dict[str, Any] = {
         "environments": {
             "staging": {"namespace": staging_ns, "strategy": "rolling", **common},
             "production": {"namespace": production_ns, "strategy": "blue-green",
@@ -66,6 +68,9 @@ def write_catalogue(
         },
         "switch_order": ORDER,
     }
+    if not staging:
+        del data["environments"]["staging"]
+        del data["environments"]["production"]["staging_environment"]
     if e2e_command:
         data["e2e_command"] = e2e_command
     path.write_text(yaml.safe_dump(data))
@@ -122,11 +127,11 @@ def snapshot(apps: Any, core: Any, namespace: str) -> dict[str, Any]:
 
 
 KILL_SCRIPT = """
-import sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 from flows.release import release
 release(version=sys.argv[2], environment="production", catalogue_path=sys.argv[3],
-        skip_build=True)
+        skip_build=True, services=json.loads(sys.argv[4]))
 """
 
 
@@ -140,8 +145,10 @@ def release_killed_after_first_switch(sandbox: Any, *, production: str, catalogu
 
 
 def release_killed_when(when: Any, *, what: str, catalogue: Path, version: str,
-                        workdir: Path) -> None:
-    """Run a release in its own process and SIGKILL it as soon as ``when()`` is true."""
+                        workdir: Path, services: list[str] | None = None) -> None:
+    """Run a release (of ``services``, default all) in its own process; SIGKILL it as soon as
+    ``when()`` is true."""
+    import json
     import os
     import signal
     import subprocess
@@ -155,7 +162,8 @@ def release_killed_when(when: Any, *, what: str, catalogue: Path, version: str,
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
            "PREFECT_HOME": str(workdir / "prefect-home")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, root, version, str(catalogue)],
+        [sys.executable, "-c", KILL_SCRIPT, root, version, str(catalogue),
+         json.dumps(services)],
         env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(when, timeout=300, what=what, interval=0.1)

@@ -119,18 +119,33 @@ def test_killed_release_is_rolled_back_at_once_to_the_last_committed(
     assert any("taken from" in c.detail and run_id in c.detail for c in rolled.checks)
 
 
+KILLED = ["veza-backend-api", "veza-chat-server"]  # released by the SIGKILL matrix
+
+
 def _green_up_blue_serving(apps, core, production):
     from kubernetes import client as k8s
 
     def check() -> bool:
         try:
-            green = h.images(apps, production, "green")
+            ready = [apps.read_namespaced_deployment(f"{s}-green", production).status
+                     .ready_replicas or 0 for s in KILLED]
         except k8s.ApiException:
             return False  # not cloned yet
-        ready = {name: n for name, (_, n) in green.items()}
-        return (len(ready) == len(h.ORDER) and all(n >= 1 for n in ready.values())
+        return (all(n >= 1 for n in ready)
                 and set(h.selectors(core, production).values()) == {"blue"})
     return check
+
+
+def _both_switched(core, production):
+    return lambda: all(h.selectors(core, production)[s] == "green" for s in KILLED)
+
+
+def _second_commit_hanging(apps):
+    """The commit clears each Service's pending marks (one patch each, after the two
+    switches): the second one hangs (never carried out), so the release is killed between."""
+    h.api_faults(apps, "POST", {"verb": "patch", "resource": "services", "error_rate": 1.0,
+                                "hang_ms": 60_000, "skip": len(KILLED) + 1, "times": 1})
+    return lambda: h.api_faults(apps, "GET")[0]["hits"] >= 1
 
 
 def _in_keep_window(core, production):
@@ -150,33 +165,58 @@ def _in_keep_window(core, production):
     return check
 
 
-@pytest.mark.parametrize("step", ["after-clone", "keep-window"])
+def _one_version_after_reconcile(apps, core, catalogue, production) -> set[str]:
+    """What every recovery starts with (a rerun, a rollback, the crash hook): reconcile.
+    Returns the images the Services select afterwards."""
+    from tasks.release.catalogue import load_catalogue
+    from tasks.release.reconcile import reconcile_environment
+
+    loaded = load_catalogue(str(catalogue))
+    reconcile_environment(apps, core, loaded.environment("production"), loaded.select())
+    selected = h.selectors(core, production)
+    return {apps.read_namespaced_deployment(f"{s}-{selected[s]}", production)
+            .spec.template.spec.containers[0].image.rsplit(":", 1)[1] for s in KILLED}
+
+
+@pytest.mark.parametrize("step", ["after-clone", "after-second-switch", "mid-commit",
+                                  "keep-window"])
 def test_sigkill_at_a_step_then_one_rollback_is_consistent(
-        prefect_harness, sandbox_stack, sandbox_namespaces, tmp_path, step):
-    """The fault matrix's SIGKILL rows: new colours up but not switched; committed, in the
+        prefect_harness, sandbox_stack, sandbox_seed, tmp_path, step):
+    """The fault matrix's SIGKILL rows, a release of two services (no staging) killed: new
+    colours up but not switched; both switched (the second in verification); midway through
+    the commit (the first Service's switch committed, the second's not); committed, in the
     keep-old-colour window. One rollback brings every Service back on the last committed
-    release (1.0.0), on ready pods, and the killed run's record says crashed."""
+    release (1.0.0), on ready pods; the killed run's record says crashed, and whether it had
+    committed. Midway through the commit, reconcile alone (where every recovery starts)
+    already leaves one version, never a mix."""
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
 
     from flows.rollback import rollback
     from tasks.release.history import release_history
 
-    staging, production = sandbox_namespaces
+    production = sandbox_seed(staging=False)[1]
     apps, core = h.apis(sandbox_stack)
     blocks = h.register_blocks(sandbox_stack)
-    catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns=staging,
-                                  production_ns=production, blocks=blocks,
-                                  e2e_command=["{python}", "-c", "pass"], intervals=2,
+    catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns="unused", staging=False,
+                                  production_ns=production, blocks=blocks, intervals=2,
                                   keep_old_colour_s=600, lock_ttl_s=900, lock_wait_s=0)
     seed_record(core, production, "1.0.0", "0.9.0")
     h.push_all(sandbox_stack, "5.0.0")
-    when = (_green_up_blue_serving(apps, core, production) if step == "after-clone"
-            else _in_keep_window(core, production))
-    h.release_killed_when(when, what=step, catalogue=catalogue, version="5.0.0",
-                          workdir=tmp_path)
-    if step == "keep-window":  # committed: every Service on 5.0.0 when killed
-        assert h.selectors(core, production) == {s: "green" for s in h.ORDER}
+    when = {"after-clone": lambda: _green_up_blue_serving(apps, core, production),
+            "after-second-switch": lambda: _both_switched(core, production),
+            "mid-commit": lambda: _second_commit_hanging(apps),
+            "keep-window": lambda: _in_keep_window(core, production)}[step]()
+    try:
+        h.release_killed_when(when, what=step, catalogue=catalogue, version="5.0.0",
+                              workdir=tmp_path, services=KILLED)
+    finally:
+        h.api_faults(apps, "DELETE")
+    committed = step in ("mid-commit", "keep-window")
+    if step in ("after-second-switch", "keep-window"):
+        assert {h.selectors(core, production)[s] for s in KILLED} == {"green"}
+    if step == "mid-commit":
+        assert _one_version_after_reconcile(apps, core, catalogue, production) == {"5.0.0"}
     killed = next(r for r in release_history(core, production) if r.version == "5.0.0")
     with get_client(sync_client=True) as client:  # what the zombie automation does
         client.set_flow_run_state(killed.flow_run_id, Crashed(message="no heartbeat"),
@@ -191,8 +231,11 @@ def test_sigkill_at_a_step_then_one_rollback_is_consistent(
         n: f"{repo}:1.0.0" for n, (repo, _, _) in h.SERVICES.items()}
     assert all(n >= 1 for _, n in blue.values())
     history = release_history(core, production)
-    assert next(r for r in history if r.id == killed.id).outcome == "crashed"
-    # after-clone: back to the last committed (1.0.0); in the window 5.0.0 was committed, so
-    # back to what ran before it (the same 1.0.0 images, checked above)
+    record = next(r for r in history if r.id == killed.id)
+    assert record.outcome == "crashed"
+    # the record tells whether the killed release had committed (its colours went live)
+    assert record.colours == ({s: "green" for s in KILLED} if committed else {})
+    # not committed: back to the last committed (1.0.0); committed: to what ran before it
+    # (the same 1.0.0 images, checked above)
     assert (history[-1].kind, history[-1].outcome) == ("rollback", "succeeded")
-    assert history[-1].version == ("1.0.0" if step == "after-clone" else "before 5.0.0")
+    assert history[-1].version == ("before 5.0.0" if committed else "1.0.0")

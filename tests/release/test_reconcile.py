@@ -33,6 +33,24 @@ def test_uncommitted_switch_kept_when_previous_not_ready():
     assert actions[0].to_colour == "green"
 
 
+def test_a_committed_releases_pending_switches_are_kept_never_half_undone():
+    """Killed while clearing the marks: the first Service's were cleared, the second's not;
+    the record says r1 committed, so the second keeps green too (one version for both)."""
+    states = [state("green", READY, READY, name="a"),
+              state("green", READY, READY, pending="r1", previous="blue", name="b")]
+    actions, problems = plan(states, committed=frozenset({"r1"}))
+    assert [(a.service, a.to_colour) for a in actions] == [("b", "green")] and problems == []
+    assert "had committed" in actions[0].reason
+    # not committed (or another release committed): back to blue, as before
+    assert plan(states, committed=frozenset({"r0"}))[0][0].to_colour == "blue"
+
+
+def test_a_committed_switch_to_a_colour_without_ready_pods_goes_back():
+    actions, _ = plan([state("green", READY, DOWN, pending="r1", previous="blue")],
+                      committed=frozenset({"r1"}))
+    assert actions[0].to_colour == "blue" and "no ready pod" in actions[0].reason
+
+
 def test_traffic_moves_off_a_colour_with_no_ready_pod():
     actions, problems = plan([state("green", READY, DOWN)])
     assert actions[0].to_colour == "blue" and problems == []
