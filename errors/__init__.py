@@ -118,6 +118,10 @@ class BackupBusyError(RecoveryError):
     """Another backup of the same database held its concurrency slot for all of the wait."""
 
 
+class ArchiveCheckError(RecoveryError):
+    """The WAL archive is broken (a segment missing) or its newest WAL is too old (RPO)."""
+
+
 class DiskFullError(RecoveryError):
     """The restore host lacks the disk space a backup needs (not corruption)."""
 

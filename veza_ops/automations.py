@@ -162,7 +162,8 @@ def ensure_crash_rollback_automation(*, deployment: str = ROLLBACK_DEPLOYMENT) -
 
 ALERT_DEPLOYMENT = "alert/slack"
 NIGHTLY_DEPLOYMENT = "backup/nightly-full"
-ALERTED_FLOWS = ("backup", "prune-backups", "restore-test")
+ALERTED_FLOWS = ("backup", "prune-backups", "restore-test", "pitr-backup", "pitr-expire",
+                 "pitr-check")
 FAILURE_ALERT_AUTOMATION_NAME = "veza-ops: alert on failed backup, prune or restore-test runs"
 MISSED_NIGHTLY_AUTOMATION_NAME = "veza-ops: alert when no nightly backup completes in 25 h"
 MISSED_NIGHTLY_WITHIN = timedelta(hours=25)
@@ -218,10 +219,12 @@ def ensure_failure_alert_automation(
 ) -> str:
     """Create or update the automation that alerts on a Failed or Crashed recovery run.
 
-    Any run of the ``backup``, ``prune-backups`` or ``restore-test`` flow entering Failed or
-    Crashed runs the alert deployment with the run's flow, deployment, state, name, id and
-    state message rendered into its parameters (no secret: names only). The ``alert`` flow
-    itself is not watched, so a failing webhook cannot loop.
+    Any run of the ``backup``, ``prune-backups``, ``restore-test`` or PITR (``pitr-backup``,
+    ``pitr-expire``, ``pitr-check``) flow entering Failed or Crashed runs the alert
+    deployment with the run's flow, deployment, state, name, id and state message rendered
+    into its parameters (no secret: names only). The ``alert`` flow itself is not watched,
+    so a failing webhook cannot loop. The automation keeps its name (an existing one is
+    updated in place, not duplicated).
 
     Args:
         deployment: the alert deployment, ``flow/deployment``.
@@ -255,8 +258,8 @@ def ensure_failure_alert_automation(
         deployment_id = _deployment_id(client, deployment)
     automation = AutomationCore(
         name=name,
-        description="Posts a Slack alert (alert deployment) when a backup, prune-backups or "
-                    "restore-test run fails or crashes.",
+        description="Posts a Slack alert (alert deployment) when a backup, prune-backups, "
+                    "restore-test, pitr-backup, pitr-expire or pitr-check run fails or crashes.",
         trigger=EventTrigger(
             expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),

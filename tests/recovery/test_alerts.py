@@ -167,7 +167,7 @@ def test_alert_automations_are_idempotent_and_read_back(deployments, cleanup_aut
     assert trigger.match.get("prefect.resource.id") == ["prefect.flow-run.*"]
     assert trigger.match_related.get("prefect.resource.role") == ["flow"]
     assert sorted(trigger.match_related.get("prefect.resource.name")) == [
-        "backup", "prune-backups", "restore-test"]
+        "backup", "pitr-backup", "pitr-check", "pitr-expire", "prune-backups", "restore-test"]
     (action,) = on_failure.actions
     assert action.type == "run-deployment" and action.source == "selected"
     assert action.deployment_id == deployments["alert/slack"]

@@ -21,27 +21,12 @@ from sandbox.procs import free_port, wait_until
 from tasks.recovery.pitr import commands
 from tasks.recovery.pitr.info import pitr_window
 from tasks.recovery.pitr.restore import restore_to_time
-from tests.fixtures.pitr import PitrCluster, RunningPostgres, make_repo
-
-ARCHIVE_DEADLINE_S = 90.0
-
-
-def _archived(server: RunningPostgres, segment: str) -> bool:
-    with server.connect() as conn:
-        row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-    last = str(row[0]) if row and row[0] else ""
-    return bool(last) and last[:24] >= segment  # same timeline: names sort like positions
-
-
-def switch_and_wait_archived(server: RunningPostgres) -> str:
-    """Close the current WAL segment and wait until the archiver pushed it."""
-    with server.connect() as conn:
-        row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
-        assert row
-        conn.execute("SELECT pg_switch_wal()")
-    wait_until(lambda: _archived(server, row[0]), timeout=ARCHIVE_DEADLINE_S,
-               what=f"WAL segment {row[0]} archived", interval=0.2)
-    return str(row[0])
+from tests.fixtures.pitr import (
+    PitrCluster,
+    RunningPostgres,
+    make_repo,
+    switch_and_wait_archived,
+)
 
 
 def _insert(server: RunningPostgres, phase: str, count: int) -> None:

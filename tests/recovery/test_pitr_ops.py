@@ -7,10 +7,24 @@ takes the backups it needs and asserts on those.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from typing import Any
 
-from flows.pitr import pitr_expire
+import pytest
+from pydantic import SecretStr
+
+from blocks.postgres import PostgresDatabase
+from errors import ArchiveCheckError
+from flows.pitr import pitr_check, pitr_expire
 from tasks.recovery.pitr import commands
-from tests.fixtures.pitr import PitrCluster
+from tasks.recovery.pitr.archive import list_segments, position
+from tasks.recovery.pitr.markers import read_markers
+from tests.fixtures.pitr import (
+    PITR_DB_PASSWORD,
+    PitrCluster,
+    _moto_client,
+    switch_and_wait_archived,
+)
 
 
 def _position(segment: str | None) -> str:
@@ -44,3 +58,65 @@ def test_pitr_expire_applies_the_block_retention_and_reports_what_went(
     after = commands.info(repo, host)
     assert [b.label for b in after.backups] == [second.label]
     assert after.oldest_wal == report.oldest_wal_after
+
+
+def database_block(cluster: PitrCluster) -> PostgresDatabase:
+    """A PostgresDatabase block on the cluster's ``postgres`` database (TCP, password)."""
+    return PostgresDatabase(host="127.0.0.1", port=cluster.server.port, user=cluster.server.user,
+                            password=SecretStr(PITR_DB_PASSWORD), dbname="postgres",
+                            sslmode="disable")
+
+
+def _artifacts(flow_run_id: Any, key: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            key=ArtifactFilterKey(any_=[key])))
+
+
+def test_pitr_check_reports_the_rpo_writes_a_marker_and_finds_a_deleted_segment(
+    prefect_harness: None, pitr_module_cluster: PitrCluster, s3_server: Any
+) -> None:
+    cluster = pitr_module_cluster
+    repo, host = cluster.repo, cluster.host
+    full = commands.backup(repo, host, "full", timeout_s=600)
+    for _ in range(3):
+        switch_and_wait_archived(cluster.server)
+    name = f"pitr-check-{uuid.uuid4().hex[:8]}"
+    repo.save(name)
+    db = database_block(cluster)
+    db.save(f"{name}-db")
+
+    state = pitr_check(name, host=host, database_block=f"{name}-db", return_state=True)
+    check = state.result()
+    assert check.passed and check.missing_count == 0 and check.problems == []
+    assert check.rpo_seconds is not None and check.newest_archived_at is not None
+    assert check.newest and position(check.newest, 256) > position(full.wal_start or "", 256)
+    (artifact,) = _artifacts(state.state_details.flow_run_id, "pitr-check-veza")
+    assert "current RPO" in artifact.data
+    assert f"`{check.newest}`" in artifact.data and "no gap" in artifact.data
+    markers = read_markers(db, since=check.checked_at - timedelta(minutes=10))
+    assert [m.written_by for m in markers][-1:] == ["pitr-check"]
+
+    # delete one segment object between the backup's first WAL and the newest one
+    segments = list_segments(repo, [a.id for a in commands.info(repo, host).archives])
+    inside = [s for s in segments
+              if position(full.wal_start or "", 256) < position(s.name, 256)
+              < position(check.newest, 256)]
+    victim = inside[0]
+    _moto_client(s3_server).delete_object(Bucket=cluster.bucket, Key=victim.key)
+
+    state = pitr_check(name, host=host, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ArchiveCheckError, match=f"missing.*{victim.name}"):
+        state.result()
+    (artifact,) = _artifacts(state.state_details.flow_run_id, "pitr-check-veza")
+    assert "FAILED" in artifact.data and "1 segment(s) MISSING" in artifact.data
+    assert victim.name in artifact.data

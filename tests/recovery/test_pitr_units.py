@@ -29,6 +29,7 @@ from errors import (
     UnreachableError,
 )
 from errors.pgbackrest import MAX_PGBACKREST_DETAIL, translate, translate_status
+from tasks.recovery.pitr.archive import ArchivedSegment, assess_archive, render_check
 from tasks.recovery.pitr.expiry import expire_report, render_expire_report, retention_text
 from tasks.recovery.pitr.info import parse_info, pitr_window
 from tasks.recovery.pitr.report import backup_report
@@ -208,3 +209,39 @@ def test_expire_report_names_what_went_and_refuses_a_lost_newest_full() -> None:
                       ran_at=now)
     assert "30 days" in retention_text(repo())
     assert "newest 2 full" in retention_text(repo(pitr_window_days=None, retention_full_count=2))
+
+
+def _segments(names: list[str], at: datetime) -> list[ArchivedSegment]:
+    return [ArchivedSegment(name=n, key=f"r/archive/veza/15-1/{n[:16]}/{n}-{'0' * 40}.zst",
+                            archived_at=at) for n in names]
+
+
+def test_archive_check_finds_gaps_across_logs_and_timelines_and_judges_the_rpo() -> None:
+    info = parse_info(json.dumps(INFO), "veza")  # oldest backup starts at ...0003
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    fresh = now
+    names = [f"0000000100000000000000{n:02X}" for n in range(3, 0x100)]
+    names += ["000000010000000100000000", "000000020000000100000001"]  # log wrap, timeline 2
+    good = assess_archive(info, _segments(names, fresh), now=now, max_rpo_seconds=60)
+    assert good.passed and good.missing_count == 0 and good.rpo_seconds == 0
+    assert good.newest == "000000020000000100000001" and good.oldest_needed.endswith("03")
+    # a hole at the end of log 0 and one on timeline 2
+    holed = [n for n in names if n not in ("0000000100000000000000FF",)]
+    holed += ["000000020000000100000003"]
+    bad = assess_archive(info, _segments(holed, fresh), now=now, max_rpo_seconds=60)
+    assert bad.missing == ["0000000100000000000000FF", "000000020000000100000002"]
+    assert not bad.passed and "2 WAL segment(s) missing" in bad.problems[0]
+    assert "2 segment(s) MISSING" in render_check(bad)
+    # 64 MiB segments: 64 per log, so ...0000003F is followed by log 1
+    big = ["000000010000000000000003", "00000001000000000000003F", "000000010000000100000000"]
+    wide = assess_archive(info, _segments(big, fresh), now=now, max_rpo_seconds=60,
+                          segment_size_mb=64)
+    assert wide.missing_count == 0x3F - 4
+    stale = assess_archive(info, _segments(names, datetime(2026, 12, 2, 11, 0, tzinfo=UTC)),
+                           now=now, max_rpo_seconds=900)
+    assert stale.rpo_seconds == 3600 and "3600 s old (threshold 900 s)" in stale.problems[0]
+    empty = assess_archive(parse_info(json.dumps([{"name": "veza", "backup": []}]), "veza"),
+                           [], now=now, max_rpo_seconds=60)
+    assert len(empty.problems) == 2 and "no backup" in empty.problems[0]
+    with pytest.raises(InvalidInputError, match="wal_segment_size_mb"):
+        assess_archive(info, [], now=now, max_rpo_seconds=60, segment_size_mb=24)
