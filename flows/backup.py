@@ -10,6 +10,7 @@ from blocks.gpg import GpgEncryption
 from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
+from tasks.events import run_events
 from tasks.recovery.backup import backup_task, publish_backup_table
 from tasks.recovery.backup_slot import backup_slot, slot_wait_s
 from tasks.recovery.manifest import Manifest
@@ -61,7 +62,8 @@ def backup_flow(
     attempt = backup_task.with_options(
         retries=retries, retry_delay_seconds=retry_delay_seconds, timeout_seconds=timeout
     )
-    with backup_slot(db.dbname, wait_s=wait_s):  # retries included: no backup in between
+    with (run_events("backup", kind="database", name=db.dbname, details=lambda: {"kind": kind}),
+          backup_slot(db.dbname, wait_s=wait_s)):  # retries included: no backup in between
         outcome = attempt(db, store, encryption, kind=kind, role_passwords=include_role_passwords)
     publish_backup_table(outcome)
     return outcome.manifest

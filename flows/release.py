@@ -9,6 +9,7 @@ from prefect import Flow, flow, runtime
 from prefect.client.schemas.objects import FlowRun, State
 
 from flows.models import AnalysisOverrides, ReleaseSummary
+from tasks.events import release_events
 from tasks.release.build import check_commit, check_version, passthrough_env, run_build_task
 from tasks.release.canary import reconcile_canaries_task
 from tasks.release.canary_analysis import plan_lines
@@ -90,9 +91,9 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
                                                 bluegreen=bluegreen, build=not skip_build)
                               + (plan_lines(canary.env, specs, version) if canary else []))
 
-    with report.running(target), hold_locks([c for c in (target, staging) if c],
-                                            report.holder, run_id=run_id,
-                                            holder_state=flow_run_state) as locks:
+    with release_events(report), report.running(target), hold_locks(
+            [c for c in (target, staging) if c], report.holder, run_id=run_id,
+            holder_state=flow_run_state) as locks:
         report.lock_takeovers(locks.takeovers)
         # A crashed run's uncommitted switches are put back first (every service of the
         # catalogue, not only this run's), then the checklist gate.

@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger, runtime
 
 from errors import ReleaseError
 from flows.models import ReleaseSummary
+from tasks.events import release_events
 from tasks.release.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
 from tasks.release.clusters import Cluster, connect
 from tasks.release.history import record_release_task, release_history_task
@@ -45,7 +46,7 @@ def rollback(
     run_id = str(runtime.flow_run.id or "local")
     report = ReleaseReport.start(kind="rollback", environment=environment, version="?",
                                  triggered_by=triggered_by, run_id=run_id)
-    with report.running(c):
+    with release_events(report), report.running(c):
         # A release in its keep-old-colour window is asked to stop (and give the lock back).
         preempted = preempt_keep_window_task(c.coordination_v1, env.namespace, report.holder,
                                              wait_s=env.preempt_wait_s,

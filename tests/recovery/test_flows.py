@@ -22,6 +22,7 @@ from flows.restore import restore_flow
 from flows.restore_test import restore_test_flow
 from tasks.recovery.catalogue import artifact_key
 from tasks.recovery.manifest import Manifest
+from tests.events import read_events
 from tests.fixtures.recovery import SEED_COUNTS, drop_db
 
 
@@ -116,7 +117,7 @@ def test_flow_fails_on_unknown_block_name(prefect_harness, saved_blocks):
     assert err.value.field == "database_block" and "no-such-db" in str(err.value)
 
 
-def test_restore_test_flow_fails_loudly_on_smoke_failure(saved_blocks):
+def test_restore_test_flow_fails_loudly_on_smoke_failure(saved_blocks, seeded_db):
     backup_flow(database_block=saved_blocks["database_block"],
                 store_block=saved_blocks["store_block"],
                 encryption_block=saved_blocks["encryption_block"], kind="hourly")
@@ -125,6 +126,14 @@ def test_restore_test_flow_fails_loudly_on_smoke_failure(saved_blocks):
                           store_block=saved_blocks["store_block"],
                           decryption_block=saved_blocks["decryption_block"],
                           smoke_sql=["SELECT false"])
+    events = read_events(f"veza-ops.database.{seeded_db.dbname}",
+                         until=lambda found: len(found) >= 4)
+    assert [e.event for e in events] == [
+        "veza-ops.backup.started", "veza-ops.backup.succeeded",
+        "veza-ops.restore-test.started", "veza-ops.restore-test.failed"]
+    assert events[1].payload == {"kind": "hourly", "outcome": "succeeded",
+                                 "duration_s": events[1].payload["duration_s"]}
+    assert "smoke query 1" in events[3].payload["reason"]
 
 
 @pytest.mark.parametrize(("change", "attempts"), [("port", 2), ("password", 1)])

@@ -20,6 +20,7 @@ from errors import (
     VerificationError,
 )
 from sandbox.procs import wait_until
+from tests.events import read_events, related
 from tests.release import helpers as h
 
 pytestmark = pytest.mark.timeout(420)
@@ -188,6 +189,14 @@ class TestRolledBackReleases:
         record = last_release(env.core, env.production)
         assert record is not None and record.outcome == "rolled-back"
         assert record.timings["restoration_s"] >= 0.0 and "detection_s" in record.timings
+        events = read_events("veza-ops.environment.production",
+                             where=lambda e: e.payload.get("release_id") == record.id,
+                             until=lambda found: len(found) >= 2)
+        assert [e.event for e in events] == ["veza-ops.release.started",
+                                             "veza-ops.release.rolled-back"]
+        assert related(events[1], "version") == ["2.2.0"]
+        assert events[1].payload["outcome"] == "rolled-back"
+        assert "success rate" in events[1].payload["reason"]
 
     def test_third_service_failing_rolls_back_the_first_two(self, rolled_back_env):
         """Priority 3: the stream server's p99 breaks the threshold after two switches."""
@@ -336,7 +345,8 @@ def test_manual_rollback_after_good_release(env):
 
     h.push_all(env.sandbox, "2.9.0")
     catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=1, keep_old_colour_s=0)
-    assert run_release(catalogue, "2.9.0", skip_build=True).outcome == "succeeded"
+    released = run_release(catalogue, "2.9.0", skip_build=True)
+    assert released.outcome == "succeeded"
     assert all(n == 0 for _, n in h.images(env.apps, env.production, "blue").values())
     summary = rollback(environment="production", catalogue_path=catalogue,
                        triggered_by="test")
@@ -347,6 +357,16 @@ def test_manual_rollback_after_good_release(env):
     assert served_image(env.url(env.production, "veza-backend-api")) == "veza/backend-api:1.0.0"
     record = last_release(env.core, env.production)
     assert record is not None and record.kind == "rollback" and record.outcome == "succeeded"
+    ids = {released.release_id, record.id}
+    events = read_events("veza-ops.environment.production",
+                         where=lambda e: e.payload.get("release_id") in ids,
+                         until=lambda found: len(found) >= 4)
+    assert [e.event for e in events] == [
+        "veza-ops.release.started", "veza-ops.release.succeeded",
+        "veza-ops.rollback.started", "veza-ops.rollback.succeeded"]
+    assert related(events[1], "version") == ["2.9.0"]
+    assert sorted(related(events[1], "service")) == sorted(h.ORDER)
+    assert related(events[3], "version") == [record.version]  # what it went back to
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [

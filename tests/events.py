@@ -1,0 +1,48 @@
+"""Read veza-ops events back through the Prefect API (tests of the events the flows emit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def read_events(resource_id: str, *, where: Callable[[Any], bool] = lambda e: True,
+                until: Callable[[list[Any]], bool], timeout: float = 60.0) -> list[Any]:
+    """The newest 50 ``veza-ops.*`` events of a resource that pass ``where``, once ``until`` holds.
+
+    Events travel from the flow's events worker to the server, which persists them in
+    batches: this waits (on the condition, with a deadline) rather than reading once.
+
+    Args:
+        resource_id: the primary resource, e.g. ``veza-ops.environment.production``.
+        where: keeps the events of this test (e.g. by payload ``release_id``).
+        until: true once every expected event is there.
+        timeout: seconds before the wait fails.
+
+    Returns:
+        The events, oldest first.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.events.worker import EventsWorker
+
+    from sandbox.procs import wait_until
+
+    EventsWorker.drain_all(timeout=30)
+    found: list[Any] = []
+
+    def read() -> bool:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(
+                event=EventNameFilter(prefix=["veza-ops."]),
+                resource=EventResourceFilter(id=[resource_id])), limit=50)
+        found[:] = sorted((e for e in page.events if where(e)), key=lambda e: e.occurred)
+        return until(found)
+
+    wait_until(read, timeout=timeout, what=f"the events of {resource_id}")
+    return found
+
+
+def related(event: Any, role: str) -> list[str]:
+    """The names of an event's related resources with a role (``version``, ``service``...)."""
+    return [r.get("prefect.resource.name") or r.id for r in event.related if r.role == role]
