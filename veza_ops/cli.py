@@ -16,6 +16,7 @@ from typing import Any
 from veza_ops.automations import add_automations_command, run_automations_command
 from veza_ops.backups import add_backups_command, run_backups_command
 from veza_ops.blocks_setup import add_blocks_command, run_blocks_command
+from veza_ops.cockpit import add_cockpit_commands, run_history_command, run_status_command
 from veza_ops.demo import add_demo_command, run_demo_command
 from veza_ops.metrics import add_metrics_command, run_metrics_command
 from veza_ops.trigger import add_trigger_command, run_trigger_command
@@ -74,6 +75,23 @@ def _run_sandbox(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def version() -> str:
+    """The installed distribution's version (the package's own when not installed).
+
+    Returns:
+        e.g. ``0.1.0``.
+    """
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("veza-ops")
+    except PackageNotFoundError:
+        from veza_ops import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``veza-ops`` with every subcommand group.
 
@@ -83,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="veza-ops", description="Release and disaster-recovery operations of Veza."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_sandbox_commands(subparsers)
     add_trigger_command(subparsers)
@@ -91,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backups_command(subparsers)
     add_automations_command(subparsers)
     add_metrics_command(subparsers)
+    add_cockpit_commands(subparsers)
     return parser
 
 
@@ -102,6 +122,8 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "backups": run_backups_command,
     "automations": run_automations_command,
     "metrics": run_metrics_command,
+    "status": run_status_command,
+    "history": run_history_command,
 }
 NEEDS_SANDBOX = frozenset({"sandbox", "demo"})
 
