@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import copy
 import logging
 import threading
 import time
@@ -14,6 +13,7 @@ from sandbox.k8s import resources as r
 from sandbox.k8s.customresources import name_conflicts, resources_of, sync_registry
 from sandbox.k8s.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
 from sandbox.k8s.objects import (
+    clone,
     generation_body,
     initialise,
     now_timestamp,
@@ -79,7 +79,7 @@ class Store:
         for kind, res, obj in pending:
             for callback in list(self._subscribers):
                 try:
-                    callback(kind, res, copy.deepcopy(obj))
+                    callback(kind, res, clone(obj))
                 except Exception:
                     log.exception("store subscriber failed on %s %s", kind, res.plural)
 
@@ -99,7 +99,7 @@ class Store:
             NotFound: when it does not exist.
         """
         with self._cond:
-            return served_as(res, copy.deepcopy(self._find(res, namespace, name)))
+            return served_as(res, clone(self._find(res, namespace, name)))
 
     def list(
         self,
@@ -124,7 +124,7 @@ class Store:
         fields_match = parse_field_selector(field_selector)
         with self._cond:
             items = [
-                served_as(res, copy.deepcopy(obj))
+                served_as(res, clone(obj))
                 for (ns, _), obj in sorted(self._bucket(res).items())
                 if (not namespace or not res.namespaced or ns == namespace)
                 and labels_match(obj["metadata"].get("labels") or {})
@@ -173,13 +173,13 @@ class Store:
                 raise Invalid(res.kind, meta["name"], causes, group=res.group)
             initialise(res, obj, resource_version=self._rv + 1)
             if dry_run:
-                return copy.deepcopy(obj)
+                return clone(obj)
             self._rv += 1
             self._bucket(res)[key] = obj
             self._record(res, "ADDED", obj, None, pending)
             if res == r.CRDS:
                 sync_registry(self.resources, None, obj)
-            result = copy.deepcopy(obj)
+            result = clone(obj)
         self._notify(pending)
         if res == r.NAMESPACES:  # the ServiceAccount controller's part
             try:
@@ -200,18 +200,18 @@ class Store:
         meta["resourceVersion"] = old_meta["resourceVersion"]
         new["apiVersion"], new["kind"] = res.api_version, res.kind
         if new == current:
-            return copy.deepcopy(current)
+            return clone(current)
         if generation_body(new) != generation_body(current):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         if dry_run:
-            return copy.deepcopy(new)
+            return clone(new)
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
         self._bucket(res)[(meta.get("namespace", ""), meta["name"])] = new
         self._record(res, "MODIFIED", new, current, pending)
         if res == r.CRDS:
             sync_registry(self.resources, current, new)
-        return copy.deepcopy(new)
+        return clone(new)
 
     def update(self, res: r.Resource, namespace: str | None, obj: Obj, *,
                subresource: str | None = None, dry_run: bool = False) -> Obj:
@@ -266,7 +266,7 @@ class Store:
         pending: builtins.list[tuple[str, r.Resource, Obj]] = []
         with self._cond:
             current = self._find(res, namespace, name)
-            patched = fn(copy.deepcopy(current))
+            patched = fn(clone(current))
             rv = (patched.get("metadata") or {}).get("resourceVersion")
             if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
                 raise Conflict(res.plural, name, group=res.group)
@@ -296,11 +296,11 @@ class Store:
         pending: builtins.list[tuple[str, r.Resource, Obj]] = []
         with self._cond:
             current = self._find(res, namespace, name)
-            new = copy.deepcopy(current)
+            new = clone(current)
             fn(new)
             if subresource == "status":
                 status = new.get("status")
-                new = copy.deepcopy(current)
+                new = clone(current)
                 new["status"] = status
             result = self._commit(res, current, new, pending)
         self._notify(pending)
@@ -329,7 +329,7 @@ class Store:
         with self._cond:
             current = self._find(res, namespace, name)
             if dry_run:
-                return copy.deepcopy(current)
+                return clone(current)
             result = self._delete_locked(res, current, propagation, pending)
         self._notify(pending)
         return result
@@ -339,7 +339,7 @@ class Store:
         meta = current["metadata"]
         self._bucket(res).pop((meta.get("namespace", ""), meta["name"]), None)
         self._rv += 1
-        gone = copy.deepcopy(current)
+        gone = clone(current)
         gone["metadata"]["resourceVersion"] = str(self._rv)
         self._record(res, "DELETED", gone, current, pending)
         if res == r.NAMESPACES:
@@ -360,13 +360,13 @@ class Store:
                 if not any(ref.get("uid") == uid for ref in refs):
                     continue
                 if propagation == "Orphan":
-                    new = copy.deepcopy(obj)
+                    new = clone(obj)
                     new["metadata"]["ownerReferences"] = [
                         ref for ref in refs if ref.get("uid") != uid]
                     self._commit(other, obj, new, pending)
                 else:
                     self._delete_locked(other, obj, propagation, pending)
-        return copy.deepcopy(gone)
+        return clone(gone)
 
     # ----------------------------------------------------------------- watch
     def subscribe(self, callback: Subscriber) -> None:
@@ -418,7 +418,7 @@ class Store:
         deadline = time.monotonic() + (timeout if timeout is not None else 1800.0)
         with self._cond:
             pos = self._log.start_after(resource_version)
-            initial = [] if pos is not None else [served_as(res, copy.deepcopy(o)) for _, o in
+            initial = [] if pos is not None else [served_as(res, clone(o)) for _, o in
                                                    sorted(self._bucket(res).items()) if matches(o)]
             pos = self._rv if pos is None else pos
         for obj in initial:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections import deque
@@ -12,6 +11,7 @@ from typing import Any
 
 from sandbox.k8s import resources as r
 from sandbox.k8s.errors import BadRequest, Gone
+from sandbox.k8s.objects import clone
 from sandbox.k8s.selectors import parse_field_selector, parse_label_selector
 
 Obj = dict[str, Any]
@@ -196,6 +196,6 @@ class EventLog:
                     kind = "ADDED" if now else "DELETED"
                 if now or before:
                     last_sent = time.monotonic()
-                    yield kind, served_as(res, copy.deepcopy(event.obj))
+                    yield kind, served_as(res, clone(event.obj))
             if stop is not None and stop.is_set():
                 return

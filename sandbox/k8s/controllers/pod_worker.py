@@ -294,6 +294,9 @@ class PodWorker:
         ran = now - rt.process.started_monotonic if rt.process else 0.0
         rt.process = None
         rt.ready = False
+        for prober in (rt.readiness, rt.liveness):
+            if prober is not None:
+                prober.close()
         rt.readiness = rt.liveness = None
         finished = {
             "exitCode": code,

@@ -30,7 +30,8 @@ def resolve_port(port: int | str | None, ports: Mapping[str, int], default: int)
     return ports.get(str(port), default)
 
 
-def http_get(host: str, port: int, path: str, *, timeout: float) -> tuple[bool, str]:
+def http_get(host: str, port: int, path: str, *, timeout: float,
+             kept: dict[str, http.client.HTTPConnection] | None = None) -> tuple[bool, str]:
     """One probe request: success is a status in 200..399, as the kubelet counts it.
 
     Args:
@@ -38,23 +39,50 @@ def http_get(host: str, port: int, path: str, *, timeout: float) -> tuple[bool, 
         port: port.
         path: request path.
         timeout: seconds for connect and read.
+        kept: where the probe keeps its connection between runs (one entry, key ``conn``).
+            Pods speak HTTP/1.1: a kept-alive connection spares a TCP handshake and a server
+            thread per probe. A kept connection the pod closed meanwhile is replaced once
+            (that is not a failure); a timeout or a refused connection is.
 
     Returns:
         ``(success, detail)`` where detail explains a failure.
     """
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path or "/", headers={"User-Agent": "kube-probe/1.32"})
-        response = conn.getresponse()
-        response.read()
+    kept = {} if kept is None else kept
+    while True:
+        old = kept.pop("conn", None)
+        reused = old is not None and (old.host, old.port) == (host, port)
+        if old is not None and reused:
+            conn = old
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+        else:
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    old.close()
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("GET", path or "/", headers={"User-Agent": "kube-probe/1.32"})
+            response = conn.getresponse()
+            response.read()
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
+                http.client.CannotSendRequest) as exc:
+            with contextlib.suppress(OSError):
+                conn.close()
+            if reused:
+                continue
+            return False, f'Get "http://{host}:{port}{path}": {exc}'
+        except (OSError, http.client.HTTPException) as exc:
+            with contextlib.suppress(OSError):
+                conn.close()
+            return False, f'Get "http://{host}:{port}{path}": {exc}'
+        if response.will_close:
+            conn.close()
+        else:
+            kept["conn"] = conn
         if 200 <= response.status < 400:
             return True, ""
         return False, f"HTTP probe failed with statuscode: {response.status}"
-    except (OSError, http.client.HTTPException) as exc:
-        return False, f'Get "http://{host}:{port}{path}": {exc}'
-    finally:
-        with contextlib.suppress(OSError):
-            conn.close()
 
 
 @dataclass
@@ -76,6 +104,7 @@ class Prober:
     _successes: int = field(init=False, default=0)
     _failures: int = field(init=False, default=0)
     _next_at: float = field(init=False)
+    _kept: dict[str, http.client.HTTPConnection] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.result = self.initial
@@ -112,7 +141,8 @@ class Prober:
             port = resolve_port(action.get("port"), self.ports, self.default_port)
             host = str(action.get("host") or self.host)
             timeout = float(self.spec.get("timeoutSeconds") or 1)
-            success, detail = http_get(host, port, str(action.get("path") or "/"), timeout=timeout)
+            success, detail = http_get(host, port, str(action.get("path") or "/"),
+                                       timeout=timeout, kept=self._kept)
         self.last_detail = detail
         before = self.result
         if success:
@@ -126,6 +156,13 @@ class Prober:
             if self._failures >= int(self.spec.get("failureThreshold") or 3):
                 self.result = False
         return self.result != before
+
+    def close(self) -> None:
+        """Close the probe's kept-alive connection (the container stopped)."""
+        conn = self._kept.pop("conn", None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
 
     @property
     def failing(self) -> bool:
