@@ -8,11 +8,14 @@ PREFECT_API_KEY when set); they are never printed.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+from veza_ops.trigger_params import ParamError, ci_commit, fill_commit, parse_params, typed_params
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -32,30 +35,6 @@ class TriggerOutcome:
     state: str | None
     link: str | None
     reason: str
-
-
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` pairs; values are JSON when they parse as JSON, else strings.
-
-    Args:
-        pairs: the ``--param`` arguments.
-
-    Returns:
-        Parameter name to value.
-
-    Raises:
-        TriggerError: when a pair has no ``=`` or an empty key.
-    """
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise TriggerError(f"--param {pair!r}: expected key=value (value may be JSON)")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
-    return params
 
 
 def check_params(params: dict[str, Any], defaults: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -112,10 +91,82 @@ def _explain_http(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _transient(exc: Exception) -> bool:
+    """A failure to read the run that a later poll may not see (network, 5xx, 429)."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(exc, httpx.TransportError):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError | PrefectHTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return False
+
+
+def follow(read_state: Any, *, run_id: str, link: str, timeout: float, poll_interval: float,
+           out: TextIO) -> TriggerOutcome:
+    """Follow a run's state until it is final or ``timeout`` passes.
+
+    A failed read that may be transient (the network, a 5xx or 429 from the API or a proxy) is
+    retried, backing off up to 15 s, until the deadline: the run goes on meanwhile, and exiting
+    2 would tell CI it failed. Other API errors end the wait at once.
+
+    Args:
+        read_state: returns the run's current state (a Prefect ``State`` or None).
+        run_id: the run's id.
+        link: its UI link.
+        timeout: seconds to follow it.
+        poll_interval: seconds between reads.
+        out: where progress lines go.
+
+    Returns:
+        The outcome.
+
+    Raises:
+        Exception: the first error that is not transient.
+    """
+    deadline = time.monotonic() + timeout
+    last: str | None = None
+    failures = 0
+    while True:
+        try:
+            state = read_state()
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            failures += 1
+            if failures == 1:
+                print(f"lost the Prefect API ({_explain_http(exc)}); the run goes on, retrying "
+                      "until the timeout", file=out)
+            state = None
+        else:
+            if failures:
+                print(f"Prefect API reachable again after {failures} failed read(s)", file=out)
+            failures = 0
+        if state is not None and state.name != last:
+            last = state.name
+            print(f"state: {state.name}", file=out)
+        if state is not None and state.is_final():
+            if state.is_completed():
+                return TriggerOutcome(EXIT_OK, run_id, state.name, link, "completed")
+            reason = (state.message or state.name or "failed").splitlines()[0][:300]
+            return TriggerOutcome(EXIT_FAILED, run_id, state.name, link, reason)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            unreachable = " (the Prefect API unreachable at the end)" if failures else ""
+            return TriggerOutcome(EXIT_ERROR, run_id, last, link,
+                                  f"timed out after {timeout:.0f}s{unreachable}; the run "
+                                  f"goes on: {link}")
+        pause = poll_interval * 2 ** min(failures, 5) if failures else poll_interval
+        time.sleep(min(pause, 15.0, remaining))
+
+
 def trigger(
     deployment: str,
     params: dict[str, Any],
     *,
+    text_params: dict[str, str] | None = None,
+    commit: Mapping[str, str] | None = None,
     idempotency_key: str | None = None,
     wait: bool = False,
     timeout: float = 3600.0,
@@ -127,6 +178,10 @@ def trigger(
     Args:
         deployment: ``FLOW/DEPLOYMENT``.
         params: parameter overrides, validated against the deployment's schema first.
+        text_params: overrides as given on a command line, typed by the schema
+            (:func:`typed_params`).
+        commit: the CI commit (:func:`ci_commit`), added as ``commit_sha`` and
+            ``commit_timestamp`` when the deployment takes them and they were not given.
         idempotency_key: the same key never creates a second run of this deployment.
         wait: follow the run until it ends (or ``timeout``).
         timeout: seconds to wait when ``wait``.
@@ -158,6 +213,8 @@ def trigger(
                     "or check the name with `prefect deployment ls`"
                 ) from exc
             schema = dict(dep.parameter_openapi_schema or {})
+            params = {**params, **typed_params(text_params or {}, schema)}
+            params = fill_commit(params, schema, commit or {})
             check_params(params, dict(dep.parameters or {}), schema)
             run = client.create_flow_run_from_deployment(
                 dep.id, parameters=params, idempotency_key=idempotency_key
@@ -167,28 +224,12 @@ def trigger(
             print(f"flow run {run.name} ({run_id}): {link}", file=out)
             if not wait:
                 return TriggerOutcome(EXIT_OK, run_id, run.state_name, link, "created")
-            deadline = time.monotonic() + timeout
-            last = None
-            while True:
-                run = client.read_flow_run(run.id)
-                state = run.state
-                if state is not None and state.name != last:
-                    last = state.name
-                    print(f"state: {state.name}", file=out)
-                if state is not None and state.is_final():
-                    if state.is_completed():
-                        return TriggerOutcome(EXIT_OK, run_id, state.name, link, "completed")
-                    reason = (state.message or state.name or "failed").splitlines()[0][:300]
-                    return TriggerOutcome(EXIT_FAILED, run_id, state.name, link, reason)
-                if time.monotonic() >= deadline:
-                    return TriggerOutcome(
-                        EXIT_ERROR,
-                        run_id,
-                        state.name if state else None,
-                        link,
-                        f"timed out after {timeout:.0f}s; the run goes on: {link}",
-                    )
-                time.sleep(poll_interval)
+            try:
+                return follow(lambda: client.read_flow_run(run.id).state, run_id=run_id,
+                              link=link, timeout=timeout, poll_interval=poll_interval, out=out)
+            except ObjectNotFound as exc:
+                raise TriggerError(f"flow run {run_id} no longer exists on {api_url} (deleted "
+                                   "while it was followed)") from exc
     except TriggerError:
         raise
     except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
@@ -208,7 +249,13 @@ def add_trigger_command(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. release/production")
-    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+        help="a flow parameter (repeat): the value is JSON when that fits the parameter's type "
+        "(skip_build=true, services='[\"veza-web\"]'), else text (version=1.10 stays the "
+        "string \"1.10\" for a string parameter); checked against the deployment's schema "
+        "before any run is created. commit_sha and commit_timestamp, when the deployment "
+        "takes them, default to GITHUB_SHA (else git HEAD) and its commit time")
     p.add_argument("--idempotency-key", help="e.g. the commit SHA: never creates a second run")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (with --wait)")
@@ -226,12 +273,14 @@ def run_trigger_command(args: argparse.Namespace) -> int:
     try:
         outcome = trigger(
             args.deployment,
-            parse_params(args.param),
+            {},
+            text_params=parse_params(args.param),
+            commit=ci_commit(os.environ),
             idempotency_key=args.idempotency_key,
             wait=args.wait,
             timeout=args.timeout,
         )
-    except TriggerError as exc:
+    except (TriggerError, ParamError) as exc:
         print(f"veza-ops trigger: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if outcome.exit_code != EXIT_OK:
