@@ -211,9 +211,14 @@ class DatabaseHost(BaseModel):
     )
     spool_path: str = Field(default="/var/spool/pgbackrest", description="pgBackRest spool-path.")
     executable: str = Field(default="pgbackrest", description="The pgbackrest program.")
+    pg_bin_dir: str = Field(
+        default="/usr/lib/postgresql/15/bin",
+        description="PostgreSQL's programs (pg_ctl, pg_controldata) for restored clusters.",
+    )
 
     @field_validator(
-        "data_directory", "socket_dir", "config_path", "log_path", "lock_path", "spool_path"
+        "data_directory", "socket_dir", "config_path", "log_path", "lock_path", "spool_path",
+        "pg_bin_dir",
     )
     @classmethod
     def _safe(cls, value: str, info: Any) -> str:

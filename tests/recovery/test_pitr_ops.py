@@ -7,18 +7,24 @@ takes the backups it needs and asserts on those.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from pydantic import SecretStr
 
 from blocks.postgres import PostgresDatabase
-from errors import ArchiveCheckError
+from errors import ArchiveCheckError, RestoreRefusedError
 from flows.pitr import pitr_check, pitr_expire
+from flows.restore import pitr_restore_flow
+from flows.restore_test import pitr_restore_test_flow
+from sandbox.procs import free_port, wait_until
+from tasks.recovery.pitr import cluster as restored_cluster
 from tasks.recovery.pitr import commands
 from tasks.recovery.pitr.archive import list_segments, position
-from tasks.recovery.pitr.markers import read_markers
+from tasks.recovery.pitr.info import PitrBackup
+from tasks.recovery.pitr.markers import read_markers, write_marker
 from tests.fixtures.pitr import (
     PITR_DB_PASSWORD,
     PitrCluster,
@@ -120,3 +126,99 @@ def test_pitr_check_reports_the_rpo_writes_a_marker_and_finds_a_deleted_segment(
     (artifact,) = _artifacts(state.state_details.flow_run_id, "pitr-check-veza")
     assert "FAILED" in artifact.data and "1 segment(s) MISSING" in artifact.data
     assert victim.name in artifact.data
+
+
+def _server_now(cluster: PitrCluster) -> datetime:
+    with cluster.server.connect() as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row
+    return row[0]  # type: ignore[no-any-return]
+
+
+def _past(cluster: PitrCluster, full: PitrBackup, *also: datetime) -> datetime:
+    """A server time past the second the full's stop was recorded in (pgBackRest restores
+    only from a backup that stopped before the target) and past ``also``."""
+    floor = max([full.stopped_at + timedelta(seconds=1), *also])
+    wait_until(lambda: _server_now(cluster) > floor, timeout=30, what="a later server time",
+               interval=0.1)
+    return _server_now(cluster)
+
+
+def test_pitr_restore_refuses_a_busy_directory_or_port_then_recovers_to_the_time(
+    prefect_harness: None, pitr_module_cluster: PitrCluster
+) -> None:
+    cluster = pitr_module_cluster
+    repo, host, server = cluster.repo, cluster.host, cluster.server
+    name = f"pitr-restore-{uuid.uuid4().hex[:8]}"
+    repo.save(name)
+    with server.connect() as conn:
+        conn.execute("CREATE TABLE restore_marks (phase text NOT NULL)")
+    full = commands.backup(repo, host, "full", timeout_s=600)
+    with server.connect() as conn:
+        conn.execute("INSERT INTO restore_marks SELECT 'before' FROM generate_series(1, 7)")
+    target = _past(cluster, full)
+    with server.connect() as conn:
+        conn.execute("INSERT INTO restore_marks VALUES ('after')")
+    switch_and_wait_archived(server)
+
+    busy = cluster.scratch_dir("busy")
+    busy.mkdir()
+    (busy / "PG_VERSION").write_text("15\n")
+    elsewhere = host.model_copy(update={"port": free_port()})
+    refusals = [
+        (str(busy), free_port(), host, "not empty"),
+        (str(cluster.scratch_dir("x")), host.port, host, "live cluster"),
+        (str(cluster.scratch_dir("x")), server.port, elsewhere, "is taken"),  # a running one
+    ]
+    for directory, port, where, why in refusals:
+        with pytest.raises(RestoreRefusedError, match=why):
+            pitr_restore_flow(name, target_time=target, target_directory=directory, port=port,
+                              host=where)
+    assert [p.name for p in busy.iterdir()] == ["PG_VERSION"]
+
+    data = cluster.scratch_dir("restored")
+    outcome = pitr_restore_flow(name, target_time=target, target_directory=str(data),
+                                port=free_port(), host=host)
+    try:
+        conninfo = server.conninfo().replace(f"port={server.port}", f"port={outcome.port}")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            counts: dict[str, int] = dict(conn.execute(
+                "SELECT phase, count(*) FROM restore_marks GROUP BY phase").fetchall())
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            archive_mode = conn.execute("SHOW archive_mode").fetchone()
+        assert counts == {"before": 7}
+        assert in_recovery == (False,) and archive_mode == ("off",)
+        assert outcome.recovered_to is not None and outcome.recovered_to <= target
+        assert outcome.wal_replayed_bytes and outcome.seconds > 0
+    finally:
+        restored_cluster.stop(host, data)
+    assert not (data / "postmaster.pid").exists()
+
+
+def test_pitr_restore_test_recovers_markers_before_the_target_and_none_after(
+    prefect_harness: None, pitr_module_cluster: PitrCluster
+) -> None:
+    cluster = pitr_module_cluster
+    repo, host = cluster.repo, cluster.host
+    name = f"pitr-rt-{uuid.uuid4().hex[:8]}"
+    repo.save(name)
+    db = database_block(cluster)
+    db.save(f"{name}-db")
+    full = commands.backup(repo, host, "full", timeout_s=600)
+    before = write_marker(db, "test")
+    target = _past(cluster, full, before.written_at + timedelta(seconds=3))
+
+    state = pitr_restore_test_flow(name, f"{name}-db", host=host, target_time=target,
+                                   scratch_root=str(cluster.root), return_state=True)
+    report = state.result()
+    assert report.passed, report.problems
+    assert report.markers_checked >= 2  # ours before the target, the run's own after it
+    assert report.recovered_to is not None and report.recovered_to <= target
+    assert report.rto_seconds and "btree indexes checked" in report.amcheck
+    (artifact,) = _artifacts(state.state_details.flow_run_id, "restore-test-pitr-veza")
+    assert "PASSED" in artifact.data and "recovered to" in artifact.data
+    # the scratch directory is gone and no server is left on it
+    assert not list(cluster.root.glob("veza-pitr-test-*"))
+    after = [m for m in read_markers(db, target) if m.written_by == "restore-test"]
+    assert after  # the run's own marker, written after the target, in the source only
+

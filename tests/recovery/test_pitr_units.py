@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,8 +30,11 @@ from errors import (
 )
 from errors.pgbackrest import MAX_PGBACKREST_DETAIL, translate, translate_status
 from tasks.recovery.pitr.archive import ArchivedSegment, assess_archive, render_check
+from tasks.recovery.pitr.cluster import check_port_free, recovery_facts
 from tasks.recovery.pitr.expiry import expire_report, render_expire_report, retention_text
 from tasks.recovery.pitr.info import parse_info, pitr_window
+from tasks.recovery.pitr.markers import Marker
+from tasks.recovery.pitr.recovery import check_target_in_window, verify_markers
 from tasks.recovery.pitr.report import backup_report
 from tasks.recovery.pitr.restore import check_restore_target, format_target
 from tasks.recovery.pitr.runner import build_argv, private_config
@@ -245,3 +248,42 @@ def test_archive_check_finds_gaps_across_logs_and_timelines_and_judges_the_rpo()
     assert len(empty.problems) == 2 and "no backup" in empty.problems[0]
     with pytest.raises(InvalidInputError, match="wal_segment_size_mb"):
         assess_archive(info, [], now=now, max_rpo_seconds=60, segment_size_mb=24)
+
+
+def test_restore_guards_and_what_the_recovery_log_says(tmp_path: Path) -> None:
+    info = parse_info(json.dumps(INFO), "veza")  # the full stopped at 1796125230
+    stop = datetime.fromtimestamp(1796125230, UTC)
+    with pytest.raises(InvalidInputError, match=r"target_time.*future"):
+        check_target_in_window(info, stop, stop - timedelta(seconds=1))
+    with pytest.raises(InvalidInputError, match="before the end of the oldest backup"):
+        check_target_in_window(info, stop, stop + timedelta(days=1))
+    check_target_in_window(info, stop + timedelta(seconds=1), stop + timedelta(days=1))
+    host = DatabaseHost(port=5432, socket_dir=str(tmp_path))
+    with pytest.raises(RestoreRefusedError, match="live cluster"):
+        check_port_free(5432, host)
+    (tmp_path / ".s.PGSQL.6543").touch()
+    with pytest.raises(RestoreRefusedError, match="is taken"):
+        check_port_free(6543, host)
+    log = tmp_path / "server.log"
+    log.write_text("LOG:  redo starts at 0/2000028\nLOG:  recovery stopping before commit\n"
+                   "LOG:  redo done at 1/00000100 system usage: ...\n"
+                   "LOG:  last completed transaction was at log time 2026-12-02 02:00:00.5+00\n")
+    facts = recovery_facts(log)
+    assert facts.recovered_to == datetime(2026, 12, 2, 2, 0, 0, 500000, tzinfo=UTC)
+    assert facts.wal_replayed_bytes == (1 << 32) + 0x100 - 0x2000028
+
+
+def test_markers_before_the_target_must_be_restored_and_none_after() -> None:
+    target = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+    def marker(seconds: float, name: str) -> Marker:
+        return Marker(id=name, written_at=target + timedelta(seconds=seconds), written_by="t")
+
+    old, close, after = marker(-60, "old"), marker(-1, "close"), marker(30, "after")
+    assert verify_markers([old, close, after], [old], target, after) == (2, [])
+    _, lost = verify_markers([old], [], target, after)
+    assert "1 marker(s) written before the target are missing" in lost[0]
+    _, past = verify_markers([old], [old, after], target, after)
+    assert "recovery went past it" in past[0]
+    _, none = verify_markers([], [], target, after)
+    assert "no marker written before the target" in none[0]

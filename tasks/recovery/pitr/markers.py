@@ -9,15 +9,16 @@ the WAL replay stopped where it was asked to, and everything committed before is
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from blocks.postgres import PostgresDatabase
-from errors import retry_on_transient
+from errors import ArchiveCheckError, retry_on_transient
 from tasks.recovery.postgres import connect
 
 MARKER_TABLE = "veza_ops_pitr_marker"
@@ -36,18 +37,22 @@ class Marker(BaseModel):
     id: str
     written_at: datetime
     written_by: str
+    segment: str | None = Field(
+        default=None, description="The WAL segment closed after it (when switched).")
 
 
-def write_marker(db: PostgresDatabase, written_by: str) -> Marker:
+def write_marker(db: PostgresDatabase, written_by: str, *, switch_wal: bool = False) -> Marker:
     """Create the table when missing, insert one marker (committed), delete very old ones.
 
     Args:
         db: the backed-up database (its role needs CREATE on the schema once, then INSERT
             and DELETE on the table).
         written_by: what wrote it (``pitr-check``, ``restore-test``).
+        switch_wal: close the current WAL segment afterwards (``pg_switch_wal()``:
+            superuser, or EXECUTE granted) so it is archived now; its name is returned.
 
     Returns:
-        The marker with the server's commit-time clock.
+        The marker with the server's clock at insert time.
     """
     marker_id = uuid.uuid4().hex
     with connect(db, autocommit=True) as conn:
@@ -61,8 +66,41 @@ def write_marker(db: PostgresDatabase, written_by: str) -> Marker:
             f"DELETE FROM {MARKER_TABLE} WHERE written_at < now() - %s",  # noqa: S608
             (timedelta(days=KEEP_DAYS),),
         )
+        segment = None
+        if switch_wal:
+            seg = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            segment = str(seg[0]) if seg else None
     assert row is not None
-    return Marker(id=marker_id, written_at=row[0], written_by=written_by)
+    return Marker(id=marker_id, written_at=row[0], written_by=written_by, segment=segment)
+
+
+def wait_archived(db: PostgresDatabase, segment: str, *, timeout_s: float) -> None:
+    """Wait until ``pg_stat_archiver`` reports ``segment`` (or a later one) archived.
+
+    Args:
+        db: the archived database.
+        segment: a WAL segment name.
+        timeout_s: deadline.
+
+    Raises:
+        ArchiveCheckError: not archived in time (archive_command failing: the
+            archiver's last failure is quoted).
+    """
+    deadline = time.monotonic() + timeout_s
+    with connect(db, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT last_archived_wal, last_failed_wal, last_failed_time "
+                               "FROM pg_stat_archiver").fetchone()
+            last = str(row[0] or "") if row else ""
+            if last[:24] and (last[8:24], last[:8]) >= (segment[8:24], segment[:8]):
+                return
+            if time.monotonic() > deadline:
+                failed = f"; last failure: {row[1]} at {row[2]}" if row and row[1] else ""
+                raise ArchiveCheckError(
+                    f"WAL segment {segment} was not archived within {timeout_s:.0f} s "
+                    f"(last archived: {last or 'none'}{failed})",
+                    hint="check archive_command and the pgBackRest log on the database host")
+            time.sleep(0.5)
 
 
 def read_markers(db: PostgresDatabase, since: datetime, dbname: str | None = None) -> list[Marker]:
@@ -90,9 +128,15 @@ def read_markers(db: PostgresDatabase, since: datetime, dbname: str | None = Non
 
 @task(name="pitr-write-marker", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=retry_on_transient)
-def write_marker_task(db: PostgresDatabase, written_by: str) -> Marker:
+def write_marker_task(db: PostgresDatabase, written_by: str, switch_wal: bool = False) -> Marker:
     """Task of :func:`write_marker`."""
-    return write_marker(db, written_by)
+    return write_marker(db, written_by, switch_wal=switch_wal)
+
+
+@task(name="pitr-wait-archived", cache_policy=NO_CACHE)
+def wait_archived_task(db: PostgresDatabase, segment: str, timeout_s: float) -> None:
+    """Task of :func:`wait_archived`."""
+    wait_archived(db, segment, timeout_s=timeout_s)
 
 
 @task(name="pitr-read-markers", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,

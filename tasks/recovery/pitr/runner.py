@@ -60,6 +60,21 @@ def _owner(host: DatabaseHost) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def os_user_ids(host: DatabaseHost) -> tuple[int, int] | None:
+    """(uid, gid) of ``host.os_user`` when the worker must switch to it, else None.
+
+    Args:
+        host: the host.
+
+    Returns:
+        The ids, or None to run as the worker's own user.
+
+    Raises:
+        InvalidInputError: no such OS user, or switching needs root.
+    """
+    return _owner(host)
+
+
 @contextlib.contextmanager
 def private_config(
     repo: PgBackRestRepository, host: DatabaseHost
