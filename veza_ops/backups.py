@@ -1,11 +1,14 @@
-"""`veza-ops backups info`: the operators' view of the backup store (like pgBackRest's ``info``).
+"""`veza-ops backups info`: the operators' view of both backup tiers (like pgBackRest's ``info``).
 
-Per database: oldest and newest complete backup, count, size, current RPO, multipart uploads
-in progress, objects without a manifest, and what the next prune would keep or delete. It
-reads the store through the ``S3BackupStore`` block (default ``veza-backups``, the name
-``prefect.yaml`` uses) from the Prefect API that PREFECT_API_URL points at; it writes nothing.
+Logical tier, per database: oldest and newest complete backup, count, size, current RPO,
+multipart uploads in progress, objects without a manifest, and what the next prune would keep
+or delete, read through the ``S3BackupStore`` block (default ``veza-backups``). PITR tier
+(pgBackRest, when its ``PgBackRestRepository`` block exists, default ``veza-pitr``): backups,
+PITR window, newest archived WAL and the RPO it gives. Blocks come from the Prefect API that
+PREFECT_API_URL points at; it writes nothing.
 
-Exit codes: 0 the summary was printed; 2 a usage, block or S3 error (one line on stderr).
+Exit codes: 0 the summary was printed; 2 a usage, block or S3 error (one line on stderr), or
+the PITR tier could not be read (the rest is printed, the PITR section says why).
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
-from veza_ops.blocks_setup import RecoveryBlockNames
+from veza_ops.blocks_setup import PITR_BLOCK_NAME, RecoveryBlockNames
 
 if TYPE_CHECKING:
     from tasks.recovery.info import DatabaseInfo, StoreInfo
+    from tasks.recovery.pitr.tier import PitrTier
 
 EXIT_OK = 0
 EXIT_ERROR = 2
 DEFAULT_STORE_BLOCK = RecoveryBlockNames().store_block  # the name prefect.yaml uses
+DEFAULT_PITR_BLOCK = PITR_BLOCK_NAME
 
 
 def add_backups_command(subparsers: Any) -> None:
@@ -45,6 +50,12 @@ def add_backups_command(subparsers: Any) -> None:
         "--store-block", default=DEFAULT_STORE_BLOCK,
         help=f"name of the S3BackupStore block (default {DEFAULT_STORE_BLOCK})",
     )
+    info.add_argument(
+        "--pitr-block", default=DEFAULT_PITR_BLOCK,
+        help=f"name of the PgBackRestRepository block (default {DEFAULT_PITR_BLOCK}; the PITR "
+        "section says when it does not exist); needs pgbackrest on this machine",
+    )
+    info.add_argument("--no-pitr", action="store_true", help="leave the PITR tier out")
     info.add_argument(
         "--rpo-objective-hours", type=float, default=1.0, help="RPO objective (guide: 1 h)"
     )
@@ -128,6 +139,46 @@ def render_database(info: DatabaseInfo, *, now: Any) -> list[str]:
     return lines
 
 
+def render_pitr(tier: PitrTier | None, note: str, *, now: Any) -> list[str]:
+    """The PITR section of the human-readable output.
+
+    Args:
+        tier: the PITR tier, or None when it could not be (or was not) read.
+        note: why there is no tier.
+        now: the time of the look.
+
+    Returns:
+        The lines.
+    """
+    if tier is None:
+        return [f"pitr (pgBackRest): {note}"]
+    types = ", ".join(f"{sum(b.type == t for b in tier.backups)} {t}"
+                      for t in ("full", "diff", "incr"))
+    rows: list[tuple[str, str]] = [
+        ("backups", f"{len(tier.backups)} ({types}), {_size(tier.stored_bytes)} stored"),
+        ("oldest", tier.backups[0].label if tier.backups else "none"),
+        ("newest", tier.backups[-1].label if tier.backups else "none"),
+    ]
+    if tier.window is None:
+        rows.append(("PITR window", "none: no backup, nothing can be restored"))
+    else:
+        rows.append(("PITR window", f"{tier.window.start:%Y-%m-%d %H:%M:%S} UTC to "
+                     f"{tier.window.end:%Y-%m-%d %H:%M:%S} UTC"))
+    arrived = (f" (archived {_age(now - tier.newest_archived_at)} ago)"
+               if tier.newest_archived_at else "")
+    rows.append(("newest WAL", f"{tier.newest_wal or 'none'}{arrived}"))
+    if tier.rpo is None:
+        rows.append(("RPO", "no archived WAL: NOT MET"))
+    else:
+        verdict = "met" if tier.rpo_met else "NOT MET"
+        rows.append(("RPO", f"{tier.rpo.total_seconds():.0f} s (objective "
+                     f"{_age(tier.rpo_objective)}: {verdict})"))
+    rows.append(("retention", tier.retention))
+    width = max(len(k) for k, _ in rows)
+    return ([f"pitr (pgBackRest) stanza {tier.stanza} in {tier.location}"]
+            + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+
 def render(info: StoreInfo) -> str:
     """The human-readable summary of the store.
 
@@ -188,12 +239,43 @@ def run_backups_command(args: argparse.Namespace, *, out: TextIO | None = None) 
     except VezaOpsError as exc:
         print(f"veza-ops backups info: {_cli_message(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    tier, note = _pitr(args, info.now, timedelta(hours=args.rpo_objective_hours))
     if args.json:
-        json.dump(store_dict(info), out, indent=2)
+        doc = store_dict(info)
+        if not args.no_pitr:
+            from tasks.recovery.pitr.tier import tier_dict
+
+            doc["pitr"] = tier_dict(tier) if tier else {"error": note}
+        json.dump(doc, out, indent=2)
         out.write("\n")
     else:
         out.write(render(info))
+        if not args.no_pitr:
+            out.write("\n" + "\n".join(render_pitr(tier, note, now=info.now)) + "\n")
+    if tier is None and note.startswith("ERROR"):
+        print(f"veza-ops backups info: PITR tier: {note}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
+
+
+def _pitr(args: argparse.Namespace, now: Any, objective: timedelta) -> tuple[PitrTier | None, str]:
+    """Read the PITR tier; a missing block is a note, any other failure an ``ERROR`` note."""
+    from blocks.loading import load_block
+    from blocks.pgbackrest import DatabaseHost, PgBackRestRepository
+    from errors import BlockNotFoundError, VezaOpsError
+    from tasks.recovery.pitr.tier import pitr_tier
+
+    if args.no_pitr:
+        return None, "left out (--no-pitr)"
+    try:
+        repo = load_block(PgBackRestRepository, args.pitr_block, field="--pitr-block")
+    except BlockNotFoundError:
+        return None, (f"not set up (no PgBackRestRepository block {args.pitr_block!r}; "
+                      "docs/recovery.md, section 6)")
+    try:
+        return pitr_tier(repo, DatabaseHost(), now=now, rpo_objective=objective), ""
+    except VezaOpsError as exc:
+        return None, f"ERROR: {_cli_message(exc)}"
 
 
 def _cli_message(exc: Exception) -> str:

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from blocks.gpg import GpgDecryptionKey, GpgEncryption
+    from blocks.pgbackrest import PgBackRestRepository
     from blocks.postgres import PostgresDatabase
     from blocks.s3 import S3BackupStore
 
 SANDBOX_BLOCK_NAME = "veza-sandbox"
+PITR_BLOCK_NAME = "veza-pitr"  # the PgBackRestRepository block prefect.yaml's pitr deployments use
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,51 @@ def register_recovery_blocks(
     encryption.save(names.encryption_block, overwrite=True)
     decryption.save(names.decryption_block, overwrite=True)
     return names
+
+
+def register_pitr_block(repo: PgBackRestRepository, *, name: str = PITR_BLOCK_NAME) -> str:
+    """Save the PgBackRestRepository block (overwriting one of the same name).
+
+    Args:
+        repo: the repository (its cipher passphrase is fixed at the stanza's creation: never
+            overwrite a block in use with another passphrase).
+        name: the block name (default: the one prefect.yaml uses).
+
+    Returns:
+        The name.
+    """
+    repo.save(name, overwrite=True)
+    return name
+
+
+def sandbox_pitr_block(
+    *, s3: Any, front: Any, bucket: str, passphrase: str, path: str = "/pgbackrest"
+) -> PgBackRestRepository:
+    """Build (not save) a PgBackRestRepository on the sandbox's S3 through its TLS front.
+
+    Args:
+        s3: a :class:`sandbox.launchers.s3.S3Server`.
+        front: a :class:`sandbox.launchers.s3_tls.S3TlsFront` in front of it.
+        bucket: the (existing) bucket.
+        passphrase: the cipher passphrase (16+ characters).
+        path: the repository path in the bucket.
+
+    Returns:
+        The block (endpoint ``localhost``: pgBackRest 2.45 matches certificates by name).
+    """
+    from prefect_aws import AwsCredentials
+    from pydantic import SecretStr
+
+    from blocks.pgbackrest import PgBackRestRepository
+
+    return PgBackRestRepository(
+        bucket=bucket, path=path, region=s3.region, endpoint="localhost",
+        port=int(front.url.rsplit(":", 1)[1]), ca_file=str(front.ca_file), uri_style="path",
+        credentials=AwsCredentials(aws_access_key_id=s3.access_key,
+                                   aws_secret_access_key=SecretStr(s3.secret_key),
+                                   region_name=s3.region),
+        cipher_passphrase=SecretStr(passphrase),
+    )
 
 
 def register_release_blocks(sandbox: Any, *, name: str = SANDBOX_BLOCK_NAME) -> str:

@@ -163,11 +163,14 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     from sandbox.launchers.postgres import start_postgres
     from sandbox.launchers.prefect_server import start_prefect_server
     from sandbox.launchers.s3 import start_s3
+    from sandbox.launchers.s3_tls import start_s3_tls
     from sandbox.stack import up
     from veza_ops.automations import install_automations
     from veza_ops.blocks_setup import (
+        register_pitr_block,
         register_recovery_blocks,
         register_release_blocks,
+        sandbox_pitr_block,
         sandbox_recovery_blocks,
     )
 
@@ -184,6 +187,9 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         stack.record("s3", s3.pid, url=s3.endpoint_url)
         _create_bucket(s3)
         key = generate_key("veza-backup", passphrase=secrets.token_urlsafe(12))
+        print("- TLS front (nginx) for pgBackRest's S3 repository", file=out)
+        front = start_s3_tls(s3.endpoint_url)
+        stack.record("s3-tls", front.pid, remove=[front.root])
         print("- Prefect server (UI included)", file=out)
         # Generous: on a busy 2-core machine its first start (database, UI) can pass 2 minutes.
         server = start_prefect_server(dir / "prefect", ui=True, timeout=300)
@@ -199,6 +205,8 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
             register_release_blocks(sandbox)
             register_recovery_blocks(**sandbox_recovery_blocks(
                 pg=pg, dbname=DATABASE, s3=s3, bucket=BUCKET, key=key))
+            register_pitr_block(sandbox_pitr_block(
+                s3=s3, front=front, bucket=BUCKET, passphrase=secrets.token_urlsafe(24)))
         push_demo_images(sandbox)
         print("- process worker on `veza-ops`", file=out)
         worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT),

@@ -222,3 +222,46 @@ def test_pitr_restore_test_recovers_markers_before_the_target_and_none_after(
     after = [m for m in read_markers(db, target) if m.written_by == "restore-test"]
     assert after  # the run's own marker, written after the target, in the source only
 
+
+def test_backups_info_shows_the_pitr_tier_next_to_the_logical_one(
+    prefect_harness: None, pitr_module_cluster: PitrCluster, s3_server: Any, capsys: Any
+) -> None:
+    import json
+
+    from prefect_aws import AwsCredentials
+
+    from blocks.s3 import S3BackupStore
+    from veza_ops.cli import main
+
+    cluster = pitr_module_cluster
+    repo, host = cluster.repo, cluster.host
+    if not commands.info(repo, host).backups:  # when run alone
+        commands.backup(repo, host, "full", timeout_s=600)
+    name = f"pitr-info-{uuid.uuid4().hex[:8]}"
+    repo.save(name)
+    S3BackupStore(
+        bucket=cluster.bucket, prefix="logical", endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region, credentials=AwsCredentials(
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=SecretStr(s3_server.secret_key),
+            region_name=s3_server.region),
+    ).save(f"{name}-store")
+    base = ["backups", "info", "--store-block", f"{name}-store", "--pitr-block", name]
+
+    assert main([*base, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    pitr = doc["pitr"]
+    info = commands.info(repo, host)
+    assert [b["label"] for b in pitr["backups"]] == [b.label for b in info.backups]
+    assert pitr["window_start"] == info.backups[0].started_at.isoformat()
+    # the archive may grow between the two looks (archive_timeout is 1 s here)
+    assert pitr["newest_wal"] and info.newest_wal and pitr["newest_wal"] <= info.newest_wal
+    assert pitr["rpo_seconds"] is not None and pitr["stanza"] == "veza"
+
+    assert main(base) == 0
+    text = capsys.readouterr().out
+    assert "pitr (pgBackRest) stanza veza" in text and "PITR window" in text
+    assert "newest WAL" in text and " (archived " in text and "RPO" in text
+
+    assert main([*base[:-1], f"{name}-missing"]) == 0
+    assert "pitr (pgBackRest): not set up" in capsys.readouterr().out
