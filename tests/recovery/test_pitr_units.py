@@ -287,3 +287,23 @@ def test_markers_before_the_target_must_be_restored_and_none_after() -> None:
     assert "recovery went past it" in past[0]
     _, none = verify_markers([], [], target, after)
     assert "no marker written before the target" in none[0]
+
+
+def test_a_failed_pitr_restore_is_a_reported_problem_and_the_scratch_is_removed(
+    tmp_path: Path,
+) -> None:
+    from blocks.postgres import PostgresDatabase
+    from tasks.recovery.pitr.recovery import run_pitr_restore_test
+
+    host = DatabaseHost(executable="no-such-pgbackrest", data_directory=str(tmp_path / "live"))
+    db = PostgresDatabase(host="127.0.0.1", user="u", password=SecretStr("p"), dbname="veza")
+    target = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    after = Marker(id="a", written_at=target + timedelta(seconds=30), written_by="t")
+    report = run_pitr_restore_test(
+        repo(), host, db, target, source_markers=[], after=after, scratch_root=tmp_path,
+        timeout_s=30, rto_objective_s=3600, since=target - timedelta(hours=1))
+    assert not report.passed and "the restore failed" in report.problems[0]
+    assert "no-such-pgbackrest" in report.problems[0] and report.rto_seconds is None
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(IntegrityError, match="the restore failed"):
+        report.raise_unless_passed()

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from blocks.pgbackrest import DatabaseHost, PgBackRestRepository
 from blocks.postgres import PostgresDatabase
-from errors import IntegrityError, InvalidInputError
+from errors import IntegrityError, InvalidInputError, VezaOpsError
 from tasks.logs import ModuleLogger
 from tasks.recovery.integrity import run_amcheck
 from tasks.recovery.pitr import cluster
@@ -229,7 +229,8 @@ def run_pitr_restore_test(
         since: start of the look-back window.
 
     Returns:
-        The report (problems listed; the scratch directory is gone either way).
+        The report (problems listed, a failed restore or start among them; the scratch
+        directory is gone either way).
     """
     report = PitrRestoreTestReport(stanza=repo.stanza, database=db.dbname,
                                    tested_at=datetime.now(target.tzinfo), target_time=target,
@@ -257,6 +258,8 @@ def run_pitr_restore_test(
         if outcome.seconds > rto_objective_s:
             report.problems.append(f"RTO {outcome.seconds:.0f} s above the objective "
                                    f"{rto_objective_s:.0f} s")
+    except VezaOpsError as exc:  # reported (artifact, then the run fails), not lost
+        report.problems.append(f"the restore failed: {exc}")
     finally:
         cluster.stop(host, data)
         shutil.rmtree(scratch, ignore_errors=True)
