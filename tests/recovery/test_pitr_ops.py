@@ -1,7 +1,9 @@
-"""pitr-expire and pitr-check on real parts: one PG15 cluster archiving through pgBackRest.
+"""PITR operations on real parts: one PG15 cluster archiving through pgBackRest into moto.
 
-The module's tests share the cluster and its repository (``pitr_module_cluster``): each
-takes the backups it needs and asserts on those.
+pitr-expire, the guarded PITR restore, the PITR restore test, ``backups info`` and
+pitr-check share the cluster and its repository (``pitr_module_cluster``) and its backups
+(a full backup is the costly part): each test uses the newest backup (taking one when run
+alone) and asserts on what it wrote itself. pitr-check runs last: it deletes a WAL segment.
 """
 
 from __future__ import annotations
@@ -87,45 +89,13 @@ def _artifacts(flow_run_id: Any, key: str) -> list[Any]:
             key=ArtifactFilterKey(any_=[key])))
 
 
-def test_pitr_check_reports_the_rpo_writes_a_marker_and_finds_a_deleted_segment(
-    prefect_harness: None, pitr_module_cluster: PitrCluster, s3_server: Any
-) -> None:
-    cluster = pitr_module_cluster
-    repo, host = cluster.repo, cluster.host
-    full = commands.backup(repo, host, "full", timeout_s=600)
-    for _ in range(3):
-        switch_and_wait_archived(cluster.server)
-    name = f"pitr-check-{uuid.uuid4().hex[:8]}"
-    repo.save(name)
-    db = database_block(cluster)
-    db.save(f"{name}-db")
-
-    state = pitr_check(name, host=host, database_block=f"{name}-db", return_state=True)
-    check = state.result()
-    assert check.passed and check.missing_count == 0 and check.problems == []
-    assert check.rpo_seconds is not None and check.newest_archived_at is not None
-    assert check.newest and position(check.newest, 256) > position(full.wal_start or "", 256)
-    (artifact,) = _artifacts(state.state_details.flow_run_id, "pitr-check-veza")
-    assert "current RPO" in artifact.data
-    assert f"`{check.newest}`" in artifact.data and "no gap" in artifact.data
-    markers = read_markers(db, since=check.checked_at - timedelta(minutes=10))
-    assert [m.written_by for m in markers][-1:] == ["pitr-check"]
-
-    # delete one segment object between the backup's first WAL and the newest one
-    segments = list_segments(repo, [a.id for a in commands.info(repo, host).archives])
-    inside = [s for s in segments
-              if position(full.wal_start or "", 256) < position(s.name, 256)
-              < position(check.newest, 256)]
-    victim = inside[0]
-    _moto_client(s3_server).delete_object(Bucket=cluster.bucket, Key=victim.key)
-
-    state = pitr_check(name, host=host, return_state=True)
-    assert state.is_failed()
-    with pytest.raises(ArchiveCheckError, match=f"missing.*{victim.name}"):
-        state.result()
-    (artifact,) = _artifacts(state.state_details.flow_run_id, "pitr-check-veza")
-    assert "FAILED" in artifact.data and "1 segment(s) MISSING" in artifact.data
-    assert victim.name in artifact.data
+def newest_backup(cluster: PitrCluster) -> PitrBackup:
+    """The repository's newest backup; a full is taken first when there is none (a test run
+    alone). The module's tests share backups: a full costs more than anything they check."""
+    backups = commands.info(cluster.repo, cluster.host).backups
+    if backups:
+        return backups[-1]
+    return commands.backup(cluster.repo, cluster.host, "full", timeout_s=600)
 
 
 def _server_now(cluster: PitrCluster) -> datetime:
@@ -153,7 +123,7 @@ def test_pitr_restore_refuses_a_busy_directory_or_port_then_recovers_to_the_time
     repo.save(name)
     with server.connect() as conn:
         conn.execute("CREATE TABLE restore_marks (phase text NOT NULL)")
-    full = commands.backup(repo, host, "full", timeout_s=600)
+    full = newest_backup(cluster)
     with server.connect() as conn:
         conn.execute("INSERT INTO restore_marks SELECT 'before' FROM generate_series(1, 7)")
     target = _past(cluster, full)
@@ -204,7 +174,7 @@ def test_pitr_restore_test_recovers_markers_before_the_target_and_none_after(
     repo.save(name)
     db = database_block(cluster)
     db.save(f"{name}-db")
-    full = commands.backup(repo, host, "full", timeout_s=600)
+    full = newest_backup(cluster)
     before = write_marker(db, "test")
     target = _past(cluster, full, before.written_at + timedelta(seconds=3))
 
@@ -235,8 +205,7 @@ def test_backups_info_shows_the_pitr_tier_next_to_the_logical_one(
 
     cluster = pitr_module_cluster
     repo, host = cluster.repo, cluster.host
-    if not commands.info(repo, host).backups:  # when run alone
-        commands.backup(repo, host, "full", timeout_s=600)
+    newest_backup(cluster)
     name = f"pitr-info-{uuid.uuid4().hex[:8]}"
     repo.save(name)
     S3BackupStore(
@@ -265,3 +234,45 @@ def test_backups_info_shows_the_pitr_tier_next_to_the_logical_one(
 
     assert main([*base[:-1], f"{name}-missing"]) == 0
     assert "pitr (pgBackRest): not set up" in capsys.readouterr().out
+
+
+# last in the module: it breaks the shared archive
+def test_pitr_check_reports_the_rpo_writes_a_marker_and_finds_a_deleted_segment(
+    prefect_harness: None, pitr_module_cluster: PitrCluster, s3_server: Any
+) -> None:
+    cluster = pitr_module_cluster
+    repo, host = cluster.repo, cluster.host
+    full = newest_backup(cluster)
+    for _ in range(3):
+        switch_and_wait_archived(cluster.server)
+    name = f"pitr-check-{uuid.uuid4().hex[:8]}"
+    repo.save(name)
+    db = database_block(cluster)
+    db.save(f"{name}-db")
+
+    state = pitr_check(name, host=host, database_block=f"{name}-db", return_state=True)
+    check = state.result()
+    assert check.passed and check.missing_count == 0 and check.problems == []
+    assert check.rpo_seconds is not None and check.newest_archived_at is not None
+    assert check.newest and position(check.newest, 256) > position(full.wal_start or "", 256)
+    (artifact,) = _artifacts(state.state_details.flow_run_id, "pitr-check-veza")
+    assert "current RPO" in artifact.data
+    assert f"`{check.newest}`" in artifact.data and "no gap" in artifact.data
+    markers = read_markers(db, since=check.checked_at - timedelta(minutes=10))
+    assert [m.written_by for m in markers][-1:] == ["pitr-check"]
+
+    # delete one segment object between the backup's first WAL and the newest one
+    segments = list_segments(repo, [a.id for a in commands.info(repo, host).archives])
+    inside = [s for s in segments
+              if position(check.oldest_needed or "", 256) < position(s.name, 256)
+              < position(check.newest, 256)]
+    victim = inside[0]
+    _moto_client(s3_server).delete_object(Bucket=cluster.bucket, Key=victim.key)
+
+    state = pitr_check(name, host=host, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ArchiveCheckError, match=f"missing.*{victim.name}"):
+        state.result()
+    (artifact,) = _artifacts(state.state_details.flow_run_id, "pitr-check-veza")
+    assert "FAILED" in artifact.data and "1 segment(s) MISSING" in artifact.data
+    assert victim.name in artifact.data
