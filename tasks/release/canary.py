@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from errors import ReleaseError, retry_on_transient
 from tasks.release.canary_mesh import CANARY, custom_objects, read_weight, set_weight
+from tasks.release.canary_service import reconcile_selector
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.cloning import clone_for_colour
 from tasks.release.clusters import Cluster
@@ -129,11 +130,12 @@ promote_stable_task = task(name="promote-stable", cache_policy=NO_CACHE)(promote
 
 
 def reconcile_canaries(c: Cluster, specs: list[ServiceSpec]) -> tuple[list[str], list[str]]:
-    """Put back what a dead canary run left: weights above 0 % to 0, canaries scaled down.
+    """Put back what a dead canary run left: weights to 0, selectors narrowed, canaries down.
 
     Runs under the release lock, so no other run owns those weights. The weights are the
-    state read (each service's VirtualService); a canary Deployment still up is scaled down
-    only once its weight reads 0.
+    state read (each service's VirtualService); a Service left selecting both tracks is put
+    back on the colour recorded on it, and a canary Deployment still up is scaled down, both
+    only once the weight reads 0.
 
     Args:
         c: the canary environment.
@@ -150,6 +152,9 @@ def reconcile_canaries(c: Cluster, specs: list[ServiceSpec]) -> tuple[list[str],
         if weight:
             retry_in_body(partial(set_weight, custom, c.env, spec, 0, None))
             done.append(f"{spec.name}: canary weight {weight} % left by a dead run set to 0 %")
+        narrowed = reconcile_selector(c.core_v1, c.env, spec)  # only once the weight reads 0
+        if narrowed:
+            done.append(narrowed)
         canary = read_deployment_or_none(c.apps_v1, c.env.namespace,
                                          spec.deployment_name(CANARY))
         if canary is None or not (canary.spec and canary.spec.replicas):

@@ -27,6 +27,7 @@ from tasks.release.canary_mesh import (
     restore_weights_task,
     set_weights,
 )
+from tasks.release.canary_service import narrow_selectors, widen_selector
 from tasks.release.catalogue import Catalogue, ServiceSpec
 from tasks.release.clusters import Cluster
 from tasks.release.colours import Prepared
@@ -89,6 +90,7 @@ def release_canary(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *
             raise
     restore = restore_weights_task(custom_objects(c.apps_v1), c.env, specs,
                                    deadline_s=c.env.switch_back_deadline_s)
+    narrow(c, specs, canaries, restore, report=report)
     committed(c, specs, canaries, report=report)
     for name, left in restore.left.items():
         report.warn(f"Service {name} left on {left}: that canary (the released version too) "
@@ -101,6 +103,31 @@ def release_canary(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *
 def specs_service(specs: list[ServiceSpec], name: str) -> str:
     """The Kubernetes Service name of a catalogue service among ``specs``."""
     return next(s.service_name for s in specs if s.name == name)
+
+
+def narrow(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
+           restore: RestoreReport, *, report: ReleaseReport) -> None:
+    """Put each Service whose weight is back at 0 % on its stable colour again (never raises).
+
+    A Service whose weight stayed up keeps selecting both tracks (narrowing it would empty
+    the canary subset that still takes a share). One left wide is a warning: its traffic
+    follows its VirtualService (100 % stable) and the next run's reconcile narrows it.
+
+    Args:
+        c: the canary environment.
+        specs: the services.
+        canaries: their canaries (the stable colour of each).
+        restore: the weights' restore report.
+        report: the run's report.
+    """
+    back = [s for s in specs if s.name in canaries and s.service_name not in restore.left]
+    left = narrow_selectors(c.core_v1, c.env, back,
+                            {s.name: canaries[s.name].live_colour for s in back},
+                            deadline_s=c.env.switch_back_deadline_s)
+    for name, why in left.items():
+        report.warn(f"Service {name} still selects both tracks ({why}); its VirtualService "
+                    "sends everything to stable, and the next release or rollback puts its "
+                    "colour back")
 
 
 def bring_up_canaries(c: Cluster, specs: list[ServiceSpec], *, version: str,
@@ -166,6 +193,10 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
     try:
         for s in specs:
             apply_destination_rule(custom, c.env, s, canaries[s.name].live_colour)
+        # Every route to stable before any Service selects both tracks (canary_service).
+        set_weights(custom, c.env, specs, 0, report.id)
+        for s in specs:
+            widen_selector(c.core_v1, c.env, s, canaries[s.name].live_colour)
         for step in plan_steps(c.env.canary_steps):
             check_lock()
             for s in specs:
@@ -217,6 +248,7 @@ def back_to_stable(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Pre
                           canaries[s.name].live_colour, CANARY, {}, switched_at)
              for s in specs if s.name in canaries and s.name in report.attempted]
     report.rolled_back(moved, restore)
+    narrow(c, specs, canaries, restore, report=report)
     get_logger(__name__).error("canary rolled back%s: %s", " INCOMPLETE" if restore.left else "",
                                getattr(cause, "message", type(cause).__name__))
     scale_down_or_warn(c, [p.deployment for s, p in canaries.items()

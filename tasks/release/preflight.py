@@ -17,6 +17,7 @@ from errors import PreflightError, VezaOpsError, retry_on_transient
 from errors.kubernetes import translate_api_errors
 from errors.vault import translate_vault_errors
 from tasks.release.build import check_version
+from tasks.release.canary_service import serving_colour
 from tasks.release.catalogue import Catalogue, EnvironmentSpec, ServiceSpec
 from tasks.release.clusters import Cluster
 from tasks.release.colours import container_image, other_colour
@@ -116,8 +117,7 @@ def live_target(
     ns = env.namespace
     with translate_api_errors(f"read Service {spec.service_name} in {ns}"):
         service = core_v1.read_namespaced_service(spec.service_name, ns)
-    selector = (service.spec.selector or {}) if service.spec else {}
-    colour = selector.get(env.colour_label)
+    colour = serving_colour(service, env.colour_label)
     name = spec.deployment_name(colour) if colour else spec.deployment_base
     with translate_api_errors(f"read Deployment {name} in {ns}"):
         deployment = apps_v1.read_namespaced_deployment(name, ns)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from errors import NotFoundError
 from errors.kubernetes import translate_api_errors
 from tasks.release.canary_mesh import CANARY, custom_objects, read_weight
+from tasks.release.canary_service import serving_colour
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.history import ReleaseRecord, release_history
 from tasks.release.leases import LEASE_NAME, holder_run, lease_expiry
@@ -85,9 +86,8 @@ def service_status(spec: ServiceSpec, env: EnvironmentSpec, service: k8s.V1Servi
     """
     if service is None:
         return ServiceStatus(service=spec.name, problem=f"Service {spec.service_name} missing")
-    selector = (service.spec.selector or {}) if service.spec else {}
     annotations = (service.metadata.annotations or {}) if service.metadata else {}
-    colour = selector.get(env.colour_label)
+    colour = serving_colour(service, env.colour_label)  # widened by a canary: recorded
     status = ServiceStatus(service=spec.name, colour=colour,
                            pending_release=annotations.get(PENDING_ANNOTATION))
     if live is None:
@@ -138,8 +138,7 @@ def read_status(api: k8s.ApiClient, env: EnvironmentSpec, specs: list[ServiceSpe
     for spec in specs:
         svc = _read(f"read Service {ns}/{spec.service_name}", core.read_namespaced_service,
                     spec.service_name, ns)
-        colour = ((svc.spec.selector or {}).get(env.colour_label)
-                  if svc is not None and svc.spec else None)
+        colour = serving_colour(svc, env.colour_label) if svc is not None else None
         live = (_read(f"read Deployment {ns}/{spec.deployment_name(colour)}",
                       apps.read_namespaced_deployment, spec.deployment_name(colour), ns)
                 if colour else None)

@@ -73,8 +73,15 @@ def canary_setup(k8s_api_client, k8s_namespace, k8s_registry) -> dict[str, str]:
         k8s_registry.push(images[track], Behaviour())
         apps.create_namespaced_deployment(ns, _deployment(
             f"api-{track}", images[track], {"app": "api", "track": track}, replicas))
+    # Istio's advice for canaries: the Service selects both tracks (by app only), the
+    # DestinationRule's subsets filter its endpoints by version.
     core.create_namespaced_service(ns, {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+        "spec": {"selector": {"app": "api"},
+                 "ports": [{"port": 8080, "targetPort": 8080}]}})
+    # The blue-green convention: a Service selecting one track only.
+    core.create_namespaced_service(ns, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "api-stable"},
         "spec": {"selector": {"app": "api", "track": "stable"},
                  "ports": [{"port": 8080, "targetPort": 8080}]}})
 
@@ -83,17 +90,20 @@ def canary_setup(k8s_api_client, k8s_namespace, k8s_registry) -> dict[str, str]:
                    == r for t, r in (("stable", 2), ("canary", 1)))
 
     wait_until(ready, timeout=90, what="both tracks ready")
-    url = wait_until(lambda: (core.read_namespaced_service("api", ns).metadata.annotations
-                              or {}).get(URL_ANNOTATION), timeout=30, what="service URL")
+    urls = {s: wait_until(lambda s=s: (core.read_namespaced_service(s, ns).metadata.annotations
+                                       or {}).get(URL_ANNOTATION), timeout=30,
+                          what=f"{s} URL") for s in ("api", "api-stable")}
     custom = client.CustomObjectsApi(k8s_api_client)
-    custom.create_namespaced_custom_object(*ISTIO, ns, "destinationrules", {
-        "apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
-        "metadata": {"name": "api"},
-        "spec": {"host": "api", "subsets": [
-            {"name": "stable", "labels": {"track": "stable"}},
-            {"name": "canary", "labels": {"track": "canary"}},
-            {"name": "nobody", "labels": {"track": "none"}}]}})
-    return {"ns": ns, "url": f"{url}/api/v1/tracks", **images}
+    for host in urls:
+        custom.create_namespaced_custom_object(*ISTIO, ns, "destinationrules", {
+            "apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+            "metadata": {"name": host},
+            "spec": {"host": host, "subsets": [
+                {"name": "stable", "labels": {"track": "stable"}},
+                {"name": "canary", "labels": {"track": "canary"}},
+                {"name": "nobody", "labels": {"track": "none"}}]}})
+    return {"ns": ns, "url": f"{urls['api']}/api/v1/tracks",
+            "stable_only_url": f"{urls['api-stable']}/api/v1/tracks", **images}
 
 
 def _within_binomial_bound(k: int, n: int, p: float, sds: float = 4.5) -> bool:
@@ -104,10 +114,10 @@ def test_virtual_service_weights_split_traffic_between_subsets(k8s_api_client, c
     ns, url = canary_setup["ns"], canary_setup["url"]
     stable, canary = canary_setup["stable"], canary_setup["canary"]
     custom = client.CustomObjectsApi(k8s_api_client)
-    # Without a VirtualService: the Service's own selector (stable only), round-robin.
-    assert _images(url, 20) == Counter({stable: 20})
-    pods = {_get(url)[1]["pod"] for _ in range(4)}
-    assert len(pods) == 2
+    # Without a VirtualService: the Service's own selector (both tracks), round-robin.
+    assert set(_images(url, 12)) == {stable, canary}
+    pods = {_get(url)[1]["pod"] for _ in range(6)}
+    assert len(pods) == 3
 
     vs = {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
           "metadata": {"name": "api"}, "spec": {"hosts": ["api"]}}
@@ -135,7 +145,29 @@ def test_virtual_service_weights_split_traffic_between_subsets(k8s_api_client, c
     assert code == 503 and "no healthy upstream" in body["error"]
     # Deleting the VirtualService restores the Service's own routing.
     custom.delete_namespaced_custom_object(*ISTIO, ns, "virtualservices", "api")
-    assert _images(url, 10) == Counter({stable: 10})
+    assert set(_images(url, 12)) == {stable, canary}
+
+
+def test_a_subset_only_filters_the_services_own_endpoints(k8s_api_client, canary_setup):
+    """As in Istio: a subset outside the Service's selector is empty, it never widens it."""
+    ns, url = canary_setup["ns"], canary_setup["stable_only_url"]
+    custom = client.CustomObjectsApi(k8s_api_client)
+    vs = {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+          "metadata": {"name": "api-stable"}, "spec": {"hosts": ["api-stable"], "http": [
+              {"route": [{"destination": {"host": "api-stable", "subset": "canary"},
+                          "weight": 100}]}]}}
+    custom.create_namespaced_custom_object(*ISTIO, ns, "virtualservices", vs)
+    # The canary pods are ready and carry the subset's labels, but the Service selects
+    # track=stable: the canary subset of api-stable has no endpoint.
+    seen = _images(url, 10)
+    assert seen == Counter({"HTTP 503": 10}), seen
+    code, body = _get(url)
+    assert code == 503 and "no healthy upstream" in body["error"]
+    # The subset inside the selector gets its pods.
+    custom.patch_namespaced_custom_object(*ISTIO, ns, "virtualservices", "api-stable", {
+        "spec": {"http": [{"route": [{"destination": {"host": "api-stable",
+                                                      "subset": "stable"}}]}]}})
+    assert _images(url, 10) == Counter({canary_setup["stable"]: 10})
 
 
 def test_a_virtual_service_for_another_host_or_gateway_leaves_routing_alone(k8s_api_client,
@@ -148,7 +180,7 @@ def test_a_virtual_service_for_another_host_or_gateway_leaves_routing_alone(k8s_
         custom.create_namespaced_custom_object(*ISTIO, ns, "virtualservices", {
             "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
             "metadata": {"name": name}, "spec": {**spec, **routes}})
-    assert _images(url, 10) == Counter({canary_setup["stable"]: 10})
+    assert set(_images(url, 12)) == {canary_setup["stable"], canary_setup["canary"]}
 
 
 def test_pick_by_weight_and_host_names():

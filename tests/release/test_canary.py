@@ -161,21 +161,22 @@ def blocks(prefect_harness, sandbox_stack) -> str:
 
 @pytest.fixture
 def sandbox_namespaces(sandbox_seed) -> tuple[str, str]:
-    """A fresh pair whose production Services get 20 requests a second each.
+    """A fresh production namespace (no staging: ``""``) whose Services get 20 req/s each.
 
     The first step sends a canary 5 % of its Service's traffic: 1 request a second here.
     """
-    return sandbox_seed(rate=20.0)
+    return sandbox_seed(rate=20.0, staging=False)
 
 
 def canary_catalogue(path: Path, staging: str, production: str, blocks: str,
                      **production_fields: Any) -> str:
-    """The tests' catalogue with production on the canary strategy.
+    """The tests' catalogue with production on the canary strategy (no staging: ``""``).
 
     Smoke tests only ask /health: a canary answering errors on its API reaches the analysis.
     """
-    h.write_catalogue(path, staging_ns=staging, production_ns=production, blocks=blocks,
-                      e2e_command=TRIVIAL_E2E, interval_s=1.0, intervals=2)
+    h.write_catalogue(path, staging_ns=staging or "unused", production_ns=production,
+                      blocks=blocks, e2e_command=TRIVIAL_E2E, interval_s=1.0, intervals=2,
+                      staging=bool(staging))
     data = yaml.safe_load(path.read_text())
     data["environments"]["production"].update(strategy="canary", **production_fields)
     for service in data["services"].values():
@@ -192,6 +193,16 @@ def weights(custom: k8s.CustomObjectsApi, namespace: str) -> dict[str, int]:
     found = {s: custom.get_namespaced_custom_object(*ISTIO, namespace, "virtualservices", s)
              for s in TWO}
     return {s: canary_weight(vs if isinstance(vs, dict) else None) for s, vs in found.items()}
+
+
+def narrowed(core: k8s.CoreV1Api, namespace: str) -> dict[str, dict[str, str]]:
+    """Each Service's selector, asserting no canary left its stable colour recorded on it."""
+    out = {}
+    for s in TWO:
+        svc = core.read_namespaced_service(s, namespace)
+        assert "veza-ops.veza.io/canary-stable-colour" not in (svc.metadata.annotations or {})
+        out[s] = dict(svc.spec.selector)
+    return out
 
 
 def canary_replicas(apps: k8s.AppsV1Api, namespace: str) -> dict[str, int]:
@@ -227,6 +238,7 @@ def test_good_canary_of_two_services_reaches_100_and_promotes(sandbox_stack, san
     assert blue["veza-chat-server"][0] == "veza/chat-server:1.0.0"
     assert weights(custom, production) == {s: 0 for s in TWO}
     assert canary_replicas(apps, production) == {s: 0 for s in TWO}
+    assert narrowed(core, production) == {s: {"app": s, "color": "blue"} for s in TWO}
     url = core.read_namespaced_service("veza-backend-api", production).metadata.annotations[
         "sandbox.veza.io/url"]
     assert httpx.get(url + "/api/v1/tracks", timeout=5).json()["image"] == (
@@ -258,6 +270,7 @@ def test_bad_canary_rolled_back_at_the_first_step_for_every_service(
 
     assert weights(custom, production) == {s: 0 for s in TWO}
     assert canary_replicas(apps, production) == {s: 0 for s in TWO}
+    assert narrowed(core, production) == {s: {"app": s, "color": "blue"} for s in TWO}
     blue = h.images(apps, production, "blue")
     assert {s: blue[s] for s in TWO} == {"veza-backend-api": ("veza/backend-api:1.0.0", 1),
                                          "veza-web": ("veza/web:1.0.0", 1)}
@@ -290,3 +303,52 @@ def test_only_failures_measure_as_zero_success_never_as_silence():
     assert m.has_data and m.success_rate == 0.0
     silent = measure(OnlyFailures(total=None), "prod", "veza-web", "canary", 5)
     assert not silent.has_data and silent.error == "no data"
+
+
+def test_a_selector_left_wide_by_a_dead_run_is_put_back(sandbox_stack, sandbox_seed, blocks,
+                                                        tmp_path):
+    """The Service selects both tracks during a canary; a failed narrowing leaves its record."""
+    from tasks.release.canary import reconcile_canaries
+    from tasks.release.canary_mesh import set_weight
+    from tasks.release.canary_service import (
+        STABLE_ANNOTATION,
+        narrow_selectors,
+        serving_colour,
+        widen_selector,
+    )
+    from tasks.release.catalogue import load_catalogue
+    from tasks.release.clusters import connect
+
+    _, production = sandbox_seed(staging=False, traffic=False)
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    catalogue = load_catalogue(canary_catalogue(tmp_path / "c.yaml", "", production, blocks))
+    env, spec = catalogue.environment("production"), catalogue.services["veza-web"]
+    # What a run killed at its 25 % step leaves: a weight up, the Service selecting by app.
+    set_weight(custom, env, spec, 25, "dead-run")
+    widen_selector(core, env, spec, "blue")
+    svc = core.read_namespaced_service("veza-web", production)
+    assert svc.spec.selector == {"app": "veza-web"}
+    assert svc.metadata.annotations[STABLE_ANNOTATION] == "blue"
+    assert serving_colour(svc) == "blue"  # status and preflight still see the stable colour
+    # Narrowing that keeps failing is named and leaves the record for the next run.
+    h.api_faults(apps, "POST", {"verb": "patch", "resource": "services", "error_rate": 1.0,
+                                "status": 503})
+    try:
+        left = narrow_selectors(core, env, [spec], {"veza-web": "blue"}, deadline_s=0.5)
+    finally:
+        h.api_faults(apps, "DELETE")
+    assert list(left) == ["veza-web"]
+    assert core.read_namespaced_service("veza-web", production).spec.selector == {
+        "app": "veza-web"}
+
+    done, problems = reconcile_canaries(connect(env), [spec])
+
+    assert problems == []
+    assert any("set to 0 %" in line for line in done)
+    assert any("put back on color=blue" in line for line in done)
+    assert canary_weight(custom.get_namespaced_custom_object(
+        *ISTIO, production, "virtualservices", "veza-web")) == 0
+    svc = core.read_namespaced_service("veza-web", production)
+    assert svc.spec.selector == {"app": "veza-web", "color": "blue"}
+    assert STABLE_ANNOTATION not in (svc.metadata.annotations or {})

@@ -6,9 +6,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.k8s.controllers.endpoints import ready_targets
+from sandbox.k8s.controllers.endpoints import pod_port, ready_targets, selected_pods
+from sandbox.k8s.controllers.replicasets import pod_ready
 from sandbox.k8s.errors import NotFound
-from sandbox.k8s.resources import SERVICES, Resource
+from sandbox.k8s.resources import PODS, SERVICES, Resource
 from sandbox.k8s.store import Store
 
 Obj = dict[str, Any]
@@ -114,10 +115,11 @@ def backends(store: Store, namespace: str, name: str, port: int, *,
 
     Without a VirtualService naming the Service: its ready endpoints, as kube-proxy would.
     With one (in the Service's namespace, bound to the ``mesh`` gateway): a destination of its
-    first ``http`` route is drawn by weight, and the request goes to the ready pods selected by
-    the destination Service's selector overridden by the DestinationRule subset's labels. A
-    subset that is not defined or has no ready endpoint leaves no target (the proxy answers
-    503, as Envoy does).
+    first ``http`` route is drawn by weight, and the request goes to the destination Service's
+    ready endpoints that carry the DestinationRule subset's labels (as Istio: a subset filters
+    the Service's endpoints, it never adds pods the Service does not select). A subset that
+    is not defined or has no ready endpoint leaves no target (the proxy answers 503, as Envoy
+    does).
 
     Args:
         store: the object store.
@@ -155,10 +157,52 @@ def backends(store: Store, namespace: str, name: str, port: int, *,
                             "not defined by a DestinationRule")
         labels = found
     target_port = _port_of(store, namespace, target, port, destination)
-    found_targets = ready_targets(store, namespace, target, target_port, subset_labels=labels)
+    found_targets = subset_targets(store, namespace, target, target_port, labels)
     return Backends(found_targets, pool,
                     f"no healthy upstream: no ready endpoint in {host}"
                     + (f" subset {subset}" if subset else ""))
+
+
+def _carries(obj: Obj, labels: dict[str, str]) -> bool:
+    found = (obj.get("metadata") or {}).get("labels") or {}
+    return all(found.get(k) == v for k, v in labels.items())
+
+
+def subset_targets(store: Store, namespace: str, name: str, port: int,
+                   labels: dict[str, str]) -> list[tuple[str, int]]:
+    """A Service port's ready endpoints whose pods carry ``labels`` (an Istio subset).
+
+    Istio builds a subset from the Service's own endpoints filtered by the subset's labels,
+    so a subset naming pods outside the Service's selector is empty. A Service without
+    selector keeps the addresses of its hand-written Endpoints that belong to such pods.
+
+    Args:
+        store: the object store.
+        namespace: the Service's namespace.
+        name: the Service's name.
+        port: the Service port.
+        labels: the subset's labels (empty: every endpoint).
+
+    Returns:
+        ``(podIP, targetPort)`` of the ready endpoints in the subset.
+    """
+    if not labels:
+        return ready_targets(store, namespace, name, port)
+    try:
+        service = store.get(SERVICES, namespace, name)
+    except NotFound:
+        return []
+    entry = next((p for p in service["spec"].get("ports") or []
+                  if int(p.get("port", 0)) == port), None)
+    if entry is None:
+        return []
+    if not (service["spec"].get("selector") or {}):
+        pods, _ = store.list(PODS, namespace)
+        ips = {(p.get("status") or {}).get("podIP") for p in pods if _carries(p, labels)}
+        return [t for t in ready_targets(store, namespace, name, port) if t[0] in ips]
+    target = entry.get("targetPort", port)
+    return [(p["status"]["podIP"], pod_port(p, target, port))
+            for p in selected_pods(store, service) if pod_ready(p) and _carries(p, labels)]
 
 
 def _port_of(store: Store, namespace: str, target: str, port: int, destination: Obj) -> int:
