@@ -153,6 +153,10 @@ class SmokeTestError(ReleaseError):
     """The new pods failed their smoke test before receiving traffic."""
 
 
+class ApprovalError(ReleaseError):
+    """An operator rejected a release step, or no decision came before the gate's timeout."""
+
+
 def is_transient(exc: BaseException | None) -> bool:
     """Tell whether an exception is worth retrying.
 

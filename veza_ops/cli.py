@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from veza_ops.approve import add_approve_commands, run_approve_command
 from veza_ops.automations import add_automations_command, run_automations_command
 from veza_ops.backups import add_backups_command, run_backups_command
 from veza_ops.blocks_setup import add_blocks_command, run_blocks_command
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_automations_command(subparsers)
     add_metrics_command(subparsers)
     add_cockpit_commands(subparsers)
+    add_approve_commands(subparsers)
     return parser
 
 
@@ -124,6 +126,9 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "metrics": run_metrics_command,
     "status": run_status_command,
     "history": run_history_command,
+    "approve": run_approve_command,
+    "reject": run_approve_command,
+    "abort": run_approve_command,
 }
 NEEDS_SANDBOX = frozenset({"sandbox", "demo"})
 

@@ -9,7 +9,7 @@ aborts (every service is then put back together by the caller) or when every ser
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +31,13 @@ class Step:
         number: 1-based position.
         weight: the canary's share (%).
         last: the final step (100 %): after it the stable track is promoted.
+        approve: an operator approves it before its weight is written.
     """
 
     number: int
     weight: int
     last: bool
+    approve: bool = False
 
     @property
     def stable_weight(self) -> int:
@@ -43,16 +45,17 @@ class Step:
         return 100 - self.weight
 
 
-def plan_steps(weights: Sequence[int]) -> list[Step]:
+def plan_steps(weights: Sequence[int], gates: Collection[int] = ()) -> list[Step]:
     """The steps of a canary from the catalogue's ``canary_steps`` (already validated).
 
     Args:
         weights: increasing percentages ending at 100.
+        gates: the weights an operator approves first (``EnvironmentSpec.approval_gates``).
 
     Returns:
         One step per weight.
     """
-    return [Step(i, w, i == len(weights)) for i, w in enumerate(weights, start=1)]
+    return [Step(i, w, i == len(weights), w in gates) for i, w in enumerate(weights, start=1)]
 
 
 def plan_lines(env: EnvironmentSpec, specs: Sequence[ServiceSpec], version: str) -> list[str]:
@@ -69,9 +72,10 @@ def plan_lines(env: EnvironmentSpec, specs: Sequence[ServiceSpec], version: str)
     names = ", ".join(s.name for s in specs)
     lines = [f"{env.name}: {s.name}: canary Deployment {s.deployment_base}-{CANARY} with "
              f"{s.image(version)}, smoke" for s in specs]
-    lines += [f"{env.name}: step {st.number}: {names} at {st.weight} % canary / "
-              f"{st.stable_weight} % stable, analyse every canary" for st in
-              plan_steps(env.canary_steps)]
+    lines += [f"{env.name}: step {st.number}: "
+              + ("wait for an operator's approval, then " if st.approve else "")
+              + f"{names} at {st.weight} % canary / {st.stable_weight} % stable, analyse "
+              "every canary" for st in plan_steps(env.canary_weights, env.approval_gates)]
     lines.append(f"{env.name}: promote: stable Deployments to {version}, weights back to "
                  "100 % stable, canaries scaled down; any failure: every weight to 0 % first")
     return lines

@@ -20,6 +20,7 @@ from tasks.release.canary import (
     promote_stable_task,
 )
 from tasks.release.canary_analysis import analyse_step_task, plan_steps
+from tasks.release.canary_gates import await_approval
 from tasks.release.canary_mesh import (
     CANARY,
     apply_destination_rule,
@@ -183,6 +184,7 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
 
     Raises:
         VerificationError: a canary failed its analysis (every weight back to 0 %).
+        ApprovalError: an operator rejected a gated step, or did not decide in time (idem).
         ReleaseError: some weight could not be put back.
     """
     custom = custom_objects(c.apps_v1)
@@ -197,8 +199,12 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
         set_weights(custom, c.env, specs, 0, report.id)
         for s in specs:
             widen_selector(c.core_v1, c.env, s, canaries[s.name].live_colour)
-        for step in plan_steps(c.env.canary_steps):
+        for step in plan_steps(c.env.canary_weights, c.env.approval_gates):
             check_lock()
+            if step.approve:  # a rejection or a timeout raises: every weight back to 0 %
+                report.check(f"approval of canary step {step.number} at {step.weight} %",
+                             True, await_approval(step, c.env))
+                check_lock()
             for s in specs:
                 report.switching(s.name)  # a write that failed may have applied
             at = set_weights(custom, c.env, specs, step.weight, report.id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +10,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from errors import InvalidInputError
+from tasks.release.canary_config import (
+    APPROVAL_POLL,
+    APPROVAL_TIMEOUT,
+    DEFAULT_STEPS,
+    Approval,
+    StepEntry,
+    check_canary_steps,
+    gated,
+)
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -46,31 +54,6 @@ def substitute(argv: Argv, values: dict[str, str]) -> Argv:
         A new list with the placeholders replaced.
     """
     return [PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), item) for item in argv]
-
-
-def check_canary_steps(steps: list[int]) -> list[int]:
-    """Refuse canary weights that are not strictly increasing percentages ending at 100.
-
-    Args:
-        steps: the weights (%) of the canary, in order.
-
-    Returns:
-        The steps.
-
-    Raises:
-        ValueError: empty, a weight outside 1..100, not increasing, or not ending at 100
-            (a canary that never reaches 100 % is never promoted).
-    """
-    if not steps:
-        raise ValueError("at least one step (the last is 100)")
-    if any(not 1 <= w <= 100 for w in steps):
-        raise ValueError(f"every weight is a percentage in 1..100, got {steps}")
-    if any(b <= a for a, b in pairwise(steps)):
-        raise ValueError(f"weights must increase strictly, got {steps}")
-    if steps[-1] != 100:
-        raise ValueError(f"the last step must be 100 (the canary takes all traffic before "
-                         f"promotion), got {steps}")
-    return steps
 
 
 class _Model(BaseModel):
@@ -205,9 +188,13 @@ class EnvironmentSpec(_Model):
     name: str = Field(pattern=DNS_LABEL)
     namespace: str = Field(pattern=DNS_LABEL)
     strategy: Literal["rolling", "blue-green", "canary"] = "rolling"
-    canary_steps: list[int] = Field(
-        default_factory=lambda: [5, 25, 50, 100],
-        description="Canary weights (%) in order, each analysed; the last one is 100.")
+    canary_steps: list[StepEntry] = Field(
+        default_factory=lambda: list(DEFAULT_STEPS),
+        description="Canary weights (%) in order, each analysed; the last one is 100; "
+        "{weight: W, approve: true} waits for an operator before that step.")
+    approval: Approval = "none"
+    approval_timeout_s: int = APPROVAL_TIMEOUT
+    approval_poll_s: int = APPROVAL_POLL
     kubernetes_block: str = Field(min_length=1)
     prometheus_block: str = Field(min_length=1)
     vault_block: str = Field(min_length=1)
@@ -237,8 +224,18 @@ class EnvironmentSpec(_Model):
 
     @field_validator("canary_steps")
     @classmethod
-    def _steps(cls, value: list[int]) -> list[int]:
+    def _steps(cls, value: list[Any]) -> list[Any]:
         return check_canary_steps(value)
+
+    @property
+    def canary_weights(self) -> list[int]:
+        """The canary's weights (%), in order."""
+        return [s.weight for s in self.canary_steps]
+
+    @property
+    def approval_gates(self) -> list[int]:
+        """The weights before which the flow waits for an operator's approval."""
+        return gated(self.canary_steps, self.approval)
 
     @field_validator("colours")
     @classmethod

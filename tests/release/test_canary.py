@@ -6,6 +6,7 @@ so the load generator's traffic really reaches the canaries and Prometheus judge
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,9 @@ def catalogue_data(**production: Any) -> dict[str, Any]:
 
 def test_canary_strategy_with_default_steps():
     env = parse_catalogue(catalogue_data()).environment("production")
-    assert env.strategy == "canary" and env.canary_steps == [5, 25, 50, 100]
-    assert plan_steps(env.canary_steps) == [Step(1, 5, False), Step(2, 25, False),
+    assert env.strategy == "canary" and env.canary_weights == [5, 25, 50, 100]
+    assert env.approval_gates == []
+    assert plan_steps(env.canary_weights) == [Step(1, 5, False), Step(2, 25, False),
                                             Step(3, 50, False), Step(4, 100, True)]
     assert [s.stable_weight for s in plan_steps([10, 100])] == [90, 0]
 
@@ -69,6 +71,75 @@ def test_bad_canary_steps_refused_naming_the_field(steps, problem):
 def test_unknown_strategy_refused_naming_the_field():
     with pytest.raises(InvalidInputError, match=r"environments\.production\.strategy"):
         parse_catalogue(catalogue_data(strategy="flagger"))
+
+
+def test_approval_gates_from_the_catalogue():
+    steps = [5, {"weight": 50, "approve": True}, 100]
+    env = parse_catalogue(catalogue_data(canary_steps=steps)).environment("production")
+    assert env.canary_weights == [5, 50, 100] and env.approval_gates == [50]
+    assert [s.approve for s in plan_steps(env.canary_weights, env.approval_gates)] == [
+        False, True, False]
+    assert any("step 2: wait for an operator's approval, then " in line
+               for line in plan_lines(env, parse_catalogue(catalogue_data()).select(), "2.0.0"))
+    for approval, gates in (("every-step", [5, 50, 100]), ("before-production", [5, 50])):
+        env = parse_catalogue(catalogue_data(canary_steps=steps, approval=approval)
+                              ).environment("production")
+        assert env.approval_gates == gates
+
+
+@pytest.mark.parametrize(("fields", "path"), [
+    ({"canary_steps": [5, {"weight": 50, "aprove": True}, 100]},
+     "environments.production.canary_steps.1.aprove"),
+    ({"canary_steps": [5, {"approve": True}, 100]},
+     "environments.production.canary_steps.1.weight"),
+    ({"approval": "sometimes"}, "environments.production.approval"),
+    ({"approval_timeout_s": 0}, "environments.production.approval_timeout_s"),
+])
+def test_bad_approval_settings_refused_naming_the_field(fields, path):
+    with pytest.raises(InvalidInputError) as refused:
+        parse_catalogue(catalogue_data(**fields))
+    assert path in str(refused.value)
+
+
+class Pause:
+    """Stands in for pause_flow_run: answers a decision, or times out."""
+
+    def __init__(self, answer: dict[str, Any] | None) -> None:
+        self.answer = answer
+        self.calls: list[dict[str, Any]] = []
+        self.resumed = 0
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from prefect.exceptions import FlowPauseTimeout
+
+        self.calls.append(kwargs)
+        if self.answer is None:
+            raise FlowPauseTimeout("Flow run was paused and never resumed.")
+        return kwargs["wait_for_input"](**self.answer)
+
+    def resume(self) -> None:
+        self.resumed += 1
+
+
+def test_a_gate_approves_rejects_or_times_out():
+    from errors import ApprovalError
+    from tasks.release.canary_gates import CanaryDecision, await_approval
+
+    env = parse_catalogue(catalogue_data(approval_timeout_s=30, approval_poll_s=2)
+                          ).environment("production")
+    step = Step(2, 50, False, True)
+    ok = Pause({"approve": True, "approved_by": "alice", "reason": "dashboards fine"})
+    assert await_approval(step, env, pause=ok, resume_after_timeout=ok.resume) == (
+        "approved by alice: dashboards fine")
+    assert ok.calls == [{"wait_for_input": CanaryDecision, "timeout": 30, "poll_interval": 2,
+                         "key": "canary-step-2"}]
+    no = Pause({"approve": False, "approved_by": "bob", "reason": "p99 creeping"})
+    with pytest.raises(ApprovalError, match="canary step 2 at 50 % rejected by bob: p99 creep"):
+        await_approval(step, env, pause=no, resume_after_timeout=no.resume)
+    late = Pause(None)
+    with pytest.raises(ApprovalError, match="no decision on canary step 2 at 50 % within 30 s"):
+        await_approval(step, env, pause=late, resume_after_timeout=late.resume)
+    assert late.resumed == 1  # the run is Running again before the rollback's tasks
 
 
 def test_routes_and_weights_read_back():
@@ -352,3 +423,117 @@ def test_a_selector_left_wide_by_a_dead_run_is_put_back(sandbox_stack, sandbox_s
     svc = core.read_namespaced_service("veza-web", production)
     assert svc.spec.selector == {"app": "veza-web", "color": "blue"}
     assert STABLE_ANNOTATION not in (svc.metadata.annotations or {})
+
+
+# --- approval gates on the real Prefect server ------------------------------------------------
+
+def paused_run(tag: str) -> Any:
+    """The flow run tagged ``tag`` once it is Paused (None before)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+    return next((r for r in runs if r.state is not None and r.state.is_paused()), None)
+
+
+def resume(run_id: Any, decision: dict[str, Any]) -> bool:
+    """Resume a paused run with a decision, as the UI's form does; False until it takes it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+
+    with get_client(sync_client=True) as client:
+        answer = client.resume_flow_run(run_id, run_input=decision)
+    return answer.status == SetStateStatus.ACCEPT
+
+
+def release_tagged(catalogue: str, version: str, tag: str) -> tuple[Any, list[Any]]:
+    from prefect import tags
+
+    def run() -> Any:
+        with tags(tag):
+            return run_release(catalogue, version)
+
+    return h.in_thread(run)
+
+
+def test_an_approved_gate_lets_the_next_step_run(sandbox_stack, sandbox_namespaces, blocks,
+                                                 tmp_path):
+    from sandbox.procs import wait_until
+    from tasks.release.history import last_release
+
+    _, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.3.0")
+    catalogue = canary_catalogue(tmp_path / "c.yaml", "", production, blocks,
+                                 canary_steps=[100], approval="before-production",
+                                 approval_poll_s=1)
+    tag = f"canary-gate-{uuid.uuid4().hex[:8]}"
+    thread, out = release_tagged(catalogue, "4.3.0", tag)
+
+    run = wait_until(lambda: paused_run(tag), timeout=240, what="the release paused at its gate")
+    # Canaries up and smoke-tested, no traffic on them before the operator says so.
+    assert canary_replicas(apps, production) == {s: 1 for s in TWO}
+    assert weights(custom, production) == {s: 0 for s in TWO}
+    wait_until(lambda: resume(run.id, {"approve": True, "approved_by": "alice",
+                                       "reason": "go"}), timeout=30, what="the run resumed")
+    thread.join(timeout=300)
+
+    assert out and not isinstance(out[0], BaseException), out
+    assert out[0].outcome == "succeeded", out[0].reason
+    assert {s: h.images(apps, production, "blue")[s][0].split(":")[1] for s in TWO} == {
+        s: "4.3.0" for s in TWO}
+    record = last_release(core, production)
+    assert record is not None
+    checks = [c.name for c in record.checks]
+    gate = checks.index("approval of canary step 1 at 100 %")
+    assert checks[gate + 1] == "canary step 1 at 100 %"  # the step ran after the approval
+    assert record.checks[gate].detail == "approved by alice: go"
+
+
+def test_a_rejected_gate_rolls_every_service_back(sandbox_stack, sandbox_namespaces, blocks,
+                                                  tmp_path):
+    from errors import ApprovalError
+    from sandbox.procs import wait_until
+    from tasks.release.history import last_release
+    from veza_ops.cli import main
+
+    _, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.4.0")
+    catalogue = canary_catalogue(tmp_path / "c.yaml", "", production, blocks,
+                                 canary_steps=[50, {"weight": 100, "approve": True}],
+                                 approval_poll_s=1)
+    tag = f"canary-gate-{uuid.uuid4().hex[:8]}"
+    thread, out = release_tagged(catalogue, "4.4.0", tag)
+
+    run = wait_until(lambda: paused_run(tag), timeout=240, what="the release paused at its gate")
+    assert weights(custom, production) == {s: 50 for s in TWO}  # step 1 passed, then the gate
+    # From a terminal this time: the same decision through `veza-ops reject`.
+    wait_until(lambda: main(["reject", str(run.id), "--by", "bob", "--reason", "latency"]) == 0,
+               timeout=30, what="the run took the rejection")
+    thread.join(timeout=300)
+
+    assert out and isinstance(out[0], ApprovalError), out
+    assert "canary step 2 at 100 % rejected by bob: latency" in str(out[0])
+    assert weights(custom, production) == {s: 0 for s in TWO}
+    assert canary_replicas(apps, production) == {s: 0 for s in TWO}
+    assert narrowed(core, production) == {s: {"app": s, "color": "blue"} for s in TWO}
+    assert {s: h.images(apps, production, "blue")[s][0] for s in TWO} == {
+        "veza-backend-api": "veza/backend-api:1.0.0", "veza-web": "veza/web:1.0.0"}
+    record = last_release(core, production)
+    assert record is not None and record.outcome == "rolled-back"
+    assert "rejected by bob" in (record.reason or "")
+
+
+def test_approve_refuses_a_bad_id_and_an_unknown_run(prefect_harness, capsys):
+    from veza_ops.cli import main
+
+    assert main(["approve", "not-a-uuid", "--by", "x"]) == 2
+    assert "run_id 'not-a-uuid' is not a flow run id" in capsys.readouterr().err
+    missing = str(uuid.uuid4())
+    assert main(["abort", missing]) == 2
+    assert f"no flow run {missing}" in capsys.readouterr().err
