@@ -7,6 +7,7 @@ from prefect import flow, get_run_logger, runtime
 from errors import ReleaseError
 from flows.models import ReleaseSummary
 from tasks.events import release_events
+from tasks.release.canary import reconcile_canaries_task
 from tasks.release.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
 from tasks.release.clusters import Cluster, connect
 from tasks.release.history import record_release_task, release_history_task
@@ -70,6 +71,8 @@ def _roll_back(catalogue: Catalogue, c: Cluster, services: list[str] | None,
         if env.strategy == "blue-green":
             report.reconciled(*reconcile_task(c.apps_v1, c.core_v1, env,
                                               catalogue.select(services)))
+        elif env.strategy == "canary":  # every weight to 0 %, selectors back, canaries down
+            report.reconciled(*reconcile_canaries_task(c, catalogue.select()))
         history = release_history_task(c.core_v1, env.namespace)
         for crashed in mark_crashed(history, flow_run_state, own_run=run_id):
             record_release_task(c.core_v1, env.namespace, crashed, keep=env.history_size)

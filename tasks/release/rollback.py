@@ -10,7 +10,7 @@ from kubernetes import client as k8s
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from errors import InvalidInputError, retry_on_transient
+from errors import InvalidInputError, ReleaseError, retry_on_transient
 from tasks.release.catalogue import Catalogue, EnvironmentSpec, ServiceSpec
 from tasks.release.colours import (
     bring_up_colour,
@@ -22,6 +22,7 @@ from tasks.release.colours import (
 from tasks.release.history import ReleaseRecord
 from tasks.release.leases import holder_is_over
 from tasks.release.logs import get_logger
+from tasks.release.staging import deploy_to_staging
 from tasks.release.switching import read_service, switch_selector
 
 
@@ -155,7 +156,8 @@ class RestoreOutcome:
         colour: the colour now serving.
         image: its image.
         action: ``already`` (nothing to do), ``switched`` (the old colour was running),
-            ``scaled`` (scaled up, then switched) or ``redeployed`` (recreated, then switched).
+            ``scaled`` (scaled up, then switched), ``redeployed`` (recreated, then switched)
+            or ``rolled`` (a canary environment's stable Deployment, rolled back in place).
     """
 
     service: str
@@ -170,7 +172,10 @@ def restore_service(apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, *, env: Envi
     """Put one service back on an image: reuse the idle colour or redeploy it, switch, scale.
 
     The colour is brought up like a release's (:func:`tasks.release.colours.bring_up_colour`
-    with ``reuse``); then the Service selects it and the abandoned colour goes to zero.
+    with ``reuse``); then the Service selects it and the abandoned colour goes to zero. In a
+    canary environment the stable Deployment is rolled back in place instead (action
+    ``rolled``): its colour is the one the DestinationRule's ``stable`` subset names, and a
+    Service moved to the other colour would leave that subset empty on a real mesh.
 
     Args:
         apps_v1: apps API.
@@ -193,6 +198,9 @@ def restore_service(apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, *, env: Envi
     live_dep = read_deployment_or_none(apps_v1, ns, spec.deployment_name(live))
     if live_dep is not None and container_image(live_dep, spec.container) == image:
         return RestoreOutcome(spec.name, live, image, "already")
+    if env.strategy == "canary":
+        return _roll_stable_back(apps_v1, env=env, spec=spec, live=live, live_dep=live_dep,
+                                 image=image, secret_name=secret_name)
     p = bring_up_colour(apps_v1, core_v1, env=env, spec=spec, image=image,
                         secret_name=secret_name, release_id=release_id, reuse=True)
     switch_selector(core_v1, service=spec.name, service_name=spec.service_name, namespace=ns,
@@ -200,6 +208,21 @@ def restore_service(apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, *, env: Envi
     scale_down(apps_v1, ns, [spec.deployment_name(p.live_colour)])
     get_logger(__name__).info("%s: %s (%s on %s)", spec.name, p.action, image, p.new_colour)
     return RestoreOutcome(spec.name, p.new_colour, image, p.action)
+
+
+def _roll_stable_back(apps_v1: k8s.AppsV1Api, *, env: EnvironmentSpec, spec: ServiceSpec,
+                      live: str, live_dep: k8s.V1Deployment | None, image: str,
+                      secret_name: str | None) -> RestoreOutcome:
+    """Roll a canary environment's stable Deployment back to ``image`` (a rolling update)."""
+    if live_dep is None:
+        raise ReleaseError(f"{spec.name}: the Service selects {live} but Deployment "
+                           f"{spec.deployment_name(live)} does not exist in {env.namespace}",
+                           hint="seed the stable track first")
+    deploy_to_staging(apps_v1, namespace=env.namespace, name=spec.deployment_name(live),
+                      container=spec.container, image=image, timeout_s=env.rollout_timeout_s,
+                      secret_prefix=f"{spec.name}-secrets", secret_name=secret_name)
+    get_logger(__name__).info("%s: stable %s rolled back to %s", spec.name, live, image)
+    return RestoreOutcome(spec.name, live, image, "rolled")
 
 
 restore_service_task = task(

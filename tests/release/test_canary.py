@@ -537,3 +537,50 @@ def test_approve_refuses_a_bad_id_and_an_unknown_run(prefect_harness, capsys):
     missing = str(uuid.uuid4())
     assert main(["abort", missing]) == 2
     assert f"no flow run {missing}" in capsys.readouterr().err
+
+
+def test_rollback_of_a_canary_environment(sandbox_stack, sandbox_seed, blocks, tmp_path):
+    """Every weight to 0 %, the Service narrowed, the stable rolled back in place (no colour)."""
+    from datetime import UTC, datetime
+
+    from flows.rollback import rollback
+    from tasks.release.canary_mesh import set_weight
+    from tasks.release.canary_service import widen_selector
+    from tasks.release.catalogue import load_catalogue
+    from tasks.release.history import ReleaseRecord, last_release, record_release
+    from tasks.release.staging import deploy_to_staging
+
+    _, production = sandbox_seed(staging=False, traffic=False)
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.5.0")
+    path = canary_catalogue(tmp_path / "c.yaml", "", production, blocks)
+    catalogue = load_catalogue(path)
+    env, web = catalogue.environment("production"), catalogue.services["veza-web"]
+    # What a committed canary release of veza-web 4.5.0 left: the stable on 4.5.0, its record.
+    deploy_to_staging(apps, namespace=production, name="veza-web-blue", container=web.container,
+                      image="veza/web:4.5.0", timeout_s=60)
+    now = datetime.now(UTC)
+    record_release(core, production, ReleaseRecord(
+        id=ReleaseRecord.new_id(now, "canary"), environment="production", version="4.5.0",
+        images={"veza-web": "veza/web:4.5.0"}, previous_images={"veza-web": "veza/web:1.0.0"},
+        colours={"veza-web": "blue"}, started_at=now, finished_at=now, outcome="succeeded"))
+    # ... and a later canary killed at 25 %: a weight up, the Service selecting both tracks.
+    set_weight(custom, env, web, 25, "dead-run")
+    widen_selector(core, env, web, "blue")
+
+    summary = rollback(environment="production", services=["veza-web"], catalogue_path=path)
+
+    assert summary.outcome == "succeeded", summary.reason
+    assert canary_weight(custom.get_namespaced_custom_object(
+        *ISTIO, production, "virtualservices", "veza-web")) == 0
+    svc = core.read_namespaced_service("veza-web", production)
+    assert svc.spec.selector == {"app": "veza-web", "color": "blue"}  # the stable subset's
+    assert h.images(apps, production, "blue")["veza-web"] == ("veza/web:1.0.0", 1)
+    green = [d.metadata.name for d in apps.list_namespaced_deployment(production).items
+             if d.metadata.name == "veza-web-green" and d.spec.replicas]
+    assert green == []  # rolled back in place: no colour switch under the DestinationRule
+    record = last_release(core, production)
+    assert record is not None and record.kind == "rollback"
+    assert next(c for c in record.checks if c.name == "restore veza-web").detail == "rolled"
+    assert any("set to 0 %" in line for line in summary.reconciled)
