@@ -146,14 +146,20 @@ def test_release_to_production_exits_0(platform: Platform, catalogue: str) -> No
         s: "green" if s == SERVICE else "blue" for s in h.ORDER}
 
 
-def test_failing_release_exits_1(platform: Platform, catalogue: str) -> None:
-    h.push_all(platform.sandbox, "7.2.0", error_rate=1.0)
+def test_failed_run_exits_1(platform: Platform, tmp_path: Path) -> None:
+    """A run that ends Failed fails CI: exit status 1 and the state on stderr.
+
+    What fails does not matter here (tests/release/ covers failing and rolled-back releases):
+    a catalogue that does not exist fails the run at its first step, before any change.
+    """
+    before = platform.count_runs()
     done = platform.trigger("release/production", "--param", "version=7.2.0",
-                            "--param", "skip_build=true", "--param", f"catalogue_path={catalogue}",
+                            "--param", "skip_build=true", "--param",
+                            f"catalogue_path={tmp_path / 'no-such-catalogue.yaml'}",
                             "--param", ONE_SERVICE, "--wait", "--timeout", "200")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Failed" in done.stderr
-    assert _selectors(platform, catalogue) == {s: "blue" for s in h.ORDER}
+    assert platform.count_runs() == before + 1  # it did run: refused input would exit 2
 
 
 def _api(platform: Platform, method: str, path: str, body: Any = None) -> Any:

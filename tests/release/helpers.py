@@ -41,7 +41,7 @@ def write_catalogue(
     lock_wait_s: float = 0.0, build: dict[str, Any] | None = None,
     e2e_command: list[str] | None = None, staging: bool = True,
 ) -> Path:
-    """Write a catalogue YAML for one test's namespace pair.
+    """Write a catalogue YAML for one test's namespace pair (``staging_ns=""``: no staging).
 
     The analysis defaults are as short as the sandbox's 1 s scrape allows: two healthy
     1 s intervals promote; up to 6 silent intervals are tolerated while a new colour's series
@@ -73,6 +73,9 @@ def write_catalogue(
         del data["environments"]["production"]["staging_environment"]
     if e2e_command:
         data["e2e_command"] = e2e_command
+    if not staging_ns:  # production alone: the release skips staging and E2E
+        del data["environments"]["staging"]
+        del data["environments"]["production"]["staging_environment"]
     path.write_text(yaml.safe_dump(data))
     return path
 

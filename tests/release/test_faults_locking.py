@@ -13,6 +13,13 @@ from tasks.release.locking import acquire_release_lock, keep_lock, release_lock
 from tests.release import helpers as h
 
 
+@pytest.fixture
+def sandbox_namespaces(sandbox_seed) -> tuple[str, str]:
+    """Production alone (``("", production)``): these releases are about production, so
+    they skip staging and E2E (the catalogue then has no staging environment)."""
+    return sandbox_seed(staging=False)
+
+
 @pytest.fixture()
 def coordination(k8s_api_client) -> client.CoordinationV1Api:
     return client.CoordinationV1Api(k8s_api_client)

@@ -19,6 +19,13 @@ from tests.release import helpers as h
 TWO = ["veza-backend-api", "veza-web"]  # "all services together" needs two, not four
 
 
+
+@pytest.fixture
+def sandbox_namespaces(sandbox_seed) -> tuple[str, str]:
+    """Production alone (``("", production)``): these releases are about production, so
+    they skip staging and E2E (the catalogue then has no staging environment)."""
+    return sandbox_seed(staging=False)
+
 @pytest.fixture(scope="module")
 def blocks(prefect_harness, sandbox_stack) -> str:
     return h.register_blocks(sandbox_stack)

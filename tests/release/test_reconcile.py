@@ -17,6 +17,13 @@ def state(selected, blue, green, pending=None, previous=None, name="svc") -> Ser
                         colours={"blue": blue, "green": green})
 
 
+
+@pytest.fixture
+def sandbox_namespaces(sandbox_seed) -> tuple[str, str]:
+    """Production alone (``("", production)``): these releases are about production, so
+    they skip staging and E2E (the catalogue then has no staging environment)."""
+    return sandbox_seed(staging=False)
+
 def test_consistent_state_needs_nothing():
     actions, problems = plan([state("blue", READY, GONE), state("green", DOWN, READY)])
     assert actions == [] and problems == []

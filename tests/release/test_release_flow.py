@@ -72,13 +72,15 @@ def shared_env(sandbox_stack, sandbox_shared_namespaces, blocks, tmp_path) -> En
 
 @pytest.fixture(scope="class")
 def rolled_back_env(sandbox_stack, blocks, tmp_path_factory) -> Iterator[Env]:
-    """One pair for the releases that are rolled back: each leaves production as it found it
-    (blue serving 1.0.0, which each asserts), so they share it; deleted after them."""
+    """One production namespace for the releases that are rolled back: each leaves it as it
+    found it (blue serving 1.0.0, which each asserts), so they share it; deleted after them.
+    No staging: what they test happens in production (their catalogue has no staging)."""
     from tests.fixtures.sandbox import seeder
 
     seed, clean = seeder(sandbox_stack)
     try:
-        yield make_env(sandbox_stack, seed(), blocks, tmp_path_factory.mktemp("rolled-back"))
+        yield make_env(sandbox_stack, seed(staging=False), blocks,
+                       tmp_path_factory.mktemp("rolled-back"))
     finally:
         clean()
 
@@ -338,11 +340,18 @@ def test_two_releases_do_not_interleave(env):
     assert h.selectors(env.core, env.production) == {s: "green" for s in h.ORDER}
 
 
-def test_manual_rollback_after_good_release(env):
+@pytest.fixture
+def prod_env(sandbox_stack, sandbox_seed, blocks, tmp_path) -> Env:
+    """A fresh production namespace alone (the catalogue has no staging)."""
+    return make_env(sandbox_stack, sandbox_seed(staging=False), blocks, tmp_path)
+
+
+def test_manual_rollback_after_good_release(prod_env):
     """Priority 9: the rollback flow scales the old colour back up and switches to it."""
     from flows.rollback import rollback
     from tasks.release.history import last_release
 
+    env = prod_env
     h.push_all(env.sandbox, "2.9.0")
     catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, intervals=1, keep_old_colour_s=0)
     released = run_release(catalogue, "2.9.0", skip_build=True)
