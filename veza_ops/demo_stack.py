@@ -149,6 +149,27 @@ def prefect_settings(server: Any) -> Iterator[None]:
         yield
 
 
+def pause_pitr_deployments() -> list[str]:
+    """Pause the PITR deployments' schedules (current Prefect settings' server).
+
+    The demo's PostgreSQL does not archive WAL to a pgBackRest repository, so their scheduled
+    runs (pitr-check every 5 minutes) would only fail and alert while the demo stays up.
+
+    Returns:
+        ``flow/deployment`` names paused.
+    """
+    from prefect.client.orchestration import get_client
+
+    names: list[str] = []
+    with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows(limit=200)}
+        for deployment in client.read_deployments(limit=200):
+            if "pitr" in (deployment.entrypoint or ""):  # flows/pitr.py, the PITR entrypoints
+                client.pause_deployment(deployment.id)
+                names.append(f"{flows.get(deployment.flow_id, '?')}/{deployment.name}")
+    return sorted(names)
+
+
 def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     """Start the sandbox, PostgreSQL, S3, Prefect and a worker; deploy; register blocks.
 
@@ -207,6 +228,9 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
                 pg=pg, dbname=DATABASE, s3=s3, bucket=BUCKET, key=key))
             register_pitr_block(sandbox_pitr_block(
                 s3=s3, front=front, bucket=BUCKET, passphrase=secrets.token_urlsafe(24)))
+            paused = pause_pitr_deployments()
+        print(f"- paused {', '.join(paused)}: the demo's PostgreSQL does not archive WAL "
+              "(docs/recovery.md shows a cluster that does)", file=out)
         push_demo_images(sandbox)
         print("- process worker on `veza-ops`", file=out)
         worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT),

@@ -52,3 +52,29 @@ def test_summary_flags_unexpected_outcomes() -> None:
     assert lines[0].split()[:3] == ["run", "outcome", "expected"]
     assert "http://ui/runs/flow-run/1" in lines[2] and "12 s" in lines[2]
     assert " NO " in lines[3] and not bad.as_expected and good.as_expected
+
+
+def test_the_demo_pauses_the_pitr_deployments_only(prefect_harness: None) -> None:
+    """The demo's PostgreSQL does not archive: its PITR schedules would only fail and alert."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    from veza_ops.demo_stack import pause_pitr_deployments
+
+    suffix = uuid.uuid4().hex[:6]
+    with get_client(sync_client=True) as client:
+        made = {}
+        for flow, name, entrypoint in [
+            ("pitr-check", f"every-5-min-{suffix}", "flows/pitr.py:pitr_check"),
+            ("restore-test", f"pitr-monthly-{suffix}",
+             "flows/restore_test.py:pitr_restore_test_flow"),
+            ("restore-test", f"monthly-{suffix}", "flows/restore_test.py:restore_test_flow"),
+        ]:
+            made[name] = client.create_deployment(
+                flow_id=client.create_flow_from_name(flow), name=name, entrypoint=entrypoint)
+        paused = pause_pitr_deployments()
+        state = {name: client.read_deployment(i).paused for name, i in made.items()}
+    assert f"pitr-check/every-5-min-{suffix}" in paused
+    assert state == {f"every-5-min-{suffix}": True, f"pitr-monthly-{suffix}": True,
+                     f"monthly-{suffix}": False}
