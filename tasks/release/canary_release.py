@@ -10,6 +10,7 @@ canaries serve, the weights return to 100 % stable and the canaries are scaled d
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from kubernetes import client as k8s
 
@@ -29,6 +30,7 @@ from tasks.release.canary_mesh import (
     set_weights,
 )
 from tasks.release.canary_service import narrow_selectors, widen_selector
+from tasks.release.canary_table import publish_table_task, step_rows
 from tasks.release.catalogue import Catalogue, ServiceSpec
 from tasks.release.clusters import Cluster
 from tasks.release.colours import Prepared
@@ -192,6 +194,7 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
                                             canary_labels(c.env, s)) for s in specs}
     decided_at: float | None = None
     at = 0.0
+    rows: list[dict[str, Any]] = []
     try:
         for s in specs:
             apply_destination_rule(custom, c.env, s, canaries[s.name].live_colour)
@@ -213,6 +216,8 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
                     report.switched_to(s.name)
             result = analyse_step_task(c.prometheus, env=c.env, specs=specs, step=step,
                                        endpoints=endpoints)
+            rows += step_rows(result, specs)
+            table = publish(c, rows, report=report)
             if result.aborted:
                 decided_at = result.decided_at
                 bad = result.aborted[0]
@@ -220,11 +225,29 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
                     f"canary of {bad.service} at {step.weight} % failed: {bad.verdict.reason}",
                     hint="every service was put back to 0 % canary; inspect the new version")
             report.check(f"canary step {step.number} at {step.weight} %", True,
-                         result.sentence())
+                         result.sentence() + (f" (table: artifact {table})" if table else ""))
     except BaseException as exc:
         back_to_stable(c, specs, canaries, report=report, cause=exc, decided_at=decided_at,
                        switched_at=at)
         raise
+
+
+def publish(c: Cluster, rows: list[dict[str, Any]], *, report: ReleaseReport) -> str | None:
+    """Publish the analysis table so far; a failure is a warning, never a rollback.
+
+    Args:
+        c: the canary environment.
+        rows: every step's rows so far.
+        report: the run's report.
+
+    Returns:
+        The artifact key, or None when it could not be published.
+    """
+    try:
+        return publish_table_task(c.env.name, report.record.version, rows)
+    except Exception as exc:  # a missing table never stops a canary
+        report.warn(f"canary analysis table not published: {type(exc).__name__}: {exc}")
+        return None
 
 
 def back_to_stable(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared], *,

@@ -354,6 +354,21 @@ def test_bad_canary_rolled_back_at_the_first_step_for_every_service(
     assert "restoration_s" in record.timings and "detection_s" in record.timings
 
 
+def test_the_analysis_table_has_a_row_per_service_and_step():
+    from tasks.release.canary_table import artifact_key, step_rows
+
+    catalogue = parse_catalogue(catalogue_data())
+    result = step_of(Prometheus(bad="veza-web"), Clock())
+    rows = step_rows(result, catalogue.select())
+    assert [(r["service"], r["step"], r["weight %"], r["verdict"]) for r in rows] == [
+        ("veza-backend-api", 1, 5, "promote"), ("veza-web", 1, 5, "abort")]
+    web = rows[1]
+    assert web["success rate (lowest)"] == 0.5 and web["success rate min"] == 0.99
+    assert web["p99 ms (highest)"] == 20.0 and web["p99 max ms"] == 500.0
+    assert "success rate 0.500 < 0.99" in web["reason"]
+    assert artifact_key("Prod_EU") == "canary-analysis-prod-eu"
+
+
 class OnlyFailures:
     """A canary answering nothing but 5xx: no non-5xx series exists at all."""
 
@@ -491,6 +506,31 @@ def test_an_approved_gate_lets_the_next_step_run(sandbox_stack, sandbox_namespac
     gate = checks.index("approval of canary step 1 at 100 %")
     assert checks[gate + 1] == "canary step 1 at 100 %"  # the step ran after the approval
     assert record.checks[gate].detail == "approved by alice: go"
+    assert "table: artifact canary-analysis-production" in record.checks[gate + 1].detail
+    assert [(r["service"], r["weight %"], r["verdict"]) for r in table_of(run.id)] == [
+        (s, 100, "promote") for s in TWO]
+
+
+def table_of(run_id: Any) -> list[dict[str, Any]]:
+    """The newest canary analysis table a flow run published."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["canary-analysis-production"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert found, "no canary-analysis table"
+    data = found[0].data
+    return list(json.loads(data) if isinstance(data, str) else data)
 
 
 def test_a_rejected_gate_rolls_every_service_back(sandbox_stack, sandbox_namespaces, blocks,
