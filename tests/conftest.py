@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,25 +26,59 @@ def prefect_harness() -> Iterator[None]:
 
 # Module-scoped fixtures cheap enough to build once per worker: their modules' tests may spread
 # over every worker. Any other module-scoped fixture starts something costly (a Prefect server
-# and its worker, a second sandbox, a PostgreSQL cluster): its tests are grouped below.
+# and its worker, a second sandbox, a PostgreSQL cluster): its module's tests stay together.
 CHEAP_MODULE_FIXTURES = frozenset({"blocks", "core", "apis"})
+GROUPS_FILE = "xdist-module-groups.txt"
+
+
+def _costly_modules(items: list[pytest.Item]) -> set[str]:
+    """Test modules with a costly module-scoped fixture (see CHEAP_MODULE_FIXTURES)."""
+    found: set[str] = set()
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None and any(
+            defs and defs[-1].scope == "module" and name not in CHEAP_MODULE_FIXTURES
+            for name, defs in info.name2fixturedefs.items()
+        ):
+            found.add(item.nodeid.split("::", 1)[0])
+    return found
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the tests sharing a costly module-scoped fixture on one xdist worker.
+    """On an xdist worker, tell the controller which modules must stay on one worker.
 
-    The suite runs with ``--dist loadgroup``: tests without a group are handed out one by
-    one (a long module no longer runs on a single worker), while the tests of a module with a
-    costly module fixture carry ``xdist_group(<module>)`` and run together, so that fixture
-    starts once.
+    ``--dist loadgroup`` cannot be used as documented here: pytest 9.2 builds node ids from a
+    structured id and ignores the ``@group`` suffix xdist 3.8 appends, so groups were silently
+    spread over every worker (four Prefect servers for the e2e module). Instead each worker
+    writes the costly modules it collected next to its basetemp, and
+    :class:`ModuleGroupScheduling` (the controller) reads them when it schedules.
     """
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        costly = [
-            name for name, defs in info.name2fixturedefs.items()
-            if defs and defs[-1].scope == "module" and name not in CHEAP_MODULE_FIXTURES
-        ]
-        if costly:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    worker_temp = getattr(config.option, "basetemp", None)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not worker_temp:
+        return
+    target = Path(worker_temp).parent / GROUPS_FILE
+    partial = target.with_name(f"{GROUPS_FILE}.{os.environ['PYTEST_XDIST_WORKER']}")
+    partial.write_text("".join(f"{m}\n" for m in sorted(_costly_modules(items))))
+    partial.replace(target)  # every worker collects the same tests: the last one wins
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``: tests one by one, except a costly module's, which go together."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    groups = config._tmp_path_factory.getbasetemp() / GROUPS_FILE  # type: ignore[attr-defined]
+
+    class ModuleGroupScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        """Each test is its own unit unless its module is listed in the groups file."""
+
+        _modules: frozenset[str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._modules is None:
+                self._modules = frozenset(groups.read_text().split()) if groups.exists() else None
+            module = nodeid.split("::", 1)[0]
+            return module if self._modules and module in self._modules else nodeid
+
+    return ModuleGroupScheduling(config, log)
