@@ -17,10 +17,15 @@ from tests.fixtures.sandbox import *  # noqa: F403
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect API (SQLite) for the whole session; it costs ~9 s to start."""
+    """One temporary Prefect API (SQLite) per worker for the whole session.
+
+    It takes ~10 s to start on an idle machine; the generous timeout is for a machine whose
+    two cores are busy with three other workers' sandboxes (a timeout here errors every test
+    of the worker that needs the API).
+    """
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 
