@@ -23,6 +23,7 @@ from tasks.release.preflight import plan_release_task, preflight_context, run_pr
 from tasks.release.production import release_to_production
 from tasks.release.reconcile import reconcile_task
 from tasks.release.report import ReleaseReport
+from tasks.release.rollback import mark_dead_runs_task
 from tasks.release.runs import flow_run_state
 from tasks.release.secrets_gc import collect_unused_secrets
 from tasks.release.staging import release_to_staging
@@ -102,6 +103,9 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
                                               bluegreen.env, catalogue.select()))
         if canary is not None:  # canary weights a dead run left are set back to 0 %
             report.reconciled(*reconcile_canaries_task(canary, catalogue.select()))
+        _, dead = mark_dead_runs_task(target.core_v1, target.env, flow_run_state, own_run=run_id)
+        for record in dead:  # a killed run's record said "running"
+            report.check(f"record {record.id}", True, record.reason or "crashed")
         first = rolling or target
         with report.timed("preflight"):
             report.checklist(first.env.name, run_preflight_task(preflight_context(

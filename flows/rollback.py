@@ -10,12 +10,11 @@ from tasks.events import release_events
 from tasks.release.canary import reconcile_canaries_task
 from tasks.release.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
 from tasks.release.clusters import Cluster, connect
-from tasks.release.history import record_release_task, release_history_task
 from tasks.release.locking import hold_locks
 from tasks.release.preemption import preempt_keep_window_task
 from tasks.release.reconcile import reconcile_task
 from tasks.release.report import ReleaseReport
-from tasks.release.rollback import choose_target, mark_crashed, restore_service_task
+from tasks.release.rollback import choose_target, mark_dead_runs_task, restore_service_task
 from tasks.release.runs import flow_run_state
 
 
@@ -73,11 +72,9 @@ def _roll_back(catalogue: Catalogue, c: Cluster, services: list[str] | None,
                                               catalogue.select(services)))
         elif env.strategy == "canary":  # every weight to 0 %, selectors back, canaries down
             report.reconciled(*reconcile_canaries_task(c, catalogue.select()))
-        history = release_history_task(c.core_v1, env.namespace)
-        for crashed in mark_crashed(history, flow_run_state, own_run=run_id):
-            record_release_task(c.core_v1, env.namespace, crashed, keep=env.history_size)
-            report.check(f"record {crashed.id}", True, crashed.reason or "crashed")
-            history = [crashed if r.id == crashed.id else r for r in history]
+        history, crashed = mark_dead_runs_task(c.core_v1, env, flow_run_state, own_run=run_id)
+        for record in crashed:
+            report.check(f"record {record.id}", True, record.reason or "crashed")
         if report.summary.reconciled and not any(r.outcome == "succeeded" for r in history):
             get_run_logger().warning("no successful release on record: reconciled only")
             report.summary.version = report.record.version = "reconciled"

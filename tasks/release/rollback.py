@@ -19,7 +19,7 @@ from tasks.release.colours import (
     read_deployment_or_none,
     scale_down,
 )
-from tasks.release.history import ReleaseRecord
+from tasks.release.history import ReleaseRecord, record_release, release_history
 from tasks.release.leases import holder_is_over
 from tasks.release.logs import get_logger
 from tasks.release.staging import deploy_to_staging
@@ -85,6 +85,37 @@ def mark_crashed(history: list[ReleaseRecord], state_of: Callable[[str], str | N
                 "outcome": "crashed", "finished_at": r.finished_at or datetime.now(UTC),
                 "reason": f"{why}; its record was left running"}))
     return marked
+
+
+def mark_dead_runs(core_v1: k8s.CoreV1Api, env: EnvironmentSpec,
+                   state_of: Callable[[str], str | None], *,
+                   own_run: str | None) -> tuple[list[ReleaseRecord], list[ReleaseRecord]]:
+    """Write ``crashed`` over the records that runs which are over left ``running``.
+
+    Called under the environment's lock by a rerun and by ``rollback``: after a SIGKILL the
+    record would otherwise say ``running`` for ever (the UI, Slack and DORA read it).
+
+    Args:
+        core_v1: Kubernetes core API.
+        env: the environment.
+        state_of: the Prefect state type of a flow run id (None when the run is gone).
+        own_run: the calling run's id (its own record is never marked).
+
+    Returns:
+        The environment's history with those records updated, and the records marked.
+    """
+    history = release_history(core_v1, env.namespace)
+    marked = mark_crashed(history, state_of, own_run=own_run)
+    for record in marked:
+        record_release(core_v1, env.namespace, record, keep=env.history_size)
+    updated = {r.id: r for r in marked}
+    return [updated.get(r.id, r) for r in history], marked
+
+
+mark_dead_runs_task = task(
+    name="mark-dead-runs", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2,
+    retry_condition_fn=retry_on_transient,
+)(mark_dead_runs)
 
 
 def _merged(records: list[ReleaseRecord], field: str) -> dict[str, str]:

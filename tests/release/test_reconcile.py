@@ -76,6 +76,7 @@ def test_nothing_ready_is_a_problem_for_a_human():
 def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_stack,
                                                       sandbox_namespaces, tmp_path):
     from flows.release import release
+    from tasks.release.history import release_history
     from tests.release import helpers as h
 
     staging, production = sandbox_namespaces
@@ -91,11 +92,21 @@ def test_killed_release_rerun_reaches_consistent_state(prefect_harness, sandbox_
     # Killed mid-release: the first service is on green, uncommitted.
     svc = core.read_namespaced_service("veza-backend-api", production)
     assert svc.metadata.annotations.get("veza-ops.veza.io/pending-release")
+    (killed,) = [r for r in release_history(core, production) if r.outcome == "running"]
+    # What the zombie-run automation does after 90 s without a heartbeat, done at once here.
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(killed.flow_run_id, Crashed(message="test"), force=True)
 
     summary = release(version="4.0.0", environment="production",
                       catalogue_path=str(catalogue), skip_build=True)
     assert any("never committed" in line for line in summary.reconciled)
     assert summary.outcome == "succeeded"
+    # The killed run's record no longer says running: the rerun marked it.
+    outcomes = {r.id: r.outcome for r in release_history(core, production)}
+    assert outcomes[killed.id] == "crashed"
     assert h.selectors(core, production) == {s: "green" for s in h.ORDER}
     for name in h.ORDER:
         annotations = core.read_namespaced_service(name, production).metadata.annotations or {}
