@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from sandbox.procs import wait_until
+from tests.screen import Screen
 from veza_ops.trigger_params import ParamError, parse_params, typed_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,22 +84,6 @@ class Blip:
     def close(self) -> None:
         self.drop()
         self.listener.close()
-
-
-class Screen(io.StringIO):
-    """Progress lines written by the thread following the run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self.lock:
-            return super().write(text)
-
-    def text(self) -> str:
-        with self.lock:
-            return self.getvalue()
 
 
 @pytest.fixture(scope="module")

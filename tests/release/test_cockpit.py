@@ -14,22 +14,7 @@ from kubernetes import client as k8s
 
 from sandbox.procs import wait_until
 from tests.release import helpers as h
-
-
-class Screen(io.StringIO):
-    """What a watching terminal shows, written by another thread."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self.lock:
-            return super().write(text)
-
-    def text(self) -> str:
-        with self.lock:
-            return self.getvalue()
+from tests.screen import Screen
 
 
 def catalogue_for(sandbox, namespace: str, tmp_path) -> str:
