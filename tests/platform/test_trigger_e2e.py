@@ -112,6 +112,13 @@ def platform(
 
 
 @pytest.fixture
+def sandbox_namespaces(sandbox_seed: Any) -> tuple[str, str]:
+    """Production alone: what is tested is CI's path, not staging (tests/release/ covers it)."""
+    result: tuple[str, str] = sandbox_seed(staging=False)
+    return result
+
+
+@pytest.fixture
 def catalogue(platform: Platform, sandbox_namespaces: tuple[str, str], tmp_path: Path) -> str:
     staging, production = sandbox_namespaces
     path = h.write_catalogue(tmp_path / "catalogue.yaml", staging_ns=staging,
