@@ -66,9 +66,9 @@ def test_the_demo_pauses_the_pitr_deployments_only(prefect_harness: None) -> Non
     with get_client(sync_client=True) as client:
         made = {}
         for flow, name, entrypoint in [
-            ("pitr-check", f"every-5-min-{suffix}", "flows/pitr.py:pitr_check"),
+            ("pitr-check", f"every-5-min-{suffix}", "flows/pitr_check.py:pitr_check"),
             ("restore-test", f"pitr-monthly-{suffix}",
-             "flows/restore_test.py:pitr_restore_test_flow"),
+             "flows/pitr_restore_test.py:pitr_restore_test_flow"),
             ("restore-test", f"monthly-{suffix}", "flows/restore_test.py:restore_test_flow"),
         ]:
             made[name] = client.create_deployment(

@@ -18,9 +18,10 @@ from pydantic import SecretStr
 
 from blocks.postgres import PostgresDatabase
 from errors import ArchiveCheckError, RestoreRefusedError
-from flows.pitr import pitr_check, pitr_expire
+from flows.pitr import pitr_expire
+from flows.pitr_check import pitr_check
+from flows.pitr_restore_test import pitr_restore_test_flow
 from flows.restore import pitr_restore_flow
-from flows.restore_test import pitr_restore_test_flow
 from sandbox.procs import free_port, wait_until
 from tasks.recovery.pitr import cluster as restored_cluster
 from tasks.recovery.pitr import commands
