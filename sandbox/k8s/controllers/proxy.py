@@ -87,8 +87,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         server thread per request. A reused connection the pod closed meanwhile is replaced
         once; a failure on a new connection is raised as it came.
         """
-        pool: dict[tuple[str, int], http.client.HTTPConnection] = self.__dict__.setdefault(
-            "_upstream", {})
+        pool = self._upstream
         while True:
             conn = pool.pop(target, None)
             reused = conn is not None
@@ -114,9 +113,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 pool[target] = conn
             return response, payload
 
+    def setup(self) -> None:
+        """Start the client connection with no upstream connection kept yet."""
+        self._upstream: dict[tuple[str, int], http.client.HTTPConnection] = {}
+        super().setup()
+
     def finish(self) -> None:
         """Close the kept-alive upstream connections with the client's."""
-        for conn in self.__dict__.pop("_upstream", {}).values():
+        for conn in self._upstream.values():
             with contextlib.suppress(OSError):
                 conn.close()
         super().finish()
