@@ -1,9 +1,8 @@
-"""Test-suite wiring: the Prefect harness and the fixtures of each area."""
+"""Test-suite wiring: the shared Prefect server, the fixtures of each area, xdist scheduling."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +10,20 @@ import pytest
 
 from tests.fixtures.k8s import *  # noqa: F403
 from tests.fixtures.pitr import *  # noqa: F403
+from tests.fixtures.prefect import *  # noqa: F403
+from tests.fixtures.prefect import start_shared_server, stop_shared_server
 from tests.fixtures.recovery import *  # noqa: F403
 from tests.fixtures.sandbox import *  # noqa: F403
 
 
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect API (SQLite) per worker for the whole session.
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, the controller starts the Prefect server every worker shares."""
+    start_shared_server(config)
 
-    It takes ~10 s to start on an idle machine; the generous timeout is for a machine whose
-    two cores are busy with three other workers' sandboxes (a timeout here errors every test
-    of the worker that needs the API).
-    """
-    from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the shared Prefect server (controller only; a no-op elsewhere)."""
+    stop_shared_server()
 
 
 # Module-scoped fixtures cheap enough to build once per worker: their modules' tests may spread

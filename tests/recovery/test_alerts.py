@@ -32,6 +32,17 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
     return value
 
 
+@pytest.fixture(scope="module")
+def prefect_harness() -> Iterator[None]:
+    """A Prefect server of this module's own: the automations installed here (the zombie one
+    crashes any run without a heartbeat, the failure alert fires on any failed backup) would
+    act on the runs of tests sharing the suite's server."""
+    from tests.fixtures.prefect import private_harness
+
+    with private_harness():
+        yield
+
+
 @pytest.fixture()
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
