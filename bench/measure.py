@@ -23,6 +23,8 @@ class Measured:
     stdout: str
     stderr: str
     peaks: dict[str, int] = field(default_factory=dict)  # sampled peak RSS per command name
+    cpu_s: float = 0.0  # user + system CPU of the whole waited-for tree (getrusage), seconds
+    cpu_by_name: dict[str, float] = field(default_factory=dict)  # sampled, per command name
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -53,11 +55,48 @@ def _name_and_rss(pid: int) -> tuple[str, int]:
     return name, rss
 
 
-def tree_rss(root: int) -> tuple[int, dict[str, int]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` (all its threads) so far, 0 when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of ``root`` and its live descendants, plus the reaped children each one waited for.
+
+    For a server (the postmaster, moto) the difference of two readings is what it spent in
+    between, on behalf of whoever asked.
+    """
+    children = _children_map()
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15]) / _TICKS
+        todo.extend(children.get(pid, []))
+    return total
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss(
+    root: int, cpu: dict[int, tuple[str, float]] | None = None
+) -> tuple[int, dict[str, int]]:
     """RSS of ``root`` and all its descendants, now.
 
     Args:
         root: a pid.
+        cpu: if given, updated with each process's name and CPU seconds so far (a process
+            that exits between two samples loses at most one interval of CPU).
 
     Returns:
         (the sum in bytes, the largest RSS per command name).
@@ -70,6 +109,8 @@ def tree_rss(root: int) -> tuple[int, dict[str, int]]:
         name, rss = _name_and_rss(pid)
         total += rss
         by_name[name] = max(by_name.get(name, 0), rss)
+        if cpu is not None and name != "?":
+            cpu[pid] = (name, max(cpu.get(pid, (name, 0.0))[1], cpu_seconds(pid)))
         todo.extend(children.get(pid, []))
     return total, by_name
 
@@ -79,15 +120,22 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak = pid, interval, 0
         self.peaks: dict[str, int] = {}
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (name, CPU seconds last seen)
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            total, by_name = tree_rss(self.pid)
+            total, by_name = tree_rss(self.pid, self.cpu)
             self.peak = max(self.peak, total)
             for name, rss in by_name.items():
                 self.peaks[name] = max(self.peaks.get(name, 0), rss)
             self.done.wait(self.interval)
+
+    def cpu_by_name(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, seconds in self.cpu.values():
+            out[name] = out.get(name, 0.0) + seconds
+        return out
 
 
 def measure(
@@ -146,4 +194,6 @@ def measure(
         stdout=stdout,
         stderr=stderr,
         peaks=dict(sampler.peaks),
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        cpu_by_name={k: round(v, 2) for k, v in sampler.cpu_by_name().items()},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -16,6 +17,19 @@ from errors import PipelineError
 
 STDERR_TAIL = 2048
 SPLICE_CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20  # bytes a pipe between two stages holds (Linux default: 64 KiB)
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe behind ``fd`` hold :data:`PIPE_SIZE` bytes, when the system allows.
+
+    With the default 64 KiB, every stage blocks and wakes every 64 KiB: on a busy machine
+    that is a context switch per 64 KiB per stage. A refusal (above
+    ``/proc/sys/fs/pipe-max-size`` for an unprivileged user, or too much pipe memory) keeps
+    the default: it only costs speed.
+    """
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 @dataclass
@@ -142,10 +156,14 @@ class Pipeline:
             drain = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
             drain.start()
             self._threads.append(drain)
+            if proc.stdout is not None:
+                _widen(proc.stdout.fileno())
             if last:
                 break
+            assert proc.stdout is not None
             if stage.count_output:
                 read_fd, write_fd = os.pipe()
+                _widen(read_fd)
                 assert proc.stdout is not None
                 relay = _Relay(proc.stdout, write_fd)
                 relay.thread = threading.Thread(target=relay.run, daemon=True)
