@@ -11,7 +11,8 @@ from blocks.loading import load_block
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from tasks.events import run_events
-from tasks.recovery.backup import backup_task, publish_backup_table
+from tasks.recovery.backup import backup_task
+from tasks.recovery.backup_report import publish_backup_table
 from tasks.recovery.backup_slot import backup_slot, slot_wait_s
 from tasks.recovery.manifest import Manifest
 from tasks.recovery.upload import attempt_timeout_s

@@ -17,6 +17,7 @@ from tasks.recovery.pruning import (
     delete_backups_task,
     list_backups_task,
     publish_catalogue_task,
+    split_legacy,
     verify_newest_task,
 )
 from tasks.recovery.retention import (
@@ -63,6 +64,7 @@ def prune_backups(
     incomplete_grace_hours: int = 24,
     delete_incomplete: bool = False,
     max_full_age_h: int = 48,
+    prune_legacy: bool = False,
     dry_run: bool = True,
     local_spool: str | None = None,
     spool_max_age_days: int = 7,
@@ -82,6 +84,9 @@ def prune_backups(
         delete_incomplete: also delete incomplete backups older than the grace period.
         max_full_age_h: while a database's newest full is older than this (hours; 0: no
             check), nothing of it is deleted and the run fails naming it and the age.
+        prune_legacy: let retention delete legacy archives (the deployment guide's
+            ``{db}_YYYYMMDD_HHMMSS.dump.gpg``) like other backups that are not veza-ops
+            fulls; off by default: every legacy archive is kept.
         dry_run: plan and report only (default).
         local_spool: a local directory whose stray files older than ``spool_max_age_days``
             are removed (dry run applies too).
@@ -94,12 +99,8 @@ def prune_backups(
         RecoveryError: after the other databases were pruned, when fulls of one stopped.
     """
     policy = RetentionPolicy(
-        daily=daily,
-        weekly=weekly,
-        monthly=monthly,
-        hourly_hours=hourly_hours,
-        incomplete_grace_hours=incomplete_grace_hours,
-        delete_incomplete=delete_incomplete,
+        daily=daily, weekly=weekly, monthly=monthly, hourly_hours=hourly_hours,
+        incomplete_grace_hours=incomplete_grace_hours, delete_incomplete=delete_incomplete,
         max_full_age_h=max_full_age_h,
     )
     if local_spool:
@@ -108,7 +109,8 @@ def prune_backups(
 
     records = verify_newest_task(store, list_backups_task(store, database=database))
     now = datetime.now(UTC)
-    decisions = plan_retention_task(records, policy, now)
+    planned, legacy_kept = split_legacy(records, prune_legacy=prune_legacy)
+    decisions = plan_retention_task(planned, policy, now) + legacy_kept
     scope = database or "all"
     publish_catalogue_task(records, key=artifact_key("backup-catalogue", scope))
     publish_decisions_task(decisions, key=artifact_key("prune-backups", scope), dry_run=dry_run)
@@ -121,9 +123,7 @@ def prune_backups(
         get_run_logger().info("dry run: %d backups would be deleted", len(doomed))
 
     report = PruneReport(
-        dry_run=dry_run,
-        store_block=store_block,
-        database=database,
+        dry_run=dry_run, store_block=store_block, database=database,
         kept=[d.record.label for d in decisions if d.keep],
         to_delete=[r.label for r in doomed],
         deleted=deleted,

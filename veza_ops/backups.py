@@ -120,6 +120,7 @@ def render_database(info: DatabaseInfo, *, now: Any) -> list[str]:
         rows.append(("RPO", f"{_age(info.rpo)} (objective {objective}: {verdict})"))
     rows.append(("incomplete uploads", str(len(info.uploads))))
     rows.append(("without manifest", f"{len(info.orphans)} ({_size(info.incomplete_bytes)})"))
+    rows.append(("legacy archives", f"{len(info.legacy)} (made before veza-ops, no checksum)"))
     keep = len(info.decisions) - len(info.to_delete)
     rows.append(("next prune", f"keep {keep}, delete {len(info.to_delete)}"))
     width = max(len(k) for k, _ in rows)
@@ -130,6 +131,9 @@ def render_database(info: DatabaseInfo, *, now: Any) -> list[str]:
         )
     for record in info.orphans:
         lines.append(f"  without manifest: {record.backup_id} ({record.missing})")
+    for record in info.legacy:
+        lines.append(f"  legacy: {record.backup_id} {record.data_key} "
+                     f"({_size(record.data_size or 0)}, no checksum)")
     if info.frozen:
         lines.append(f"  prune {'FAILS' if info.alarm else 'frozen'}: {info.frozen}")
     for decision in info.to_delete:

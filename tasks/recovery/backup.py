@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from prefect import get_run_logger, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
@@ -28,11 +24,14 @@ from errors.s3 import s3_errors
 from tasks.logs import ModuleLogger
 from tasks.recovery.catalogue import artifact_key, check_bucket
 from tasks.recovery.content import surveying
+from tasks.recovery.dbstate import read_database_state
 from tasks.recovery.manifest import (
     DATA_NAME,
     GLOBALS_NAME,
     MANIFEST_NAME,
+    STATE_NAME,
     BackupKind,
+    EncryptedObject,
     GlobalsObject,
     Manifest,
     backup_id,
@@ -41,11 +40,10 @@ from tasks.recovery.manifest import (
 from tasks.recovery.naming import check_database_name
 from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.postgres import exported_snapshot
+from tasks.recovery.progress import ProgressArtifact, ProgressFn, dump_estimate_bytes
 from tasks.recovery.upload import UploadResult, part_size_for, upload_stream
 
 logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
-
-ProgressFn = Callable[[int, int], None]
 
 
 class BackupOutcome(BaseModel):
@@ -129,9 +127,10 @@ def stream_to_store(
     key: str,
     stages: list[Stage],
     *,
-    on_part: Callable[[int], None] | None = None,
+    on_output: Callable[[int], None] | None = None,
     estimate_bytes: int = 0,
     also_before_complete: Callable[[], object] | None = None,
+    input_data: bytes | None = None,
 ) -> tuple[UploadResult, int]:
     """Run ``stages`` and stream the last one's output into ``key`` (multipart, checked).
 
@@ -141,16 +140,26 @@ def stream_to_store(
         client: boto3 S3 client.
         store: the store block (bucket, part size, SSE settings).
         key: the object key.
-        stages: the pipeline; its first stage's output is counted.
-        on_part: called with the running byte count after each part.
+        stages: the pipeline; its first stage's output is counted when it says so.
+        on_output: called after each part with the bytes the first stage produced so far
+            (needs its ``count_output``): the backup's progress, in pg_dump's bytes.
         estimate_bytes: expected size (the database's): parts grow so that 10,000 suffice.
         also_before_complete: called after the exit statuses, before completing; raising
             aborts the upload (the backup's content survey is waited for there).
+        input_data: bytes fed to the first stage's stdin (a small document to encrypt).
 
     Returns:
-        The upload result and the bytes the first stage produced.
+        The upload result and the bytes the first stage produced (0 when not counted).
     """
-    with Pipeline(stages) as pipe:
+    counted = stages[0].count_output
+    stdin = subprocess.PIPE if input_data is not None else subprocess.DEVNULL
+    with Pipeline(stages, stdin=stdin) as pipe:
+        if input_data is not None:
+            threading.Thread(target=_feed, args=(pipe.input, input_data), daemon=True).start()
+
+        def on_part(_uploaded: int) -> None:
+            if on_output is not None and counted:
+                on_output(pipe.counted(stages[0].name))
 
         def all_exited_zero() -> None:
             pipe.check(timeout=600)
@@ -168,7 +177,13 @@ def stream_to_store(
             on_part=on_part,
             before_complete=all_exited_zero,
         )
-        return upload, pipe.counted(stages[0].name)
+        return upload, pipe.counted(stages[0].name) if counted else 0
+
+
+def _feed(stream: Any, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError, ValueError):  # the stage died: its status says
+        stream.write(data)
+        stream.close()
 
 
 def run_backup(
@@ -192,7 +207,9 @@ def run_backup(
     tables are locked and sequences read before pg_dump starts, the scans overlap the
     dump). Every exit status and the survey are checked before the upload is completed;
     any failure aborts it. The cluster's globals (roles, memberships) follow the same path
-    into a second object. The manifest, recording all of it, is uploaded last.
+    into a second object, and the database's owner, settings and grants
+    (:mod:`tasks.recovery.dbstate`) into a third. The manifest, recording all of it, is
+    uploaded last.
 
     Args:
         db: the database block.
@@ -200,7 +217,8 @@ def run_backup(
         encryption: the recipients block.
         kind: full or hourly.
         role_passwords: keep the roles' password hashes in the globals object (opt-in).
-        on_progress: called with (bytes uploaded, estimated total) after each part.
+        on_progress: called after each uploaded part with (bytes pg_dump wrote so far, their
+            estimated total: :func:`tasks.recovery.progress.dump_estimate_bytes`).
         client: an S3 client to use instead of ``store.get_client()``.
         now: clock (injected by tests).
 
@@ -215,6 +233,7 @@ def run_backup(
     with encryption.keyring() as keyring:
         client = client if client is not None else store.get_client()
         check_bucket(client, store.bucket)
+        state = read_database_state(db)
         with (
             exported_snapshot(db) as snap,
             surveying(db, snap.snapshot_id) as survey,
@@ -225,21 +244,27 @@ def run_backup(
                 db, env=env, snapshot_id=snap.snapshot_id, gnupghome=keyring.home,
                 recipients=keyring.fingerprints,
             )
-            estimate = max(snap.database_bytes, 1)
+            dump_total = dump_estimate_bytes(db) if on_progress is not None else 0
 
-            def progress(size: int) -> None:
+            def progress(dumped: int) -> None:
                 if on_progress is not None:
-                    on_progress(size, estimate)
+                    on_progress(dumped, dump_total)
 
             upload, plain_bytes = stream_to_store(
-                client, store, data_key, stages, on_part=progress, estimate_bytes=estimate,
-                also_before_complete=survey.result,
+                client, store, data_key, stages, on_output=progress,
+                estimate_bytes=max(snap.database_bytes, 1), also_before_complete=survey.result,
             )
             content = survey.result()
             globals_upload, _ = stream_to_store(
                 client, store, root + GLOBALS_NAME,
                 globals_stages(env=env, role_passwords=role_passwords, gnupghome=keyring.home,
                                recipients=keyring.fingerprints),
+            )
+            state_upload, _ = stream_to_store(
+                client, store, root + STATE_NAME,
+                [Stage("zstd", ["zstd", "-q", "-c"]),
+                 _gpg_stage(keyring.home, keyring.fingerprints)],
+                input_data=state.model_dump_json().encode(),
             )
         finished = now()
         manifest = Manifest(
@@ -268,6 +293,8 @@ def run_backup(
             content_method=content.method,
             sequences=content.sequences,
             large_objects=content.large_objects,
+            database_state=EncryptedObject(key=state_upload.key, size_bytes=state_upload.size,
+                                           sha256=state_upload.sha256),
         )
     body = json.dumps(manifest.model_dump(mode="json"), indent=2).encode()
     try:
@@ -278,7 +305,7 @@ def run_backup(
             )
     except Exception:
         logger.warning("manifest upload failed; deleting s3://%s/%s", store.bucket, data_key)
-        for key in (data_key, root + GLOBALS_NAME):
+        for key in (data_key, root + GLOBALS_NAME, root + STATE_NAME):
             with contextlib.suppress(Exception):
                 client.delete_object(Bucket=store.bucket, Key=key)
         raise
@@ -313,70 +340,23 @@ def backup_task(
         role_passwords: keep the roles' password hashes in the globals (opt-in).
 
     Returns:
-        The outcome; a progress artifact is updated while it runs.
+        The outcome; a progress artifact (throttled; its failures only logged) shows the
+        bytes pg_dump wrote against the tables' data size, 100 % once the backup is done.
     """
     log = get_run_logger()
-    progress_id = create_progress_artifact(  # sync context: returns the UUID
-        progress=0.0,
+    bar = ProgressArtifact(
         key=artifact_key("backup-progress", db.dbname),
-        description=f"backup of {db.dbname} (bytes uploaded vs database size)",
-    )
-    assert isinstance(progress_id, UUID)
-
-    def on_progress(uploaded: int, estimate: int) -> None:
-        log.info("backup of %s: %d MiB uploaded", db.dbname, uploaded >> 20)
-        update_progress_artifact(progress_id, min(99.0, 100.0 * uploaded / estimate))
-
+        description=f"backup of {db.dbname}: bytes pg_dump wrote vs the tables' data size "
+        "(an estimate: 99 % until the backup is complete)",
+        what=f"backup of {db.dbname}",
+    ).start()
     outcome = run_backup(
-        db, store, encryption, kind=kind, role_passwords=role_passwords, on_progress=on_progress
+        db, store, encryption, kind=kind, role_passwords=role_passwords, on_progress=bar.update
     )
-    update_progress_artifact(progress_id, 100.0)
+    bar.finish()
     m = outcome.manifest
     log.info(
         "backup %s of %s uploaded to s3://%s/%s (%d bytes, %d parts)",
         m.backup_id, m.database, store.bucket, m.data_key, m.size_bytes, outcome.parts,
     )
     return outcome
-
-
-def _globals_summary(m: Manifest) -> str:
-    if m.globals is None:
-        return "none"
-    passwords = "included" if m.globals.role_passwords else "excluded"
-    return f"{m.globals.size_bytes} bytes, role passwords {passwords}"
-
-
-@task(name="publish-backup-result", cache_policy=NO_CACHE)
-def publish_backup_table(outcome: BackupOutcome) -> None:
-    """Prefect task: the table artifact of a finished backup.
-
-    Args:
-        outcome: the backup outcome.
-    """
-    m = outcome.manifest
-    rows: list[dict[str, Any]] = [
-        {"item": "backup id", "value": m.backup_id},
-        {"item": "database", "value": m.database},
-        {"item": "server version", "value": m.server_version},
-        {"item": "started", "value": m.started_at.isoformat()},
-        {"item": "finished", "value": m.finished_at.isoformat()},
-        {"item": "duration (s)", "value": round(outcome.seconds, 1)},
-        {"item": "dump bytes (plain)", "value": m.plain_bytes},
-        {"item": "uploaded bytes", "value": m.size_bytes},
-        {"item": "sha256", "value": m.sha256},
-        {"item": "parts", "value": outcome.parts},
-        {"item": "recipients", "value": ", ".join(m.recipients)},
-        {"item": "globals (roles)", "value": _globals_summary(m)},
-        {"item": "encoding / collate / ctype",
-         "value": f"{m.encoding} / {m.lc_collate} / {m.lc_ctype}"},
-        {"item": "tables", "value": len(m.tables)},
-        {"item": "rows", "value": sum(t.rows for t in m.tables)},
-        {"item": "sequences", "value": len(m.sequences or [])},
-        {"item": "large objects",
-         "value": m.large_objects.count if m.large_objects else "not recorded"},
-    ]
-    create_table_artifact(
-        table=rows,
-        key=artifact_key("backup", m.database),
-        description=f"backup {m.backup_id} of {m.database}",
-    )

@@ -10,16 +10,17 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from errors import IntegrityError, InvalidInputError, NotFoundError
+from errors import IntegrityError, NotFoundError
 from errors.s3 import s3_errors
 from tasks.logs import ModuleLogger
 from tasks.recovery.manifest import (
     DATA_NAME,
     MANIFEST_NAME,
-    BackupKind,
     Manifest,
-    backup_prefix,
+    RecordKind,
+    backup_id,
     parse_backup_id,
+    parse_legacy_name,
 )
 from tasks.recovery.naming import (
     artifact_key as artifact_key,  # noqa: PLC0414 (re-exported for its callers)
@@ -50,11 +51,14 @@ class BackupRecord:
     :func:`manifest_problem`). The manifest is uploaded last, so a backup without one is in
     flight, failed, or half-deleted. Listing only sees which keys exist; a manifest found
     faulty later is recorded in ``manifest_problem`` (see :func:`check_manifest`).
+
+    A legacy archive (kind ``legacy``, made before veza-ops) is one object and never has a
+    manifest: it is complete as soon as it is listed.
     """
 
     database: str
     backup_id: str
-    kind: BackupKind
+    kind: RecordKind
     started_at: datetime
     data_key: str | None
     data_size: int | None
@@ -65,6 +69,8 @@ class BackupRecord:
     @property
     def complete(self) -> bool:
         """True when the data object and a manifest (not found faulty) are both present."""
+        if self.legacy:
+            return self.data_key is not None
         return (
             self.data_key is not None
             and self.manifest_key is not None
@@ -74,6 +80,8 @@ class BackupRecord:
     @property
     def missing(self) -> str:
         """What an incomplete backup lacks, in words ("" when complete)."""
+        if self.legacy:
+            return "" if self.data_key else "no data"
         lacks = [
             what
             for what, key in (("no manifest", self.manifest_key), ("no data", self.data_key))
@@ -82,6 +90,11 @@ class BackupRecord:
         if self.manifest_problem:
             lacks.append(self.manifest_problem)
         return ", ".join(lacks)
+
+    @property
+    def legacy(self) -> bool:
+        """A legacy archive (the guide's script: no manifest, no checksum)."""
+        return self.kind == "legacy"
 
     @property
     def label(self) -> str:
@@ -140,9 +153,10 @@ def list_backups(
 ) -> list[BackupRecord]:
     """List the backups under ``prefix`` by listing keys (paginated) and grouping them by id.
 
-    Keys that do not fit ``{prefix}/{db}/{id}/{name}`` with a valid backup id are ignored.
-    No manifest is read: ``complete`` only reflects which objects exist until a manifest is
-    checked (:func:`check_manifest`).
+    Keys that do not fit ``{prefix}/{db}/{id}/{name}`` with a valid backup id are ignored,
+    except legacy archives ``{prefix}/{db}_YYYYMMDD_HHMMSS.dump.gpg`` (kind ``legacy``,
+    dated by their name, no manifest). No manifest is read: ``complete`` only reflects
+    which objects exist until a manifest is checked (:func:`check_manifest`).
 
     Args:
         client: a boto3 S3 client.
@@ -161,14 +175,20 @@ def list_backups(
     _check_database(database)
     root = _root(prefix)
     listing = _list_keys(client, bucket, _root(prefix, database), page_size)
+    if database is not None:  # legacy archives sit beside the folders: {db}_...dump.gpg
+        listing += _list_keys(client, bucket, f"{root}{database}_", page_size)
     groups: dict[tuple[str, str], dict[str, tuple[str, int]]] = defaultdict(dict)
+    records: list[BackupRecord] = []
     for key, size in listing:
         parts = key[len(root) :].split("/")
+        if len(parts) == 1:
+            legacy = _legacy_record(key, parts[0], size)
+            if legacy is not None and database in (None, legacy.database):
+                records.append(legacy)
         if len(parts) != 3 or not all(parts):
             continue
         db, bid, name = parts
         groups[(db, bid)][name] = (key, size)
-    records: list[BackupRecord] = []
     for (db, bid), objects in groups.items():
         try:
             started, kind = parse_backup_id(bid)
@@ -189,6 +209,17 @@ def list_backups(
             )
         )
     return sorted(records, key=lambda r: (r.database, r.started_at, r.backup_id))
+
+
+def _legacy_record(key: str, name: str, size: int) -> BackupRecord | None:
+    parsed = parse_legacy_name(name)
+    if parsed is None:
+        return None
+    database, started = parsed
+    return BackupRecord(
+        database=database, backup_id=backup_id(started, "legacy"), kind="legacy",
+        started_at=started, data_key=key, data_size=size, manifest_key=None, keys=(key,),
+    )
 
 
 def read_manifest(client: Any, bucket: str, record: BackupRecord) -> Manifest:
@@ -284,7 +315,8 @@ def latest_complete(
     """The manifest of the newest complete backup, its manifest read and checked.
 
     Backups lacking an object, or whose manifest turns out faulty, are skipped (and logged):
-    a restore test must never pick a backup whose data object is missing.
+    a restore test must never pick a backup whose data object is missing. Legacy archives
+    are never picked (restore or test one by naming its id).
 
     Args:
         client: a boto3 S3 client.
@@ -297,7 +329,7 @@ def latest_complete(
     """
     limit = parse_backup_id(before) if before else None
     for record in newest_first(records):
-        if limit and (record.started_at, record.kind) >= limit:
+        if record.legacy or (limit and (record.started_at, record.kind) >= limit):
             continue
         if not record.complete:
             logger.warning("skipping incomplete backup %s (%s)", record.label, record.missing)
@@ -307,78 +339,3 @@ def latest_complete(
             return manifest
         logger.warning("skipping incomplete backup %s (%s)", checked.label, checked.missing)
     return None
-
-
-def find_backup(
-    client: Any, bucket: str, prefix: str, database: str, backup_id: str | None
-) -> Manifest:
-    """Resolve a backup id (or the newest complete backup) of ``database`` to its manifest.
-
-    Args:
-        client: boto3 S3 client.
-        bucket: the bucket.
-        prefix: the store prefix.
-        database: database name.
-        backup_id: a backup id, or None for the newest complete one.
-
-    Returns:
-        The manifest, checked against the data object.
-
-    Raises:
-        InvalidInputError: the id is malformed or names no complete backup.
-        NotFoundError: there is no complete backup at all.
-        IntegrityError: the named backup's manifest is faulty.
-    """
-    if backup_id is not None:
-        try:
-            parse_backup_id(backup_id)
-        except ValueError:
-            raise InvalidInputError(
-                "backup_id", f"{backup_id!r} is not a backup id",
-                fix="use an id like 20261127T030000Z-full (see the backup catalogue)",
-            ) from None
-    records = list_backups(client, bucket, prefix, database=database)
-    if backup_id is None:
-        manifest = latest_complete(client, bucket, records)
-        if manifest is None:
-            raise NotFoundError(
-                "S3",
-                f"no complete backup of {database!r} under s3://{bucket}/{prefix}",
-                hint="run the backup flow first, or check the store block's bucket/prefix",
-            )
-        return manifest
-    record = next((r for r in records if r.backup_id == backup_id), None)
-    if record is None or not record.complete:
-        where = backup_prefix(prefix, database, backup_id)
-        lacks = record.missing if record else "nothing there"
-        raise InvalidInputError(
-            "backup_id",
-            f"no complete backup {backup_id!r} of {database!r} (s3://{bucket}/{where}: {lacks})",
-            fix="pick an id from the backup catalogue (only complete backups count)",
-        )
-    record, manifest = check_manifest(client, bucket, record)
-    if manifest is None:
-        raise IntegrityError(
-            f"backup {backup_id} of {database}: {record.missing}",
-            hint="this backup cannot be trusted; nothing was restored; pick another backup id",
-        )
-    return manifest
-
-
-def previous_backup(
-    client: Any, bucket: str, prefix: str, database: str, backup_id: str
-) -> Manifest | None:
-    """The complete backup just before ``backup_id`` (for the backup interval), if any.
-
-    Args:
-        client: boto3 S3 client.
-        bucket: the bucket.
-        prefix: the store prefix.
-        database: database name.
-        backup_id: the reference backup.
-
-    Returns:
-        Its manifest, or None.
-    """
-    records = list_backups(client, bucket, prefix, database=database)
-    return latest_complete(client, bucket, records, before=backup_id)

@@ -1,4 +1,9 @@
-"""Fetch a backup: key check, streamed download, size and SHA-256 check, decryption to a spool."""
+"""Fetch a backup: key check, streamed download, size and SHA-256 check, decryption to a spool.
+
+A legacy archive (no manifest, no checksum) is checked by gpg's own integrity check instead:
+its exit status and its ``DECRYPTION_OKAY`` status line (the MDC or AEAD tag verified), then
+``pg_restore --list`` must read the archive's table of contents.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from errors import IntegrityError, InvalidInputError
 from errors.s3 import s3_errors
 from tasks.logs import ModuleLogger
 from tasks.recovery.manifest import Manifest
-from tasks.recovery.pipeline import Pipeline, Stage
+from tasks.recovery.pipeline import Pipeline, Stage, StageResult
+from tasks.recovery.progress import ProgressFn
 from tasks.recovery.workdirs import (
     FreeSpaceFn,
     check_free_space,
@@ -40,6 +46,8 @@ def check_key_matches(keyring: Keyring, manifest: Manifest) -> None:
     Raises:
         InvalidInputError: naming the decryption block and the expected fingerprints.
     """
+    if manifest.legacy:
+        return  # recipients unknown: gpg says "No secret key" if it is not one of them
     if not set(keyring.fingerprints) & set(manifest.recipients):
         raise InvalidInputError(
             "decryption_block",
@@ -72,21 +80,64 @@ def fetched_dump(
     keyring: Keyring,
     tmp_root: Path | None = None,
     free_space: FreeSpaceFn = free_bytes,
+    on_progress: ProgressFn | None = None,
 ) -> Iterator[Path]:
     """Download, verify and decrypt a backup's dump (see :func:`fetched_object`).
 
-    The temp dir's free space is checked against the manifest's plain size first.
+    The temp dir's free space is checked against the manifest's plain size first (a legacy
+    archive's plain size is unknown: against its stored size). A legacy archive is checked
+    by gpg and then by ``pg_restore --list`` (:func:`check_archive`).
 
     Yields:
         Path of the plain pg_dump archive.
     """
+    legacy = manifest.legacy
     with fetched_object(
         client, bucket=bucket, backup_id=manifest.backup_id, key=manifest.data_key,
-        size_bytes=manifest.size_bytes, sha256=manifest.sha256, decryption=decryption,
-        keyring=keyring, plain_bytes=manifest.plain_bytes, tmp_root=tmp_root,
-        free_space=free_space,
+        size_bytes=manifest.size_bytes, sha256=None if legacy else manifest.sha256,
+        decryption=decryption, keyring=keyring,
+        plain_bytes=manifest.size_bytes if legacy else manifest.plain_bytes,
+        tmp_root=tmp_root, free_space=free_space, compressed=not legacy,
+        on_progress=on_progress,
     ) as path:
+        if legacy:
+            check_archive(path, manifest)
         yield path
+
+
+def check_archive(path: Path, manifest: Manifest) -> None:
+    """``pg_restore --list``: the archive's table of contents must be readable.
+
+    Args:
+        path: the decrypted archive.
+        manifest: its (legacy) manifest, for messages.
+
+    Raises:
+        IntegrityError: pg_restore cannot read it (nothing was restored).
+    """
+    with Pipeline([Stage("pg_restore --list", ["pg_restore", "--list", str(path)])],
+                  stdout=subprocess.DEVNULL) as pipe:
+        result = pipe.wait(timeout=600)[0]
+    if not result.ok:
+        raise IntegrityError(
+            f"legacy archive {manifest.data_key}: pg_restore --list cannot read it "
+            f"({result.describe()}: {result.stderr_tail.strip()[-200:]})",
+            hint="nothing was restored; restore another archive",
+        )
+    logger.info("legacy archive %s: gpg integrity check and pg_restore --list passed",
+                manifest.backup_id)
+
+
+def _check_gpg_integrity(results: list[StageResult], backup_id: str, key: str) -> None:
+    gpg = results[0]
+    if not gpg.ok or "[GNUPG:] DECRYPTION_OKAY" not in gpg.stderr_tail:
+        said = [line for line in gpg.stderr_tail.splitlines() if not line.startswith("[GNUPG:]")]
+        raise IntegrityError(
+            f"legacy archive {backup_id} ({key}): gpg's integrity check failed "
+            f"({gpg.describe()}; {' / '.join(said[-2:]) or 'no DECRYPTION_OKAY'})",
+            hint="the archive is damaged, altered or not encrypted to this key; nothing was "
+            "restored; restore another archive",
+        )
 
 
 @contextlib.contextmanager
@@ -97,13 +148,15 @@ def fetched_object(
     backup_id: str,
     key: str,
     size_bytes: int,
-    sha256: str,
+    sha256: str | None,
     decryption: GpgDecryptionKey,
     keyring: Keyring,
     name: str = "dump.pgc",
     plain_bytes: int | None = None,
     tmp_root: Path | None = None,
     free_space: FreeSpaceFn = free_bytes,
+    compressed: bool = True,
+    on_progress: ProgressFn | None = None,
 ) -> Iterator[Path]:
     """Download, verify and decrypt one object of a backup into a private temp dir.
 
@@ -117,8 +170,9 @@ def fetched_object(
         bucket: the bucket.
         backup_id: the backup (for messages).
         key: the object's key.
-        size_bytes: its size according to the manifest.
-        sha256: its SHA-256 according to the manifest.
+        size_bytes: its size according to the manifest (a legacy archive: its listing).
+        sha256: its SHA-256 according to the manifest; None for a legacy archive, whose
+            integrity then rests on gpg (exit status and ``DECRYPTION_OKAY``).
         decryption: the private-key block (for the passphrase).
         keyring: its imported keyring.
         name: file name of the plain result in the temp dir.
@@ -126,12 +180,15 @@ def fetched_object(
         tmp_root: where the private temp dir goes (default: the system's); our dirs left
             there by killed runs are removed first (they may hold plaintext).
         free_space: how free space is measured (injected by tests).
+        compressed: zstd-compressed under the encryption (not a legacy archive).
+        on_progress: called with (bytes downloaded, ``size_bytes``) after each chunk.
 
     Yields:
         Path of the plain (decrypted, decompressed) file, removed afterwards.
 
     Raises:
-        IntegrityError: size or SHA-256 differs from the manifest.
+        IntegrityError: size or SHA-256 differs from the manifest, or gpg's integrity
+            check of a legacy archive failed.
         DiskFullError: the plain file would not fit (nothing downloaded).
         PipelineError: gpg or zstd failed.
     """
@@ -153,22 +210,26 @@ def fetched_object(
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out, _passphrase_fd(decryption) as pass_fd:
+            status = ["--status-fd", "2"] if sha256 is None else []
             stages = [
                 Stage(
                     "gpg",
                     ["gpg", "--batch", "--no-tty", "--quiet", "--homedir", str(keyring.home),
-                     "--pinentry-mode", "loopback", "--passphrase-fd", str(pass_fd),
+                     "--pinentry-mode", "loopback", "--passphrase-fd", str(pass_fd), *status,
                      "--decrypt", "--output", "-"],
                     pass_fds=(pass_fd,),
                 ),
-                Stage("zstd", ["zstd", "-d", "-q", "-c"]),
             ]
+            if compressed:
+                stages.append(Stage("zstd", ["zstd", "-d", "-q", "-c"]))
             with Pipeline(stages, stdin=subprocess.PIPE, stdout=out) as pipe:
                 with s3_errors(action="download backup", bucket=bucket, key=key):
                     body = client.get_object(Bucket=bucket, Key=key)["Body"]
                     for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
                         digest.update(chunk)
                         size += len(chunk)
+                        if on_progress is not None:
+                            on_progress(size, size_bytes)
                         try:
                             pipe.input.write(chunk)
                         except BrokenPipeError:
@@ -176,7 +237,9 @@ def fetched_object(
                 with contextlib.suppress(BrokenPipeError):
                     pipe.input.close()
                 results = pipe.wait(timeout=3600)
-                if size != size_bytes or digest.hexdigest() != sha256:
+                if sha256 is None:
+                    _check_gpg_integrity(results, backup_id, key)
+                elif size != size_bytes or digest.hexdigest() != sha256:
                     raise IntegrityError(
                         f"backup {backup_id}: SHA-256 of s3://{bucket}/{key} is "
                         f"{digest.hexdigest()} ({size} bytes); the manifest says "

@@ -25,8 +25,8 @@ from tasks.recovery.catalogue import (
 )
 from tasks.recovery.manifest import Manifest
 from tasks.recovery.naming import check_database_name
-from tasks.recovery.pruning import verify_newest
-from tasks.recovery.retention import Decision, RetentionPolicy, alarms, freezes, plan_retention
+from tasks.recovery.pruning import plan_with_legacy, verify_newest
+from tasks.recovery.retention import Decision, RetentionPolicy, alarms, freezes
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class DatabaseInfo:
         rpo_objective: the objective the RPO is judged against.
         orphans: backups whose objects have no (sound) manifest: in flight, failed or
             half-deleted; each record says what it lacks.
+        legacy: legacy archives (made by the deployment guide's script before veza-ops;
+            date from the name, size, no checksum), newest first. They are not counted in
+            ``backups``, ``complete`` or the sizes, and the prune keeps them unless told.
         uploads: multipart uploads in progress under this database's prefix.
         decisions: what the prune would decide now (newest first).
         frozen: why the prune would delete nothing of this database, if it would not.
@@ -78,6 +81,7 @@ class DatabaseInfo:
     rpo: timedelta | None
     rpo_objective: timedelta
     orphans: list[BackupRecord] = field(default_factory=list)
+    legacy: list[BackupRecord] = field(default_factory=list)
     uploads: list[PendingUpload] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     frozen: str | None = None
@@ -192,9 +196,11 @@ def summarise_database(
     Returns:
         The summary, with the prune's decisions for exactly these records.
     """
+    decisions = plan_with_legacy(records, policy, now)
+    legacy = newest_first(r for r in records if r.legacy)
+    records = [r for r in records if not r.legacy]
     complete = [r for r in records if r.complete]
     orphans = newest_first(r for r in records if not r.complete)
-    decisions = plan_retention(records, policy, now) if records else []
     newest_record = (
         next((r for r in complete if r.backup_id == newest.backup_id), None) if newest else None
     )
@@ -211,6 +217,7 @@ def summarise_database(
         rpo=(now - newest.finished_at) if newest else None,
         rpo_objective=rpo_objective,
         orphans=orphans,
+        legacy=legacy,
         uploads=list(uploads),
         decisions=decisions,
         frozen=freezes(decisions).get(database),
@@ -341,6 +348,11 @@ def database_dict(info: DatabaseInfo) -> dict[str, Any]:
             {"backup_id": r.backup_id, "missing": r.missing, "keys": list(r.keys),
              "size_bytes": r.data_size}
             for r in info.orphans
+        ],
+        "legacy": [
+            {"backup_id": r.backup_id, "key": r.data_key, "started_at": _time(r.started_at),
+             "size_bytes": r.data_size, "checksum": None}
+            for r in info.legacy
         ],
         "incomplete_uploads": [
             {"key": u.key, "upload_id": u.upload_id, "initiated": _time(u.initiated)}

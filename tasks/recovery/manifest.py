@@ -4,32 +4,44 @@ A backup ``ID`` of database ``DB`` lives under ``{prefix}/{DB}/{ID}/``:
 
 - ``dump.pgc.zst.gpg``: ``pg_dump -Fc -Z0`` output, zstd-compressed, gpg-encrypted;
 - ``globals.sql.zst.gpg``: ``pg_dumpall --globals-only`` (roles, memberships), same path;
+- ``database.json.zst.gpg``: the database's owner, settings and grants (``dbstate.py``);
 - ``manifest.json``: this model, uploaded last. A backup without its manifest does not exist.
 
 IDs sort chronologically: ``20261127T030000Z-full`` (UTC start time, then the kind).
+
+Legacy archives, made before veza-ops by the deployment guide's script (``pg_dump -Fc``
+then ``gpg --encrypt``, no zstd, no manifest), sit directly under the prefix as
+``{prefix}/{DB}_YYYYMMDD_HHMMSS.dump.gpg``; their id is ``20251101T020000Z-legacy`` (the
+time in the name, which the script took from the host's clock, read as UTC).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 BackupKind = Literal["full", "hourly"]
+RecordKind = Literal["full", "hourly", "legacy"]
+"""What a record in the store can be: a veza-ops backup (full, hourly) or a legacy archive."""
 
 DATA_NAME = "dump.pgc.zst.gpg"
 GLOBALS_NAME = "globals.sql.zst.gpg"
+STATE_NAME = "database.json.zst.gpg"
+LEGACY_CHECKS = "legacy archive: integrity by gpg, no manifest checks"
+_LEGACY = re.compile(r"^(?P<db>.+)_(?P<stamp>\d{8}_\d{6})\.dump\.gpg$")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 2  # 2: content checksums, sequences, large objects (all optional)
 
 
-def backup_id(started_at: datetime, kind: BackupKind) -> str:
+def backup_id(started_at: datetime, kind: RecordKind) -> str:
     """Build the sortable id of a backup.
 
     Args:
         started_at: when the backup started (timezone-aware).
-        kind: full or hourly.
+        kind: full or hourly (legacy for a legacy archive).
 
     Returns:
         For example ``20261127T030000Z-full``.
@@ -37,11 +49,11 @@ def backup_id(started_at: datetime, kind: BackupKind) -> str:
     return f"{started_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{kind}"
 
 
-def parse_backup_id(value: str) -> tuple[datetime, BackupKind]:
-    """Split a backup id into its start time and kind.
+def parse_backup_id(value: str) -> tuple[datetime, RecordKind]:
+    """Split a backup id (or a legacy archive's id) into its start time and kind.
 
     Args:
-        value: an id made by :func:`backup_id`.
+        value: an id made by :func:`backup_id`, or ``...-legacy``.
 
     Returns:
         (start time in UTC, kind).
@@ -50,10 +62,42 @@ def parse_backup_id(value: str) -> tuple[datetime, BackupKind]:
         ValueError: when ``value`` is not a backup id.
     """
     stamp, _, kind = value.partition("-")
-    if kind not in ("full", "hourly"):
+    if kind not in ("full", "hourly", "legacy"):
         raise ValueError(f"not a backup id: {value!r} (expected e.g. 20261127T030000Z-full)")
     started = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     return started, kind  # type: ignore[return-value]
+
+
+def legacy_name(database: str, started: datetime) -> str:
+    """The file name the guide's script gives an archive: ``veza_db_20251101_020000.dump.gpg``.
+
+    Args:
+        database: database name.
+        started: the time in the name (UTC).
+
+    Returns:
+        The name (a key segment directly under the store's prefix).
+    """
+    return f"{database}_{started.astimezone(UTC):%Y%m%d_%H%M%S}.dump.gpg"
+
+
+def parse_legacy_name(name: str) -> tuple[str, datetime] | None:
+    """Read a legacy archive's database and time from its file name.
+
+    Args:
+        name: the last key segment, e.g. ``veza_db_20251101_020000.dump.gpg``.
+
+    Returns:
+        (database, time read as UTC), or None when ``name`` is not a legacy archive's.
+    """
+    match = _LEGACY.match(name)
+    if match is None:
+        return None
+    try:
+        started = datetime.strptime(match["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return match["db"], started
 
 
 def backup_prefix(prefix: str, database: str, bid: str) -> str:
@@ -118,12 +162,24 @@ class GlobalsObject(BaseModel):
     bootstrap_role: str = Field(description="the source's bootstrap superuser (never recreated)")
 
 
+class EncryptedObject(BaseModel):
+    """Another encrypted object of a backup (zstd then gpg, like the dump)."""
+
+    key: str
+    size_bytes: int = Field(description="bytes of the encrypted object as uploaded")
+    sha256: str = Field(description="hex SHA-256 of the encrypted object as uploaded")
+
+
 class Manifest(BaseModel):
-    """What a backup contains and how to verify it; written last."""
+    """What a backup contains and how to verify it; written last.
+
+    A legacy archive has no manifest: the catalogue describes it with one made up from its
+    listing (``kind`` legacy, no checksum, no tables; see :func:`legacy_manifest`).
+    """
 
     manifest_version: int = MANIFEST_VERSION
     backup_id: str
-    kind: BackupKind
+    kind: RecordKind
     database: str
     server_version: str
     started_at: datetime
@@ -155,4 +211,35 @@ class Manifest(BaseModel):
     )
     large_objects: LargeObjects | None = Field(
         default=None, description="large objects' count and checksums (None: not recorded)"
+    )
+    database_state: EncryptedObject | None = Field(
+        default=None,
+        description="the database's owner, settings and grants, encrypted (None: not recorded)",
+    )
+
+    @property
+    def legacy(self) -> bool:
+        """True for a legacy archive (no manifest: integrity rests on gpg alone)."""
+        return self.kind == "legacy"
+
+
+def legacy_manifest(database: str, key: str, size_bytes: int, started: datetime) -> Manifest:
+    """Describe a legacy archive as a manifest would, from what its listing tells.
+
+    Args:
+        database: database name (from the file name).
+        key: the archive's key.
+        size_bytes: its size in the store.
+        started: the time in its name.
+
+    Returns:
+        A manifest of kind ``legacy``: no checksum, recipients, tables or globals.
+    """
+    return Manifest(
+        backup_id=backup_id(started, "legacy"),
+        kind="legacy", database=database, server_version="unknown", started_at=started,
+        finished_at=started, data_key=key, size_bytes=size_bytes, sha256="", plain_bytes=0,
+        compression="pg_dump -Fc", recipients=[], tables=[],
+        tool_version="the deployment guide's script (pg_dump -Fc, gpg --encrypt)",
+        snapshot_consistent=False,
     )

@@ -22,6 +22,7 @@ from tasks.recovery.catalogue import (
     list_backups,
     newest_first,
 )
+from tasks.recovery.retention import Decision, RetentionPolicy, plan_retention
 
 _DELETE_BATCH = 1000  # S3 DeleteObjects accepts at most 1000 keys per request
 
@@ -43,13 +44,59 @@ def verify_newest(client: Any, bucket: str, records: Sequence[BackupRecord]) -> 
         The same records, the newest of each database marked when its manifest is faulty.
     """
     newest: dict[str, BackupRecord] = {}
-    for record in newest_first(records):
+    for record in newest_first(r for r in records if not r.legacy):  # legacy: no manifest
         newest.setdefault(record.database, record)
     checked: dict[str, BackupRecord] = {}
     for record in newest.values():
         if record.complete:
             checked[record.label] = check_manifest(client, bucket, record)[0]
     return [checked.get(r.label, r) for r in records]
+
+
+LEGACY_KEPT = "legacy archive (made before veza-ops): kept, prune_legacy is off"
+
+
+def split_legacy(
+    records: Sequence[BackupRecord], *, prune_legacy: bool
+) -> tuple[list[BackupRecord], list[Decision]]:
+    """Take legacy archives out of retention unless ``prune_legacy``.
+
+    Legacy archives (the deployment guide's ``pg_dump -Fc | gpg`` files) may be all that is
+    left of some months: the prune keeps every one unless told. With ``prune_legacy`` they
+    take part in the retention like any complete backup that is not a veza-ops full: kept
+    as the newest backup of a kept day, week or month that has no full, deleted otherwise.
+
+    Args:
+        records: the catalogue.
+        prune_legacy: let retention decide about legacy archives too.
+
+    Returns:
+        (the records retention plans, a keep decision for each legacy archive left out).
+    """
+    if prune_legacy:
+        return list(records), []
+    kept = [Decision(r, keep=True, reasons=[LEGACY_KEPT])
+            for r in newest_first(r for r in records if r.legacy)]
+    return [r for r in records if not r.legacy], kept
+
+
+def plan_with_legacy(
+    records: Sequence[BackupRecord], policy: RetentionPolicy, now: datetime, *,
+    prune_legacy: bool = False,
+) -> list[Decision]:
+    """:func:`~tasks.recovery.retention.plan_retention` with legacy archives kept unless told.
+
+    Args:
+        records: the catalogue.
+        policy: the retention policy.
+        now: the current time (timezone-aware).
+        prune_legacy: see :func:`split_legacy`.
+
+    Returns:
+        One decision per record: the planned ones, then the legacy archives kept.
+    """
+    planned, kept = split_legacy(records, prune_legacy=prune_legacy)
+    return (plan_retention(planned, policy, now) if planned else []) + kept
 
 
 def _size(value: int | None) -> str:

@@ -17,11 +17,19 @@ from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import IntegrityError, retry_on_transient
 from tasks.logs import ModuleLogger
-from tasks.recovery.catalogue import artifact_key, check_bucket, find_backup, previous_backup
+from tasks.recovery.catalogue import artifact_key, check_bucket
 from tasks.recovery.fetching import check_key_matches, fetched_dump
-from tasks.recovery.integrity import check_against_manifest, run_amcheck, run_smoke
+from tasks.recovery.integrity import (
+    ContentVerdict,
+    check_against_manifest,
+    run_amcheck,
+    run_smoke,
+)
+from tasks.recovery.manifest import LEGACY_CHECKS
 from tasks.recovery.postgres import database_exists, drop_database
+from tasks.recovery.progress import ProgressArtifact, ProgressFn
 from tasks.recovery.restoring import OwnerMode, recreate_and_restore, restore_roles
+from tasks.recovery.selection import find_backup, previous_backup
 
 logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
 HOUR = 3600.0
@@ -145,6 +153,7 @@ def run_restore_test(
     *,
     scratch_server: PostgresDatabase | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: ProgressFn | None = None,
 ) -> RestoreTestReport:
     """Restore a backup of ``db.dbname`` into a scratch database and check it.
 
@@ -153,8 +162,9 @@ def run_restore_test(
     source server is then not contacted at all. Missing roles are recreated first (they
     stay on that cluster). Checks (keys, bucket, backup id, login) come first; the scratch
     database is dropped whatever happens. Integrity problems are reported (not raised) so
-    the report can be published; the caller fails the run when ``passed`` is False. Also
-    the Prefect task ``restore-test`` (retried once on a transient error).
+    the report can be published; the caller fails the run when ``passed`` is False. A
+    legacy archive (named by its id) is checked by gpg and ``pg_restore --list`` and has no
+    manifest to compare with: the report says so.
 
     Args:
         db: the server and source database name.
@@ -163,6 +173,7 @@ def run_restore_test(
         request: which backup, smoke SQL, jobs and objectives (default: newest, none, 2, 4 h/1 h).
         scratch_server: a separate server block to restore on (its dbname is not used).
         now: clock (injected by tests).
+        progress: called with (bytes of the backup downloaded, its size in the manifest).
 
     Returns:
         The report.
@@ -189,13 +200,14 @@ def run_restore_test(
             )
             with fetched_dump(
                 client, bucket=store.bucket, manifest=manifest, decryption=decryption,
-                keyring=keyring,
+                keyring=keyring, on_progress=progress,
             ) as dump:  # recreate: drops a crashed run's leftover
                 recreate_and_restore(server, scratch, dump, manifest, jobs=jobs,
                                      owner_mode=request.owner_mode)
             rto = time.monotonic() - started
             tested_at = now()
-            content = check_against_manifest(server, scratch, manifest)
+            content = (ContentVerdict(checks=[LEGACY_CHECKS]) if manifest.legacy
+                       else check_against_manifest(server, scratch, manifest))
             amcheck = run_amcheck(server, scratch)
             smoke_failures = run_smoke(server, scratch, smoke_sql)
         finally:
@@ -281,7 +293,9 @@ def render_markdown(report: RestoreTestReport) -> str:
         f"{_dur(report.rpo_objective_seconds)} | |",
         f"| content vs manifest ({report.tables_checked} tables, {report.rows_checked} rows) | "
         f"{len(report.table_mismatches)} differences | equal | "
-        f"{'ok' if not report.table_mismatches else 'MISMATCH'} |",
+        f"{'ok' if not report.table_mismatches else 'MISMATCH'} |"
+        if LEGACY_CHECKS not in report.content_checks else
+        f"| content vs manifest | no manifest | - | NOT CHECKED ({LEGACY_CHECKS}) |",
         f"| amcheck | {amcheck} | no failure | {amcheck_result} |",
         f"| smoke SQL | {report.smoke_queries} queries | all truthy | "
         f"{'ok' if not report.smoke_failures else 'FAILED'} |",
@@ -294,13 +308,47 @@ def render_markdown(report: RestoreTestReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-restore_test_task = task(
+@task(
     name="restore-test",
     retries=1,
     retry_delay_seconds=60,
     retry_condition_fn=retry_on_transient,
     cache_policy=NO_CACHE,
-)(run_restore_test)
+)
+def restore_test_task(
+    db: PostgresDatabase,
+    store: S3BackupStore,
+    decryption: GpgDecryptionKey,
+    request: RestoreTestRequest | None = None,
+    *,
+    scratch_server: PostgresDatabase | None = None,
+) -> RestoreTestReport:
+    """Prefect task: :func:`run_restore_test` (retried once on a transient error).
+
+    Its progress artifact ``restore-test-progress-<database>`` counts the bytes of the
+    backup downloaded against its size, as the restore's does (see
+    :func:`tasks.recovery.restoring.restore_task`): 99 % while pg_restore and the checks run.
+
+    Args:
+        db: the server and source database name.
+        store: the S3 store.
+        decryption: the private key block.
+        request: which backup, smoke SQL, jobs and objectives.
+        scratch_server: a separate server block to restore on.
+
+    Returns:
+        The report.
+    """
+    bar = ProgressArtifact(
+        key=artifact_key("restore-test-progress", db.dbname),
+        description=f"restore test of {db.dbname}: bytes of the backup downloaded vs its "
+        "size (99 % while pg_restore and the checks run)",
+        what=f"restore test of {db.dbname}",
+    ).start()
+    report = run_restore_test(db, store, decryption, request, scratch_server=scratch_server,
+                              progress=bar.update)
+    bar.finish()
+    return report
 
 
 @task(name="publish-restore-test-report", cache_policy=NO_CACHE)

@@ -16,11 +16,12 @@ from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
 from errors import IntegrityError, InvalidInputError, RestoreRefusedError
 from tasks.logs import ModuleLogger
-from tasks.recovery.catalogue import check_bucket, find_backup
+from tasks.recovery.catalogue import artifact_key, check_bucket
 from tasks.recovery.dbnames import check_db_identifier, dbname_conninfo, sibling_name
+from tasks.recovery.dbstate import fetch_database_state, replay_database_state
 from tasks.recovery.fetching import check_key_matches, fetched_dump, fetched_object
 from tasks.recovery.integrity import check_against_manifest
-from tasks.recovery.manifest import Manifest
+from tasks.recovery.manifest import LEGACY_CHECKS, Manifest
 from tasks.recovery.pipeline import Pipeline, Stage
 from tasks.recovery.postgres import (
     create_database,
@@ -28,7 +29,9 @@ from tasks.recovery.postgres import (
     drop_database,
     user_table_count,
 )
+from tasks.recovery.progress import ProgressArtifact, ProgressFn
 from tasks.recovery.roles import recreate_missing_roles
+from tasks.recovery.selection import find_backup
 from tasks.recovery.swapping import rename_database, swap_databases
 
 logger = ModuleLogger(__name__)  # run logger inside a run: lines reach the UI
@@ -78,6 +81,8 @@ class DatabaseRestoreOutcome(BaseModel):
     kept_previous_as: str | None = None
     roles_created: list[str] = Field(default_factory=list)
     roles_note: str = ""
+    checks_note: str = Field(default="", description="what the restored copy was checked against")
+    database_state_note: str = Field(default="", description="owner, settings, grants replayed")
 
 
 def guard_target(db: PostgresDatabase, target: str, confirm_overwrite: str | None) -> bool:
@@ -182,6 +187,9 @@ def restore_roles(
     if owner_mode == "no-owner":
         return [], "roles not restored (owner_mode no-owner: objects owned by the restoring role)"
     g = manifest.globals
+    if manifest.legacy:
+        return [], ("roles step skipped: a legacy archive carries no roles (they must exist "
+                    "on this cluster, or use owner_mode no-owner)")
     if g is None:
         return [], "roles step skipped: this backup predates globals (its roles must exist)"
     with fetched_object(
@@ -225,6 +233,8 @@ def run_restore(
     store: S3BackupStore,
     decryption: GpgDecryptionKey,
     request: RestoreRequest,
+    *,
+    progress: ProgressFn | None = None,
 ) -> DatabaseRestoreOutcome:
     """Restore ``request.backup_id`` of the source database into ``request.target_database``.
 
@@ -234,15 +244,18 @@ def run_restore(
     with the source's encoding and locale, and its content compared with the manifest (row
     counts, table checksums, sequences, large objects: whatever the manifest recorded).
     Only then is it swapped in under the target's name; a replaced database is kept as
-    ``<target>_before_<backup id>`` (unless ``drop_previous``). A failure before the swap
-    drops the temporary database and leaves the target as it was. Also the Prefect task
-    ``restore`` (no automatic retry: a restore is run by a person).
+    ``<target>_before_<backup id>`` (unless ``drop_previous``), and the source database's
+    owner, settings and grants are replayed on it (:mod:`tasks.recovery.dbstate`; in
+    no-owner mode the owner is left alone). A failure before the swap drops the temporary
+    database and leaves the target as it was. A legacy archive (no manifest) is checked by
+    gpg and ``pg_restore --list`` instead and has nothing to compare or replay.
 
     Args:
         db: the server block (its dbname is the default source database).
         store: the S3 store.
         decryption: the private key block.
         request: what to restore where.
+        progress: called with (bytes of the backup downloaded, its size in the manifest).
 
     Returns:
         What was restored.
@@ -252,6 +265,7 @@ def run_restore(
         RestoreRefusedError: a non-empty target without the confirmation, or a kept copy
             of an earlier restore in the way (nothing changed).
         IntegrityError: the download or the restored database differs from the manifest.
+        RecoveryError: after the swap, when part of the database state could not be set.
     """
     target, source = check_request(db, request)
     with decryption.keyring() as keyring:
@@ -268,6 +282,8 @@ def run_restore(
                 hint=f"drop or rename {keep_as!r}, then run the restore again",
             )
         started = time.monotonic()
+        state = fetch_database_state(client, store.bucket, manifest, decryption=decryption,
+                                     keyring=keyring)
         roles, roles_note = restore_roles(
             db, client, store.bucket, manifest, decryption=decryption, keyring=keyring,
             owner_mode=request.owner_mode,
@@ -275,11 +291,12 @@ def run_restore(
         try:
             with fetched_dump(
                 client, bucket=store.bucket, manifest=manifest, decryption=decryption,
-                keyring=keyring,
+                keyring=keyring, on_progress=progress,
             ) as dump:
                 recreate_and_restore(db, staging, dump, manifest, jobs=request.jobs,
                                      owner_mode=request.owner_mode, owner_role=request.owner_role)
-            problems = check_against_manifest(db, staging, manifest).problems
+            verdict = None if manifest.legacy else check_against_manifest(db, staging, manifest)
+            problems = verdict.problems if verdict else []
             if problems:
                 raise IntegrityError(
                     f"restored copy of backup {manifest.backup_id} differs from its manifest: "
@@ -300,6 +317,8 @@ def run_restore(
                 drop_database(db, keep_as)
         else:
             rename_database(db, staging, target)
+        state_note = replay_database_state(db, target, state,
+                                           no_owner=request.owner_mode == "no-owner")
     outcome = DatabaseRestoreOutcome(
         backup_id=manifest.backup_id,
         source_database=source,
@@ -311,12 +330,47 @@ def run_restore(
         kept_previous_as=keep_as if exists and not request.drop_previous else None,
         roles_created=roles,
         roles_note=roles_note,
+        checks_note=LEGACY_CHECKS if verdict is None else "; ".join(verdict.checks),
+        database_state_note=state_note,
     )
     logger.info(
-        "backup %s restored into %s (%d tables, %d rows, %.0fs); %s",
+        "backup %s restored into %s (%d tables, %d rows, %.0fs); %s; %s",
         outcome.backup_id, target, outcome.tables, outcome.rows, outcome.seconds, roles_note,
+        outcome.checks_note,
     )
     return outcome
 
 
-restore_task = task(name="restore", cache_policy=NO_CACHE)(run_restore)
+@task(name="restore", cache_policy=NO_CACHE)
+def restore_task(
+    db: PostgresDatabase,
+    store: S3BackupStore,
+    decryption: GpgDecryptionKey,
+    request: RestoreRequest,
+) -> DatabaseRestoreOutcome:
+    """Prefect task: :func:`run_restore` (no automatic retry: a restore is run by a person).
+
+    Its progress artifact ``restore-progress-<target>`` counts the bytes of the backup
+    downloaded (checksummed and decrypted on the way) against its size in the manifest:
+    pg_restore then reads the decrypted copy, its parallel jobs each seeking to their own
+    tables, so no byte count of that phase exists; the bar waits at 99 % through
+    pg_restore, the checks and the swap (each logged) and shows 100 % once restored.
+
+    Args:
+        db: the server block.
+        store: the S3 store.
+        decryption: the private key block.
+        request: what to restore where.
+
+    Returns:
+        What was restored.
+    """
+    bar = ProgressArtifact(
+        key=artifact_key("restore-progress", request.target_database),
+        description=f"restore of {request.backup_id} into {request.target_database}: bytes "
+        "of the backup downloaded vs its size (99 % while pg_restore and the checks run)",
+        what=f"restore of {request.backup_id} into {request.target_database}",
+    ).start()
+    outcome = run_restore(db, store, decryption, request, progress=bar.update)
+    bar.finish()
+    return outcome

@@ -14,7 +14,7 @@ import pytest
 
 from errors import PipelineError
 from tasks.recovery.backup import dump_stages, run_backup
-from tasks.recovery.manifest import DATA_NAME, GLOBALS_NAME, MANIFEST_NAME, Manifest
+from tasks.recovery.manifest import DATA_NAME, GLOBALS_NAME, MANIFEST_NAME, STATE_NAME, Manifest
 from tests.fixtures.recovery import SEED_COUNTS
 
 
@@ -39,13 +39,14 @@ def test_backup_streams_encrypted_dump_and_writes_manifest_last(
     assert m.recipients == [gpg_key.fingerprint]
     assert {(t.schema_name, t.table): t.rows for t in m.tables} == SEED_COUNTS
     root = f"{store_block.prefix}/{seeded_db.dbname}/{m.backup_id}/"
-    assert _keys(s3_client, store_block.bucket) == [
-        root + DATA_NAME, root + GLOBALS_NAME, root + MANIFEST_NAME]
-    # the manifest is written only after both objects (dump, globals) are complete
-    assert calls.count("CompleteMultipartUpload") == 2
+    assert _keys(s3_client, store_block.bucket) == sorted([
+        root + DATA_NAME, root + GLOBALS_NAME, root + STATE_NAME, root + MANIFEST_NAME])
+    # the manifest is written only after the objects (dump, globals, state) are complete
+    assert calls.count("CompleteMultipartUpload") == 3
     assert calls.index("PutObject") > len(calls) - 1 - calls[::-1].index("CompleteMultipartUpload")
     assert m.globals is not None and m.globals.key == root + GLOBALS_NAME
     assert not m.globals.role_passwords and m.globals.bootstrap_role == seeded_db.user
+    assert m.database_state is not None and m.database_state.key == root + STATE_NAME
 
     data = s3_client.get_object(Bucket=store_block.bucket, Key=m.data_key)["Body"].read()
     assert len(data) == m.size_bytes and hashlib.sha256(data).hexdigest() == m.sha256

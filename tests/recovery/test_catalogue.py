@@ -11,7 +11,6 @@ import pytest
 from errors import IntegrityError, InvalidInputError, NotFoundError
 from tasks.recovery.catalogue import (
     artifact_key,
-    find_backup,
     latest_complete,
     list_backups,
     read_manifest,
@@ -19,6 +18,7 @@ from tasks.recovery.catalogue import (
 from tasks.recovery.manifest import DATA_NAME, backup_prefix
 from tasks.recovery.naming import check_database_name
 from tasks.recovery.pruning import catalogue_markdown
+from tasks.recovery.selection import find_backup
 from tests.fixtures.recovery import PREFIX, put_backup
 
 

@@ -87,8 +87,10 @@ def test_round_trip_through_the_flows_and_no_secret_in_any_log(
     finally:
         drop_db(pg_server, target)
 
-    wanted = {artifact_key(kind, seeded_db.dbname)
-              for kind in ("backup", "restore-test", "backup-progress")}
+    bars = {artifact_key("backup-progress", seeded_db.dbname),
+            artifact_key("restore-test-progress", seeded_db.dbname),
+            artifact_key("restore-progress", target)}
+    wanted = bars | {artifact_key(kind, seeded_db.dbname) for kind in ("backup", "restore-test")}
     APILogWorker.drain_all(timeout=30)
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
@@ -96,6 +98,10 @@ def test_round_trip_through_the_flows_and_no_secret_in_any_log(
         keys = {a.key for a in artifacts}
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
     assert keys == wanted
+    # every progress bar, the restore's included, ends at 100 % once its run is done
+    assert {a.key: a.data for a in artifacts if a.key in bars} == dict.fromkeys(bars, 100.0)
+    restore_bar = next(a for a in artifacts if a.key == artifact_key("restore-progress", target))
+    assert "downloaded" in (restore_bar.description or "")
     assert logs  # the flow runs did log
     text = caplog.text + "\n".join(log.message for log in logs)
     text += "\n".join(str(a.data) + str(a.description) for a in artifacts)
