@@ -15,9 +15,10 @@ from pydantic import BaseModel, Field, computed_field
 from blocks.gpg import GpgDecryptionKey
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from errors import IntegrityError, retry_on_transient
+from errors import IntegrityError, RecoveryError, retry_on_transient
 from tasks.logs import ModuleLogger
 from tasks.recovery.catalogue import artifact_key, check_bucket
+from tasks.recovery.dbstate import DatabaseState, fetch_database_state, replay_database_state
 from tasks.recovery.fetching import check_key_matches, fetched_dump
 from tasks.recovery.integrity import (
     ContentVerdict,
@@ -61,6 +62,10 @@ class RestoreTestReport(BaseModel):
     scratch_database: str
     scratch_server: str = Field(default="", description="host:port the scratch copy was on")
     roles_note: str = Field(default="", description="what the roles step did")
+    database_state_note: str = Field(
+        default="", description="the database's owner, settings, grants replayed on the copy")
+    state_failures: list[str] = Field(
+        default_factory=list, description="database state the copy could not be given")
     tested_at: datetime
     backup_finished_at: datetime
     size_bytes: int
@@ -97,7 +102,8 @@ class RestoreTestReport(BaseModel):
         A check that could not run (amcheck unavailable, content not recorded in an old
         manifest) is no problem: the report says it was not checked.
         """
-        return not (self.table_mismatches or self.amcheck_failures or self.smoke_failures)
+        return not (self.table_mismatches or self.amcheck_failures or self.smoke_failures
+                    or self.state_failures)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -129,7 +135,8 @@ class RestoreTestReport(BaseModel):
         """
         if self.passed:
             return
-        problems = self.table_mismatches + self.amcheck_failures + self.smoke_failures
+        problems = (self.table_mismatches + self.amcheck_failures + self.smoke_failures
+                    + self.state_failures)
         if not self.rto_met:
             problems.append(f"RTO {self.rto_seconds:.0f}s over objective")
         if not self.rpo_met:
@@ -143,6 +150,19 @@ class RestoreTestReport(BaseModel):
 def scratch_name(backup_id: str) -> str:
     """Name of the scratch database for a backup, e.g. ``restore_test_20261127t030000z_full``."""
     return "restore_test_" + re.sub(r"[^a-z0-9_]", "_", backup_id.lower())[:48]
+
+
+def _replay_state(
+    server: PostgresDatabase, scratch: str, state: DatabaseState | None,
+    request: RestoreTestRequest,
+) -> tuple[str, list[str]]:
+    """Replay the database state on the scratch copy: a failure is a problem in the report."""
+    try:
+        note = replay_database_state(server, scratch, state,
+                                     no_owner=request.owner_mode == "no-owner")
+    except RecoveryError as exc:
+        return "replay failed", [exc.message]
+    return note, []
 
 
 def run_restore_test(
@@ -160,7 +180,8 @@ def run_restore_test(
     The scratch database lives on ``scratch_server`` when given (recommended: a cluster
     that has never seen the source's roles, as in a disaster), else on ``db``'s server; the
     source server is then not contacted at all. Missing roles are recreated first (they
-    stay on that cluster). Checks (keys, bucket, backup id, login) come first; the scratch
+    stay on that cluster); the database's owner, settings and grants are replayed on the
+    copy as a restore does. Checks (keys, bucket, backup id, login) come first; the scratch
     database is dropped whatever happens. Integrity problems are reported (not raised) so
     the report can be published; the caller fails the run when ``passed`` is False. A
     legacy archive (named by its id) is checked by gpg and ``pg_restore --list`` and has no
@@ -192,6 +213,8 @@ def run_restore_test(
         scratch = scratch_name(manifest.backup_id)
         server = scratch_server or db
         database_exists(server, "postgres")  # login check before any change
+        state = fetch_database_state(client, store.bucket, manifest, decryption=decryption,
+                                     keyring=keyring)
         started = time.monotonic()
         try:
             _, roles_note = restore_roles(
@@ -210,6 +233,7 @@ def run_restore_test(
                        else check_against_manifest(server, scratch, manifest))
             amcheck = run_amcheck(server, scratch)
             smoke_failures = run_smoke(server, scratch, smoke_sql)
+            state_note, state_failures = _replay_state(server, scratch, state, request)
         finally:
             drop_database(server, scratch)
     report = RestoreTestReport(
@@ -218,6 +242,8 @@ def run_restore_test(
         scratch_database=scratch,
         scratch_server=f"{server.host}:{server.port}",
         roles_note=roles_note,
+        database_state_note=state_note,
+        state_failures=state_failures,
         tested_at=tested_at,
         backup_finished_at=manifest.finished_at,
         size_bytes=manifest.size_bytes,
@@ -283,6 +309,8 @@ def render_markdown(report: RestoreTestReport) -> str:
         "",
         f"Roles: {report.roles_note or 'n/a'}.",
         "",
+        f"Database state: {report.database_state_note or 'n/a'}.",
+        "",
         "| check | measured | objective | result |",
         "|---|---|---|---|",
         f"| RTO (restore wall time) | {_dur(report.rto_seconds)} | "
@@ -302,7 +330,8 @@ def render_markdown(report: RestoreTestReport) -> str:
     ]
     checks = [*report.content_checks, report.amcheck_note or f"amcheck: {amcheck}"]
     lines += ["", "## Checks", ""] + [f"- {c}" for c in checks]
-    problems = report.table_mismatches + report.amcheck_failures + report.smoke_failures
+    problems = (report.table_mismatches + report.amcheck_failures + report.smoke_failures
+                + report.state_failures)
     if problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in problems]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from tasks.recovery.dbstate import (
     set_clause,
     split_list_setting,
 )
+from tasks.recovery.restore_test import RestoreTestRequest, run_restore_test
 from tasks.recovery.restoring import RestoreRequest, run_restore
 from tests.fixtures.recovery import drop_db, make_db_block
 
@@ -103,6 +104,11 @@ def test_owner_settings_and_grants_reach_a_fresh_cluster(
         assert restored.role_settings == {reader: ["statement_timeout=5s"]}
         public = [g for g in restored.grants if g.grantee is None]
         assert public == []  # PUBLIC's default CONNECT stays revoked
+        # the monthly test replays it on its scratch copy too (a failure would be a problem)
+        report = run_restore_test(source, store_block, decryption_block,
+                                  RestoreTestRequest(backup_id=m.backup_id), scratch_server=dr)
+        assert report.passed and not report.state_failures
+        assert report.database_state_note.startswith("database state replayed: owner " + owner)
     finally:
         drop_db(dr_server, target)
         drop_db(pg_server, name)
