@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.release.build import VERSION_RE
 from tasks.release.catalogue import AnalysisSpec, ServiceSpec
 from tasks.release.outcomes import ReleaseSummary, ServiceOutcome
+
+# The shipped catalogue's environments and services (deployments/catalogue.yaml; a test keeps
+# them equal). They are choices in the parameter schema only, so the UI renders a select and the
+# API (the deployments enforce their schema) and `veza-ops trigger` refuse anything else before a
+# run is created. The flows still check every value against the catalogue they are given, with an
+# error naming the field and the fix: a direct call with another catalogue keeps working.
+ENVIRONMENTS = ("staging", "production")
+SERVICES = ("veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-web")
+
+Version = Annotated[str, Field(json_schema_extra={"pattern": VERSION_RE.pattern,
+                                                  "examples": ["1.4.2"]})]
+"""A version: the same pattern :func:`tasks.release.build.check_version` enforces."""
+Environment = Annotated[str, Field(json_schema_extra={"enum": list(ENVIRONMENTS)})]
+"""An environment of the catalogue."""
+ServiceName = Annotated[str, Field(json_schema_extra={"enum": list(SERVICES)})]
+"""A service of the catalogue."""
 
 
 class AnalysisOverrides(BaseModel):
@@ -41,4 +58,5 @@ class AnalysisOverrides(BaseModel):
         return spec.model_copy(update={"analysis": analysis})
 
 
-__all__ = ["AnalysisOverrides", "ReleaseSummary", "ServiceOutcome"]
+__all__ = ["ENVIRONMENTS", "SERVICES", "AnalysisOverrides", "Environment", "ReleaseSummary",
+           "ServiceName", "ServiceOutcome", "Version"]

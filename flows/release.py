@@ -8,7 +8,7 @@ from typing import Any
 from prefect import Flow, flow, runtime
 from prefect.client.schemas.objects import FlowRun, State
 
-from flows.models import AnalysisOverrides, ReleaseSummary
+from flows.models import AnalysisOverrides, Environment, ReleaseSummary, ServiceName, Version
 from tasks.events import release_events
 from tasks.release.build import check_commit, check_version, passthrough_env, run_build_task
 from tasks.release.canary import reconcile_canaries_task
@@ -40,9 +40,9 @@ def _on_cancelled(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None
 @flow(name="release", flow_run_name="release-{environment}-{version}",
       on_crashed=[_on_crashed], on_cancellation=[_on_cancelled])
 def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
-    version: str,
-    environment: str = "production",
-    services: list[str] | None = None,
+    version: Version,
+    environment: Environment = "production",
+    services: list[ServiceName] | None = None,
     skip_build: bool = False,
     dry_run: bool = False,
     analysis: AnalysisOverrides | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, runtime
 
 from errors import ReleaseError
-from flows.models import ReleaseSummary
+from flows.models import Environment, ReleaseSummary, ServiceName
 from tasks.events import release_events
 from tasks.release.canary import reconcile_canaries_task
 from tasks.release.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
@@ -20,8 +20,8 @@ from tasks.release.runs import flow_run_state
 
 @flow(name="rollback", flow_run_name="rollback-{environment}")
 def rollback(
-    environment: str = "production",
-    services: list[str] | None = None,
+    environment: Environment = "production",
+    services: list[ServiceName] | None = None,
     target_release: str | None = None,
     catalogue_path: str = str(DEFAULT_CATALOGUE),
     triggered_by: str = "manual",

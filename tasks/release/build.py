@@ -242,4 +242,5 @@ def run_build(
     )
 
 
-run_build_task = task(name="build-service", cache_policy=NO_CACHE)(run_build)
+run_build_task = task(name="build-service", task_run_name="build-{spec.name}",
+                      cache_policy=NO_CACHE)(run_build)

@@ -99,7 +99,8 @@ def bring_up_canary(apps_v1: k8s.AppsV1Api, core_v1: k8s.CoreV1Api, *, env: Envi
 
 
 bring_up_canary_task = task(
-    name="bring-up-canary", retries=2, retry_delay_seconds=1,
+    name="bring-up-canary", task_run_name="bring-up-canary-{spec.name}",
+    retries=2, retry_delay_seconds=1,
     retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
 )(bring_up_canary)
 

@@ -348,6 +348,7 @@ def bring_up_colour(
 
 
 bring_up_colour_task = task(
-    name="bring-up-colour", retries=2, retry_delay_seconds=1,
+    name="bring-up-colour", task_run_name="bring-up-colour-{spec.name}",
+    retries=2, retry_delay_seconds=1,
     retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
 )(bring_up_colour)

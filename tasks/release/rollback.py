@@ -257,6 +257,6 @@ def _roll_stable_back(apps_v1: k8s.AppsV1Api, *, env: EnvironmentSpec, spec: Ser
 
 
 restore_service_task = task(
-    name="restore-service", retries=2, retry_delay_seconds=1,
+    name="restore-service", task_run_name="restore-{spec.name}", retries=2, retry_delay_seconds=1,
     retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE,
 )(restore_service)

@@ -275,6 +275,7 @@ def sync_secrets(
 
 sync_secrets_task = task(
     name="sync-secrets",
+    task_run_name="sync-secrets-{spec.name}-{environment}",
     cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=2,

@@ -159,7 +159,8 @@ def stage_service(apps_v1: k8s.AppsV1Api, *, env: EnvironmentSpec, spec: Service
         secret_prefix=f"{spec.name}-secrets", secret_name=secret_name)
 
 
-stage_service_task = task(name="staging-rollout", cache_policy=NO_CACHE)(stage_service)
+stage_service_task = task(name="staging-rollout", task_run_name="staging-rollout-{spec.name}",
+                          cache_policy=NO_CACHE)(stage_service)
 
 
 def release_to_staging(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *,

@@ -175,7 +175,7 @@ def switch_selector(
     return SwitchRecord(service, service_name, namespace, from_colour, colour, previous, clock())
 
 
-@task(name="switch-traffic", cache_policy=NO_CACHE)
+@task(name="switch-traffic", task_run_name="switch-{spec.name}", cache_policy=NO_CACHE)
 def switch_traffic(
     kubernetes: KubernetesCluster,
     *,

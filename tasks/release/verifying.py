@@ -251,4 +251,4 @@ def verify(
     return result
 
 
-verify_task = task(name="verify", cache_policy=NO_CACHE)(verify)
+verify_task = task(name="verify", task_run_name="verify-{spec.name}", cache_policy=NO_CACHE)(verify)

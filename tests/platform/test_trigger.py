@@ -193,3 +193,48 @@ def test_a_network_blip_while_following_does_not_end_the_wait(release_deployment
     assert (outcome.exit_code, outcome.state) == (0, "Completed")
     assert "lost the Prefect API" in screen.text()
     assert "Prefect API reachable again" in screen.text()
+
+
+def _runs_of(deployment: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(deployment)
+        return len(client.read_flow_runs(deployment_filter=DeploymentFilter(
+            id=DeploymentFilterId(any_=[dep.id]))))
+
+
+@pytest.mark.parametrize(("param", "named"), [
+    ("version=bad tag!", "bad tag!"), ("environment=moon", "moon"),
+    ('services=["veza-nope"]', "veza-nope")])
+def test_trigger_refuses_a_bad_value_before_any_run(release_deployment, capsys, param, named):
+    from veza_ops.cli import main
+
+    before = _runs_of(release_deployment)
+    params = ["--param", param] + ([] if param.startswith("version") else
+                                   ["--param", "version=1.4.2"])
+    assert main(["trigger", release_deployment, *params]) == 2
+    err = capsys.readouterr().err
+    assert "rejected before creating a run" in err and named in err, err
+    assert _runs_of(release_deployment) == before
+
+
+def test_the_api_refuses_a_bad_version_too(release_deployment):
+    """What the UI's run form goes through: the deployment enforces its parameter schema."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from tasks.release.build import VERSION_RE
+
+    before = _runs_of(release_deployment)
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(release_deployment)
+        assert dep.enforce_parameter_schema
+        schema = dep.parameter_openapi_schema["properties"]
+        assert schema["version"]["pattern"] == VERSION_RE.pattern
+        assert schema["environment"]["enum"] == ["staging", "production"]
+        with pytest.raises(PrefectHTTPStatusError) as refused:
+            client.create_flow_run_from_deployment(dep.id, parameters={"version": "1.4.2;rm"})
+    assert refused.value.response.status_code in (409, 422)
+    assert _runs_of(release_deployment) == before
