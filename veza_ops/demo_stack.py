@@ -26,6 +26,9 @@ GOOD_VERSION = "1.1.0"
 BAD_VERSION = "1.2.0"
 BAD_SERVICE = "veza/backend-api"
 PRODUCTION_NS = "veza-production"
+DORA_EXPORTER = "dora-exporter"
+DORA_JOB = "veza-dora"
+DORA_SCRAPE = {"scrape_interval": "15s", "scrape_timeout": "10s"}  # it refreshes every 30 s
 BUCKET = "veza-backups"
 DATABASE = "veza"
 SEED_SQL = """
@@ -85,7 +88,7 @@ def clean_stale(dir: Path) -> None:
     """
     Stack(dir).stop()
     shutil.rmtree(dir / "prefect", ignore_errors=True)
-    for log in ("prefect-worker.log", "prefect-cli.log", "moto.log"):
+    for log in ("prefect-worker.log", "prefect-cli.log", "moto.log", f"{DORA_EXPORTER}.log"):
         (dir / log).unlink(missing_ok=True)
 
 
@@ -170,6 +173,75 @@ def pause_pitr_deployments() -> list[str]:
     return sorted(names)
 
 
+def dora_scrape_config(config: str, target: str) -> str:
+    """A Prometheus configuration with the DORA exporter as one more scrape job (pure).
+
+    The job ``veza-dora`` scrapes ``target`` every 15 s (the exporter recomputes at most every
+    30 s, whatever the scrape interval); every other job is kept as it was, and a previous
+    ``veza-dora`` job is replaced, so applying it twice gives the same configuration.
+
+    Args:
+        config: the current ``prometheus.yml`` (YAML text).
+        target: the exporter's ``host:port``.
+
+    Returns:
+        The new YAML text.
+    """
+    import yaml
+
+    document = yaml.safe_load(config) or {}
+    jobs = [j for j in document.get("scrape_configs") or [] if j.get("job_name") != DORA_JOB]
+    jobs.append({"job_name": DORA_JOB, **DORA_SCRAPE, "metrics_path": "/metrics",
+                 "static_configs": [{"targets": [target], "labels": {"exporter": "veza-ops"}}]})
+    document["scrape_configs"] = jobs
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def start_dora_exporter(stack: Stack, sandbox: Any, server: Any, dir: Path) -> str:
+    """Start ``veza-ops metrics serve`` (recorded) and add it to the sandbox Prometheus.
+
+    Args:
+        stack: the demo's stack (records the exporter so that stopping the demo stops it).
+        sandbox: the running sandbox (its Prometheus gets the scrape job; reloaded).
+        server: the Prefect server (the exporter loads the Kubernetes block from it).
+        dir: the demo directory (the exporter's log).
+
+    Returns:
+        The exporter's ``/metrics`` URL.
+
+    Raises:
+        RuntimeError: Prometheus refused the new configuration.
+    """
+    import httpx
+
+    from sandbox.procs import free_port, spawn, wait_until
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    env = {**server.client_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = spawn([sys.executable, "-m", "veza_ops", "metrics", "serve", "--port", str(port)],
+                 log_path=dir / f"{DORA_EXPORTER}.log", env=env, cwd=PROJECT_ROOT)
+    stack.record(DORA_EXPORTER, proc.pid, port=port, url=url)
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the DORA exporter exited ({proc.returncode}); see "
+                               f"{dir / f'{DORA_EXPORTER}.log'}")
+        try:  # listening is enough: a scrape (which reads the cluster) is Prometheus' job
+            httpx.head(url, timeout=10)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    wait_until(listening, timeout=120, what=f"the DORA exporter on {url}")
+    config = Path(sandbox.dir) / "prometheus" / "prometheus.yml"
+    config.write_text(dora_scrape_config(config.read_text(), f"127.0.0.1:{port}"))
+    answer = httpx.post(f"{sandbox.prometheus_url}/-/reload", timeout=30)
+    if answer.status_code != 200:
+        raise RuntimeError(f"Prometheus refused the DORA scrape job: {answer.text[:200]}")
+    return url
+
+
 def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     """Start the sandbox, PostgreSQL, S3, Prefect and a worker; deploy; register blocks.
 
@@ -232,6 +304,9 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         print(f"- paused {', '.join(paused)}: the demo's PostgreSQL does not archive WAL "
               "(docs/recovery.md shows a cluster that does)", file=out)
         push_demo_images(sandbox)
+        print("- DORA exporter (`veza-ops metrics serve`), scraped by Prometheus as job "
+              f"`{DORA_JOB}`", file=out)
+        start_dora_exporter(stack, sandbox, server, dir)
         print("- process worker on `veza-ops`", file=out)
         worker_env = {**sandbox.env(), "PYTHONPATH": str(PROJECT_ROOT),
                       "PREFECT_WORKER_QUERY_SECONDS": "2"}
