@@ -54,7 +54,9 @@ def restore_flow(
             dbname is the default source database of the backup).
         store_block: name of the S3BackupStore block.
         decryption_block: name of the GpgDecryptionKey block.
-        backup_id: the backup to restore (see the backup catalogue).
+        backup_id: the backup to restore (see the backup catalogue), or a legacy archive
+            made before veza-ops (``20251101T020000Z-legacy``: checked by gpg and
+            ``pg_restore --list``, nothing to compare; docs/recovery.md).
         target_database: the database to restore into (created when missing).
         confirm_overwrite: type the target database's name to replace a non-empty one.
         source_database: the database the backup was taken of (default: the block's dbname).
@@ -66,7 +68,8 @@ def restore_flow(
             as <target>_before_<backup id>).
 
     Returns:
-        What was restored.
+        What was restored (the database's owner, settings and grants replayed after the
+        swap); the progress artifact ``restore-progress-<target>`` follows the download.
     """
     db = load_block(PostgresDatabase, database_block, field="database_block")
     store = load_block(S3BackupStore, store_block, field="store_block")

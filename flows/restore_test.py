@@ -42,7 +42,8 @@ def restore_test_flow(
         database_block: name of the PostgresDatabase block (server + backed-up database).
         store_block: name of the S3BackupStore block.
         decryption_block: name of the GpgDecryptionKey block.
-        backup_id: the backup to test (default: the newest complete one).
+        backup_id: the backup to test (default: the newest complete one); a legacy archive
+            only by its id (``...Z-legacy``).
         smoke_sql: queries that must each return a truthy first column.
         jobs: pg_restore parallel jobs.
         rto_objective_hours: RTO objective (guide: 4 h).

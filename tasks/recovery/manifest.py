@@ -33,7 +33,7 @@ STATE_NAME = "database.json.zst.gpg"
 LEGACY_CHECKS = "legacy archive: integrity by gpg, no manifest checks"
 _LEGACY = re.compile(r"^(?P<db>.+)_(?P<stamp>\d{8}_\d{6})\.dump\.gpg$")
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 2  # 2: content checksums, sequences, large objects (all optional)
+MANIFEST_VERSION = 3  # 2: content checksums, sequences, large objects; 3: database_state
 
 
 def backup_id(started_at: datetime, kind: RecordKind) -> str:

@@ -365,6 +365,7 @@ def restore_task(
     Returns:
         What was restored.
     """
+    check_request(db, request)  # a refused request leaves no artifact behind
     bar = ProgressArtifact(
         key=artifact_key("restore-progress", request.target_database),
         description=f"restore of {request.backup_id} into {request.target_database}: bytes "
