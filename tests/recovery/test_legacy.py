@@ -18,6 +18,7 @@ from tasks.recovery.restore_test import RestoreTestRequest, render_markdown, run
 from tasks.recovery.restoring import RestoreRequest, run_restore
 from tasks.recovery.retention import RetentionPolicy
 from tests.fixtures.recovery import SEED_COUNTS, databases, drop_db
+from veza_ops.backups import render
 
 
 def _guide_archive(db, encryption, tmp_path, *, damage: bool = False) -> bytes:
@@ -61,8 +62,12 @@ def test_legacy_archive_is_listed_kept_restored_and_tested(
     assert record.data_key == key and record.data_size == client.head_object(
         Bucket=store_block.bucket, Key=key)["ContentLength"]
 
-    info = store_dict(store_info(client, store_block.bucket, store_block.prefix,
-                                 database=seeded_db.dbname))["databases"][0]
+    summary = store_info(client, store_block.bucket, store_block.prefix,
+                         database=seeded_db.dbname)
+    text = render(summary)  # veza-ops backups info
+    assert "legacy archives     1 (made before veza-ops, no checksum)" in text
+    assert f"legacy: {bid} {key} (" in text and "backups             0 complete" in text
+    info = store_dict(summary)["databases"][0]
     assert info["legacy"] == [{"backup_id": bid, "key": key, "started_at": started.isoformat(),
                                "size_bytes": record.data_size, "checksum": None}]
     assert info["prune"]["decisions"][0]["reasons"] == [LEGACY_KEPT]
