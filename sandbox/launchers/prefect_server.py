@@ -92,6 +92,7 @@ def start_prefect_server(
     auth_string: str | None = None,
     ui: bool = True,
     timeout: float = 120,
+    database_url: str | None = None,
 ) -> PrefectServer:
     """Start ``prefect server start`` on a free loopback port and wait until it is healthy.
 
@@ -101,6 +102,8 @@ def start_prefect_server(
         auth_string: ``user:password`` to require HTTP basic auth on the API.
         ui: serve the UI.
         timeout: seconds to wait for health.
+        database_url: a SQLAlchemy URL of the server's database (e.g. PostgreSQL through
+            asyncpg, for many concurrent clients); SQLite under ``home`` when None.
 
     Returns:
         The running server.
@@ -114,7 +117,7 @@ def start_prefect_server(
     env.update(
         PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
+        PREFECT_API_DATABASE_CONNECTION_URL=database_url or f"sqlite+aiosqlite:///{home}/prefect.db",
         PREFECT_UI_API_URL=api_url,
     )
     if auth_string:
