@@ -217,8 +217,8 @@ def run_backup(
         encryption: the recipients block.
         kind: full or hourly.
         role_passwords: keep the roles' password hashes in the globals object (opt-in).
-        on_progress: called after each uploaded part with (bytes pg_dump wrote so far, their
-            estimated total: :func:`tasks.recovery.progress.dump_estimate_bytes`).
+        on_progress: called as each part is read for upload with (bytes pg_dump wrote so
+            far, their estimated total: :func:`tasks.recovery.progress.dump_estimate_bytes`).
         client: an S3 client to use instead of ``store.get_client()``.
         now: clock (injected by tests).
 
