@@ -9,7 +9,7 @@ from prefect import Flow, flow, runtime
 from prefect.client.schemas.objects import FlowRun, State
 
 from flows.models import AnalysisOverrides, Environment, ReleaseSummary, ServiceName, Version
-from tasks.events import release_events
+from tasks.events import ended_abnormally, release_events
 from tasks.release.build import check_commit, check_version, passthrough_env, run_build_task
 from tasks.release.canary import reconcile_canaries_task
 from tasks.release.canary_analysis import plan_lines
@@ -30,6 +30,7 @@ from tasks.release.staging import release_to_staging
 
 
 def _on_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    ended_abnormally("release", run_id=str(flow_run.id), parameters=flow_run.parameters)
     clean_up_after_run(str(flow_run.id), flow_run.parameters, outcome="crashed")
 
 

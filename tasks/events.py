@@ -13,7 +13,7 @@ secret. An event that cannot be sent is logged and never fails a run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +75,8 @@ def resources(*, kind: str, name: str, version: str | None = None,
 
 
 def emit(flow: str, phase: str, *, kind: str, name: str, version: str | None = None,
-         services: Sequence[str] = (), payload: dict[str, Any] | None = None) -> None:
+         services: Sequence[str] = (), payload: dict[str, Any] | None = None,
+         run_id: str | None = None) -> None:
     """Send one event (best effort: a failure is logged).
 
     Args:
@@ -86,10 +87,12 @@ def emit(flow: str, phase: str, *, kind: str, name: str, version: str | None = N
         version: the version concerned.
         services: the services concerned.
         payload: outcome, reason, ids (nothing secret).
+        run_id: the flow run (default: the current one, if any).
     """
     from prefect import runtime
 
-    run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    if run_id is None and runtime.flow_run.id:
+        run_id = str(runtime.flow_run.id)
     resource, related = resources(kind=kind, name=name, version=version, services=services,
                                   run_id=run_id)
     try:
@@ -97,6 +100,35 @@ def emit(flow: str, phase: str, *, kind: str, name: str, version: str | None = N
                    payload=payload or {})
     except Exception as exc:  # an event never fails a run
         get_logger(__name__).warning("could not emit the %s %s event: %s", flow, phase,
+                                     type(exc).__name__)
+
+
+def ended_abnormally(flow: str, *, run_id: str, parameters: Mapping[str, Any],
+                     outcome: str = "crashed") -> None:
+    """The end event of a run whose process died or was killed (from its state hook).
+
+    The run's own :func:`run_events` never got to send it (a SIGKILL, a lost node: Prefect's
+    runner runs the ``on_crashed`` hook once the process is gone). ``crashed`` is sent as
+    ``failed`` (payload ``outcome: crashed``), ``cancelled`` as ``cancelled``; never raises.
+
+    Args:
+        flow: the flow's name.
+        run_id: the flow run's id.
+        parameters: the run's parameters (``environment``, ``version``, ``services``: names
+            only, nothing else of them goes into the event).
+        outcome: ``crashed`` or ``cancelled``.
+    """
+    try:
+        version = parameters.get("version")
+        services = parameters.get("services") or ()
+        emit(flow, outcome, kind="environment",
+             name=str(parameters.get("environment") or "production"),
+             version=str(version) if version else None,
+             services=[str(s) for s in services], run_id=run_id,
+             payload={"outcome": outcome,
+                      "reason": f"the run's process ended without reporting ({outcome})"})
+    except Exception as exc:  # a state hook never raises
+        get_logger(__name__).warning("could not emit the %s %s event: %s", flow, outcome,
                                      type(exc).__name__)
 
 
