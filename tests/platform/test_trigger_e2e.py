@@ -177,30 +177,19 @@ def _api(platform: Platform, method: str, path: str, body: Any = None) -> Any:
     return answer.json() if answer.content else None
 
 
-def test_a_release_cancelled_through_the_api_puts_traffic_back_and_frees_the_lock(
-        platform: Platform, sandbox_namespaces: tuple[str, str], tmp_path: Path) -> None:
-    """A real Prefect cancel mid-verification: its hook reconciles, marks, unlocks."""
-    from kubernetes import client as k8s
-
-    from tasks.release.history import last_release
-    from tasks.release.leases import LEASE_NAME
-
-    staging, production = sandbox_namespaces
-    catalogue = str(h.write_catalogue(
-        tmp_path / "catalogue.yaml", staging_ns=staging, production_ns=production,
-        blocks=platform.blocks, intervals=600, lock_ttl_s=900))  # verifies until cancelled
-    h.push_all(platform.sandbox, "7.3.0")
-    started = platform.trigger("release/production", "--param", "version=7.3.0",
+def _start(platform: Platform, catalogue: str, version: str) -> str:
+    """Trigger a one-service release without waiting; return its flow run id."""
+    started = platform.trigger("release/production", "--param", f"version={version}",
                                "--param", "skip_build=true", "--param",
                                f"catalogue_path={catalogue}", "--param", ONE_SERVICE)
     assert started.returncode == 0, started.stdout + started.stderr
     found = RUN_ID.search(started.stdout)
     assert found, started.stdout
-    run_id = found.group(1)
-    _, core = h.apis(platform.sandbox)
-    wait_until(lambda: h.selectors(core, production)[SERVICE] == "green", timeout=180,
-                 what="the switch to green")
+    return found.group(1)
 
+
+def _cancel(platform: Platform, run_id: str) -> None:
+    """Cancel a run as the UI's Cancel button does, and wait until the worker ended it."""
     _api(platform, "POST", f"/flow_runs/{run_id}/set_state",
          {"state": {"type": "CANCELLING", "message": "cancelled by the test"}})
 
@@ -208,15 +197,72 @@ def test_a_release_cancelled_through_the_api_puts_traffic_back_and_frees_the_loc
         return _api(platform, "GET", f"/flow_runs/{run_id}")["state"]["type"] == "CANCELLED"
 
     wait_until(cancelled, timeout=120, what="the run Cancelled")
-    # The hook put the uncommitted switch back, marked the record, gave the lock back.
-    wait_until(lambda: h.selectors(core, production) == {s: "blue" for s in h.ORDER},
-                 timeout=60, what="traffic back on blue")
+
+
+def _assert_cancelled_and_unlocked(core: Any, production: str) -> None:
+    from kubernetes import client as k8s
+
+    from tasks.release.history import last_release
+    from tasks.release.leases import LEASE_NAME
+
     record = last_release(core, production)
     assert record is not None and record.outcome == "cancelled", record
     coordination = k8s.CoordinationV1Api(core.api_client)
     with pytest.raises(k8s.ApiException) as gone:
         coordination.read_namespaced_lease(LEASE_NAME, production)
     assert gone.value.status == 404
+
+
+def test_a_release_cancelled_through_the_api_puts_traffic_back_and_frees_the_lock(
+        platform: Platform, sandbox_namespaces: tuple[str, str], tmp_path: Path) -> None:
+    """A real Prefect cancel mid-verification: its hook reconciles, marks, unlocks."""
+    staging, production = sandbox_namespaces
+    catalogue = str(h.write_catalogue(
+        tmp_path / "catalogue.yaml", staging_ns=staging, production_ns=production,
+        blocks=platform.blocks, intervals=600, lock_ttl_s=900))  # verifies until cancelled
+    h.push_all(platform.sandbox, "7.3.0")
+    run_id = _start(platform, catalogue, "7.3.0")
+    _, core = h.apis(platform.sandbox)
+    wait_until(lambda: h.selectors(core, production)[SERVICE] == "green", timeout=180,
+                 what="the switch to green")
+
+    _cancel(platform, run_id)
+    # The hook put the uncommitted switch back, marked the record, gave the lock back.
+    wait_until(lambda: h.selectors(core, production) == {s: "blue" for s in h.ORDER},
+                 timeout=60, what="traffic back on blue")
+    _assert_cancelled_and_unlocked(core, production)
+
+
+def test_a_release_cancelled_during_staging_puts_staging_back(
+        platform: Platform, sandbox_seed: Any, tmp_path: Path) -> None:
+    """A real Prefect cancel while staging waits on a rollout: the captured templates go back.
+
+    The new image never becomes ready and the rollout deadline is far away, so the run is
+    cancelled while staging waits; production was never touched.
+    """
+    from sandbox.registry import Behaviour
+
+    staging, production = sandbox_seed(traffic=False)
+    catalogue = str(h.write_catalogue(
+        tmp_path / "catalogue.yaml", staging_ns=staging, production_ns=production,
+        blocks=platform.blocks, rollout_timeout_s=600, lock_ttl_s=900))
+    image = f"{h.SERVICES[SERVICE][0]}:7.4.0"
+    platform.sandbox.registry.push(image, Behaviour(never_ready=True))
+    apps, core = h.apis(platform.sandbox)
+    deployment = f"{SERVICE}-blue"
+
+    def staging_image() -> str:
+        found = apps.read_namespaced_deployment(deployment, staging)
+        return str(found.spec.template.spec.containers[0].image)
+
+    before = staging_image()
+    run_id = _start(platform, catalogue, "7.4.0")
+    wait_until(lambda: staging_image() == image, timeout=180, what="staging rolling out 7.4.0")
+
+    _cancel(platform, run_id)
+    assert staging_image() == before  # put back before the process went away
+    assert h.selectors(core, production) == {s: "blue" for s in h.ORDER}
+    _assert_cancelled_and_unlocked(core, production)
 
 
 def test_backup_exits_0_and_leaves_a_manifest(platform: Platform) -> None:
