@@ -249,7 +249,8 @@ def fetch_database_state(
 
 
 def replay_database_state(
-    db: PostgresDatabase, target: str, state: DatabaseState | None, *, no_owner: bool
+    db: PostgresDatabase, target: str, state: DatabaseState | None, *, no_owner: bool,
+    final_name: str | None = None,
 ) -> str:
     """Give the restored database ``target`` the recorded owner, settings and grants.
 
@@ -258,7 +259,10 @@ def replay_database_state(
 
     Args:
         db: the server block.
-        target: the restored database (already under its final name).
+        target: the restored database: its staging copy, before the swap (owner, settings
+            and grants follow a database through a rename, so it is never visible under its
+            final name with default privileges).
+        final_name: the name the database will have, for the messages (default ``target``).
         state: the recorded state (None: the backup predates it; nothing is done).
         no_owner: owner_mode no-owner.
 
@@ -289,9 +293,10 @@ def replay_database_state(
         note += "; " + "; ".join(plan.notes)
     logger.info("%s: %s", target, note)
     if failed:
+        name = final_name or target
         raise RecoveryError(
-            f"database {target} was restored, but its recorded state could not be fully "
+            f"database {name} was restored, but its recorded state could not be fully "
             "replayed: " + ", ".join(failed),
-            hint=f"{target} is in place; set those by hand (docs/recovery.md, DR procedure)",
+            hint=f"{name} is in place; set those by hand (docs/recovery.md, DR procedure)",
         )
     return note

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from blocks.gpg import GpgDecryptionKey, Keyring
 from blocks.postgres import PostgresDatabase
 from blocks.s3 import S3BackupStore
-from errors import IntegrityError, InvalidInputError, RestoreRefusedError
+from errors import IntegrityError, InvalidInputError, RecoveryError, RestoreRefusedError
 from tasks.logs import ModuleLogger
 from tasks.recovery.catalogue import artifact_key, check_bucket
 from tasks.recovery.dbnames import check_db_identifier, dbname_conninfo, sibling_name
@@ -244,11 +244,13 @@ def run_restore(
     with the source's encoding and locale, and its content compared with the manifest (row
     counts, table checksums, sequences, large objects: whatever the manifest recorded).
     Only then is it swapped in under the target's name; a replaced database is kept as
-    ``<target>_before_<backup id>`` (unless ``drop_previous``), and the source database's
-    owner, settings and grants are replayed on it (:mod:`tasks.recovery.dbstate`; in
-    no-owner mode the owner is left alone). A failure before the swap drops the temporary
-    database and leaves the target as it was. A legacy archive (no manifest) is checked by
-    gpg and ``pg_restore --list`` instead and has nothing to compare or replay.
+    ``<target>_before_<backup id>`` (unless ``drop_previous``). The source database's
+    owner, settings and grants are replayed on the copy before the swap, so it never answers
+    under the target's name with default privileges (:mod:`tasks.recovery.dbstate`; in
+    no-owner mode the owner is left alone); a statement that fails does not stop the swap.
+    A failure before the swap drops the temporary database and leaves the target as it was.
+    A legacy archive (no manifest) is checked by gpg and ``pg_restore --list`` instead and
+    has nothing to compare or replay.
 
     Args:
         db: the server block (its dbname is the default source database).
@@ -304,6 +306,13 @@ def run_restore(
                     hint=f"{target!r} was left as it was; restore another backup and report "
                     "this one",
                 )
+            try:  # on the copy: it takes its final name with its privileges already set
+                state_note = replay_database_state(
+                    db, staging, state, no_owner=request.owner_mode == "no-owner",
+                    final_name=target)
+                state_error: RecoveryError | None = None
+            except RecoveryError as error:  # a statement failed: swap anyway, then fail loudly
+                state_note, state_error = str(error), error
         except BaseException:
             try:
                 drop_database(db, staging)
@@ -317,8 +326,8 @@ def run_restore(
                 drop_database(db, keep_as)
         else:
             rename_database(db, staging, target)
-        state_note = replay_database_state(db, target, state,
-                                           no_owner=request.owner_mode == "no-owner")
+        if state_error is not None:
+            raise state_error
     outcome = DatabaseRestoreOutcome(
         backup_id=manifest.backup_id,
         source_database=source,
