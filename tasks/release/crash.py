@@ -20,12 +20,22 @@ def _clean_one(c: Cluster, run_id: str, outcome: str, specs: list[Any]) -> list[
         fixed, problems = reconcile_environment(c.apps_v1, c.core_v1, c.env, specs)
         done += fixed + problems
     for record in release_history(c.core_v1, c.env.namespace):
-        if record.flow_run_id == run_id and record.outcome == "running":
+        if record.flow_run_id != run_id:
+            continue
+        if record.outcome == "running":
             record.outcome = "crashed" if outcome == "crashed" else "cancelled"
             record.finished_at = datetime.now(UTC)
             record.reason = f"flow run {outcome}; cleaned up by its {outcome} hook"
-            record_release(c.core_v1, c.env.namespace, record, keep=c.env.history_size)
-            done.append(f"record {record.id}: {record.outcome}")
+        elif record.outcome == "cancelled" and outcome == "crashed":
+            # The run saw a termination signal and took it for a cancel; Prefect knows it was
+            # not one (a SIGTERM no runner sent: a node going away): the record says so too.
+            record.outcome = "crashed"
+            record.reason = (f"{record.reason or 'terminated'}; the run ended Crashed "
+                             "(a termination signal not sent by Prefect)")
+        else:
+            continue
+        record_release(c.core_v1, c.env.namespace, record, keep=c.env.history_size)
+        done.append(f"record {record.id}: {record.outcome}")
     if release_lock_of_run(c.coordination_v1, c.env.namespace, run_id):
         done.append(f"lock of {c.env.namespace} released")
     return done
@@ -36,7 +46,9 @@ def clean_up_after_run(run_id: str, parameters: Mapping[str, Any], *,
     """Best effort after a release run ended abnormally; never raises.
 
     Reconciles the blue-green environment (uncommitted switches go back), marks the run's
-    ``running`` record, and gives back the locks the run held (Lease annotated with its id).
+    ``running`` record (and, after a crash, corrects a ``cancelled`` one: the run cannot tell
+    a runner's cancel from any other SIGTERM, Prefect can), and gives back the locks the run
+    held (Lease annotated with its id).
 
     Args:
         run_id: the release's flow run id.

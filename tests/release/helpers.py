@@ -148,9 +148,11 @@ def release_killed_after_first_switch(sandbox: Any, *, production: str, catalogu
 
 
 def release_killed_when(when: Any, *, what: str, catalogue: Path, version: str,
-                        workdir: Path, services: list[str] | None = None) -> None:
-    """Run a release (of ``services``, default all) in its own process; SIGKILL it as soon as
-    ``when()`` is true."""
+                        workdir: Path, services: list[str] | None = None,
+                        signum: int = 9) -> int:
+    """Run a release (of ``services``, default all) in its own process; send it ``signum``
+    (default SIGKILL) as soon as ``when()`` is true. Returns the process's exit status (a
+    process that can still run its hooks is given 120 s to end)."""
     import json
     import os
     import signal
@@ -170,7 +172,8 @@ def release_killed_when(when: Any, *, what: str, catalogue: Path, version: str,
         env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(when, timeout=300, what=what, interval=0.1)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signum)
+        return proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

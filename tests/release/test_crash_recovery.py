@@ -239,3 +239,41 @@ def test_sigkill_at_a_step_then_one_rollback_is_consistent(
     # (the same 1.0.0 images, checked above)
     assert (history[-1].kind, history[-1].outcome) == ("rollback", "succeeded")
     assert history[-1].version == ("before 5.0.0" if committed else "1.0.0")
+
+
+def test_an_interrupted_release_runs_its_crash_hook_before_it_exits(
+        prefect_harness, sandbox_stack, sandbox_seed, tmp_path):
+    """A process that can still run hooks (a SIGTERM not sent by a Prefect runner, e.g. the
+    node shutting down; SIGINT counts as a cancel) ends the run Crashed
+    and its on_crashed hook cleans up at once, no rerun or rollback needed: the uncommitted
+    switches go back, the record says crashed, the Lease is given back."""
+    import signal
+
+    from kubernetes import client as k8s
+    from prefect.client.orchestration import get_client
+
+    from tasks.release.history import release_history
+    from tasks.release.leases import LEASE_NAME
+
+    production = sandbox_seed(staging=False)[1]
+    _, core = h.apis(sandbox_stack)
+    blocks = h.register_blocks(sandbox_stack)
+    catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns="unused", staging=False,
+                                  production_ns=production, blocks=blocks, intervals=600,
+                                  lock_ttl_s=900, lock_wait_s=0)  # verifies until interrupted
+    h.push_all(sandbox_stack, "5.1.0")
+    first_switched = lambda: h.selectors(core, production)[KILLED[0]] == "green"  # noqa: E731
+    status = h.release_killed_when(first_switched, what="the first switch",
+                                   catalogue=catalogue, version="5.1.0", workdir=tmp_path,
+                                   services=KILLED, signum=signal.SIGTERM)
+
+    assert status != 0
+    assert h.selectors(core, production) == {s: "blue" for s in h.ORDER}
+    record = next(r for r in release_history(core, production) if r.version == "5.1.0")
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(record.flow_run_id).state
+    assert record.outcome == "crashed" and record.colours == {}
+    assert state.type.value == "CRASHED"
+    with pytest.raises(k8s.ApiException) as gone:
+        k8s.CoordinationV1Api(core.api_client).read_namespaced_lease(LEASE_NAME, production)
+    assert gone.value.status == 404
