@@ -153,6 +153,9 @@ def catalogue_reader(catalogue_path: str, environments: Sequence[str], *,
             except VezaOpsError as exc:
                 errors[env.name] = str(exc)
                 continue
+            except Exception as exc:  # e.g. the Prefect API unreachable: up 0, never a 500
+                errors[env.name] = f"records unreadable ({type(exc).__name__})"
+                continue
             reports += compute_windows(history, environment=env.name, now=now,
                                        windows=windows, keep=env.history_size)
         for name, message in errors.items():

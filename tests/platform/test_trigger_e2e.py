@@ -82,7 +82,7 @@ def platform(
         # No scheduled runs appear behind the tests' backs (the run counts stay exact).
         patch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", "false")
         server = start_prefect_server(home, auth_string=f"ci:{secrets.token_urlsafe(16)}",
-                                      ui=False)
+                                      ui=False, timeout=300)  # a loaded machine
     try:
         env = {**server.client_env(), "PYTHONPATH": str(PROJECT_ROOT)}
         _prefect(["work-pool", "create", "veza-ops", "--type", "process"], env)

@@ -100,3 +100,19 @@ def test_the_report_and_the_exporter_read_the_records_kept_in_the_cluster(
     assert sample("veza_dora_target_met", window="30d", metric="mttr") == 0.0
     assert sample("veza_dora_releases", window="30d", result="failed_change") == 1.0
     assert sample("veza_dora_up") == 1.0
+
+
+def test_the_exporter_reads_an_unreachable_api_as_down_not_as_an_error(tmp_path):
+    """The Prefect API gone (the blocks cannot be loaded): the environment is reported down
+    (veza_dora_up 0 comes from the errors), the scrape itself does not fail."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from sandbox.procs import free_port
+    from tests.release import helpers as h
+    from veza_ops.metrics import catalogue_reader
+
+    catalogue = h.write_catalogue(tmp_path / "c.yaml", staging_ns="veza-staging-x",
+                                  production_ns="veza-production-x", blocks="no-such-block")
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        reports, errors = catalogue_reader(str(catalogue), ["production"], windows=[7])()
+    assert reports == [] and list(errors) == ["production"]
