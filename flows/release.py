@@ -11,7 +11,6 @@ from prefect.client.schemas.objects import FlowRun, State
 from flows.models import AnalysisOverrides, Environment, ReleaseSummary, ServiceName, Version
 from tasks.events import ended_abnormally, release_events
 from tasks.release.build import check_commit, check_version, passthrough_env, run_build_task
-from tasks.release.canary import reconcile_canaries_task
 from tasks.release.canary_analysis import plan_lines
 from tasks.release.canary_release import release_canary
 from tasks.release.catalogue import DEFAULT_CATALOGUE, load_catalogue
@@ -21,9 +20,8 @@ from tasks.release.futures import results
 from tasks.release.locking import hold_locks
 from tasks.release.preflight import plan_release_task, preflight_context, run_preflight_task
 from tasks.release.production import release_to_production
-from tasks.release.reconcile import reconcile_task
+from tasks.release.recovering import put_back_what_dead_runs_left
 from tasks.release.report import ReleaseReport
-from tasks.release.rollback import mark_dead_runs_task
 from tasks.release.runs import flow_run_state
 from tasks.release.secrets_gc import collect_unused_secrets
 from tasks.release.staging import release_to_staging
@@ -97,16 +95,7 @@ def release(  # noqa: PLR0917 - flow parameters are positional in Prefect's API
             [c for c in (target, staging) if c], report.holder, run_id=run_id,
             holder_state=flow_run_state) as locks:
         report.lock_takeovers(locks.takeovers)
-        # A crashed run's uncommitted switches are put back first (every service of the
-        # catalogue, not only this run's), then the checklist gate.
-        if bluegreen is not None:
-            report.reconciled(*reconcile_task(bluegreen.apps_v1, bluegreen.core_v1,
-                                              bluegreen.env, catalogue.select()))
-        if canary is not None:  # canary weights a dead run left are set back to 0 %
-            report.reconciled(*reconcile_canaries_task(canary, catalogue.select()))
-        _, dead = mark_dead_runs_task(target.core_v1, target.env, flow_run_state, own_run=run_id)
-        for record in dead:  # a killed run's record said "running"
-            report.check(f"record {record.id}", True, record.reason or "crashed")
+        put_back_what_dead_runs_left(catalogue, target, report, run_id=run_id)
         first = rolling or target
         with report.timed("preflight"):
             report.checklist(first.env.name, run_preflight_task(preflight_context(

@@ -7,14 +7,12 @@ from prefect import flow, get_run_logger, runtime
 from errors import ReleaseError
 from flows.models import Environment, ReleaseSummary, ServiceName
 from tasks.events import release_events
-from tasks.release.canary import reconcile_canaries_task
 from tasks.release.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
 from tasks.release.clusters import Cluster, connect
 from tasks.release.locking import hold_locks
-from tasks.release.preemption import preempt_keep_window_task
-from tasks.release.reconcile import reconcile_task
+from tasks.release.recovering import preempt_keep_window_of, put_back_what_dead_runs_left
 from tasks.release.report import ReleaseReport
-from tasks.release.rollback import choose_target, mark_dead_runs_task, restore_service_task
+from tasks.release.rollback import choose_target, restore_service_task
 from tasks.release.runs import flow_run_state
 
 
@@ -47,12 +45,7 @@ def rollback(
     report = ReleaseReport.start(kind="rollback", environment=environment, version="?",
                                  triggered_by=triggered_by, run_id=run_id)
     with release_events(report), report.running(c):
-        # A release in its keep-old-colour window is asked to stop (and give the lock back).
-        preempted = preempt_keep_window_task(c.coordination_v1, env.namespace, report.holder,
-                                             wait_s=env.preempt_wait_s,
-                                             holder_state=flow_run_state)
-        if preempted:
-            report.check("preempted", True, f"{preempted} stopped its keep-old-colour window")
+        preempt_keep_window_of(c, report)
         if not _roll_back(catalogue, c, services, target_release, report=report,
                           run_id=run_id):
             return report.summary  # reconciled only: no release to return to
@@ -67,14 +60,7 @@ def _roll_back(catalogue: Catalogue, c: Cluster, services: list[str] | None,
     env = c.env
     with hold_locks([c], report.holder, run_id=run_id, holder_state=flow_run_state) as locks:
         report.lock_takeovers(locks.takeovers)
-        if env.strategy == "blue-green":
-            report.reconciled(*reconcile_task(c.apps_v1, c.core_v1, env,
-                                              catalogue.select(services)))
-        elif env.strategy == "canary":  # every weight to 0 %, selectors back, canaries down
-            report.reconciled(*reconcile_canaries_task(c, catalogue.select()))
-        history, crashed = mark_dead_runs_task(c.core_v1, env, flow_run_state, own_run=run_id)
-        for record in crashed:
-            report.check(f"record {record.id}", True, record.reason or "crashed")
+        history = put_back_what_dead_runs_left(catalogue, c, report, run_id=run_id)
         if report.summary.reconciled and not any(r.outcome == "succeeded" for r in history):
             get_run_logger().warning("no successful release on record: reconciled only")
             report.summary.version = report.record.version = "reconciled"
