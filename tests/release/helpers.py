@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -149,13 +150,12 @@ def release_killed_after_first_switch(sandbox: Any, *, production: str, catalogu
 
 def release_killed_when(when: Any, *, what: str, catalogue: Path, version: str,
                         workdir: Path, services: list[str] | None = None,
-                        signum: int = 9) -> int:
+                        signum: int = signal.SIGKILL) -> int:
     """Run a release (of ``services``, default all) in its own process; send it ``signum``
     (default SIGKILL) as soon as ``when()`` is true. Returns the process's exit status (a
     process that can still run its hooks is given 120 s to end)."""
     import json
     import os
-    import signal
     import subprocess
     import sys
 
