@@ -5,7 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-APT_PACKAGES := postgresql-15 gnupg zstd prometheus python3-venv ca-certificates nginx-light pgbackrest
+APT_PACKAGES := postgresql-15 gnupg zstd prometheus python3-venv ca-certificates nginx-light pgbackrest \
+  chromium
 LOCK := requirements.lock
 # The lock's resolver (see the `lock` target); pinned so that `make lock` is reproducible too.
 UV_VERSION := 0.13.9
