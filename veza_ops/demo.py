@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from veza_ops.demo_pitr import print_backups
 from veza_ops.demo_stack import (
     BAD_VERSION,
     DEFAULT_DIR,
@@ -72,6 +73,9 @@ def production_selectors(sandbox: Any) -> dict[str, str]:
 def demo_steps() -> list[Step]:
     """The runs the demo triggers, in order (the prune dry run publishes the backup catalogue).
 
+    The PITR deployments were pointed at the demo's WAL-archiving cluster when it was set up
+    (:func:`veza_ops.demo_pitr.point_pitr_deployments`): their runs need no parameter.
+
     Returns:
         The steps.
     """
@@ -81,6 +85,8 @@ def demo_steps() -> list[Step]:
         Step("bad release", "release/production", {"version": BAD_VERSION, **by}, 1),
         Step("backup", "backup/nightly-full", {}, 0),
         Step("restore test", "restore-test/monthly", {}, 0, show_report=True),
+        Step("PITR full backup", "pitr-backup/pitr-weekly-full", {}, 0),
+        Step("PITR check (RPO)", "pitr-check/every-5-min", {}, 0, show_report=True),
         Step("backup catalogue", "prune-backups/daily", {"dry_run": True}, 0, show_report=True),
     ]
 
@@ -189,8 +195,10 @@ def run_demo(dir: Path = DEFAULT_DIR, *, exit_after: bool = False,
         steps = demo_steps()
         run_steps(steps, sandbox, server, out)
         print_reports(steps, server, out)
+        with prefect_settings(server):
+            rpo_ok = print_backups(out)
         print("\n" + summary_table(steps), file=out)
-        ok = all(s.as_expected for s in steps)
+        ok = all(s.as_expected for s in steps) and rpo_ok
         print(f"\nPrefect UI: {server.ui_url}   (worker log: {dir / 'prefect-worker.log'})",
               file=out)
         print(f"sandbox env: . {dir / 'sandbox' / 'env'}", file=out)

@@ -152,27 +152,6 @@ def prefect_settings(server: Any) -> Iterator[None]:
         yield
 
 
-def pause_pitr_deployments() -> list[str]:
-    """Pause the PITR deployments' schedules (current Prefect settings' server).
-
-    The demo's PostgreSQL does not archive WAL to a pgBackRest repository, so their scheduled
-    runs (pitr-check every 5 minutes) would only fail and alert while the demo stays up.
-
-    Returns:
-        ``flow/deployment`` names paused.
-    """
-    from prefect.client.orchestration import get_client
-
-    names: list[str] = []
-    with get_client(sync_client=True) as client:
-        flows = {f.id: f.name for f in client.read_flows(limit=200)}
-        for deployment in client.read_deployments(limit=200):
-            if "pitr" in (deployment.entrypoint or ""):  # flows/pitr.py, the PITR entrypoints
-                client.pause_deployment(deployment.id)
-                names.append(f"{flows.get(deployment.flow_id, '?')}/{deployment.name}")
-    return sorted(names)
-
-
 def dora_scrape_config(config: str, target: str) -> str:
     """A Prometheus configuration with the DORA exporter as one more scrape job (pure).
 
@@ -257,24 +236,23 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
     from sandbox.launchers.prefect_server import start_prefect_server
     from sandbox.launchers.s3 import start_s3
     from sandbox.launchers.s3_tls import start_s3_tls
+    from sandbox.procs import free_port
     from sandbox.stack import up
     from veza_ops.automations import install_automations
     from veza_ops.blocks_setup import (
+        RecoveryBlockNames,
         register_pitr_block,
         register_recovery_blocks,
         register_release_blocks,
         sandbox_pitr_block,
         sandbox_recovery_blocks,
     )
+    from veza_ops.demo_pitr import point_pitr_deployments, prepare_archiving
 
     stack = Stack(dir)
     try:
         print("- sandbox: Kubernetes emulator, Prometheus, Vault emulator (seeded)", file=out)
         sandbox = up(stack.sandbox_dir, seed=True)
-        print("- PostgreSQL 15 with a seeded `veza` database", file=out)
-        pg = start_postgres()
-        stack.record("postgres", pg.pid, remove=[pg.root], port=pg.port)
-        _seed_database(pg)
         print("- S3 (moto) with the bucket `veza-backups`, gpg test key", file=out)
         s3 = start_s3(dir)
         stack.record("s3", s3.pid, url=s3.endpoint_url)
@@ -283,6 +261,20 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
         print("- TLS front (nginx) for pgBackRest's S3 repository", file=out)
         front = start_s3_tls(s3.endpoint_url)
         stack.record("s3-tls", front.pid, remove=[front.root])
+        archiving = prepare_archiving(sandbox_pitr_block(
+            s3=s3, front=front, bucket=BUCKET, passphrase=secrets.token_urlsafe(24)),
+            port=free_port())
+        print("- PostgreSQL 15 with a seeded `veza` database, archiving WAL through pgBackRest "
+              f"(archive_timeout {archiving.settings['archive_timeout']} s)", file=out)
+        try:
+            pg = start_postgres(user=archiving.superuser, port=archiving.host.port,
+                                root=archiving.root, local_auth="peer",
+                                settings=archiving.settings)
+        except BaseException:
+            shutil.rmtree(archiving.root, ignore_errors=True)
+            raise
+        stack.record("postgres", pg.pid, remove=[pg.root], port=pg.port)
+        _seed_database(pg)
         print("- Prefect server (UI included)", file=out)
         # Generous: on a busy 2-core machine its first start (database, UI) can pass 2 minutes.
         server = start_prefect_server(dir / "prefect", ui=True, timeout=300)
@@ -298,11 +290,11 @@ def build_stack(dir: Path, out: TextIO) -> tuple[Stack, Any, Any]:
             register_release_blocks(sandbox)
             register_recovery_blocks(**sandbox_recovery_blocks(
                 pg=pg, dbname=DATABASE, s3=s3, bucket=BUCKET, key=key))
-            register_pitr_block(sandbox_pitr_block(
-                s3=s3, front=front, bucket=BUCKET, passphrase=secrets.token_urlsafe(24)))
-            paused = pause_pitr_deployments()
-        print(f"- paused {', '.join(paused)}: the demo's PostgreSQL does not archive WAL "
-              "(docs/recovery.md shows a cluster that does)", file=out)
+            register_pitr_block(archiving.repo)
+            pointed = point_pitr_deployments(
+                archiving.host, check_database_block=RecoveryBlockNames().database_block)
+        print(f"- PITR deployments pointed at the demo's cluster (parameter host): "
+              f"{', '.join(pointed)}", file=out)
         push_demo_images(sandbox)
         print("- DORA exporter (`veza-ops metrics serve`), scraped by Prometheus as job "
               f"`{DORA_JOB}`", file=out)

@@ -9,6 +9,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,18 @@ class PgServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def server_owner_ids() -> tuple[int, int] | None:
+    """(uid, gid) the cluster's files and server get: ``postgres``'s under root, else None.
+
+    Returns:
+        The ids, or None when running as an ordinary user (the cluster is then that user's).
+
+    Raises:
+        SandboxError: running as root without a ``postgres`` system user.
+    """
+    return _owner_ids()
+
+
 def _owner_ids() -> tuple[int, int] | None:
     """Return (uid, gid) of the ``postgres`` user when running as root, else None."""
     if os.geteuid() != 0:
@@ -106,6 +119,9 @@ def start_postgres(
     password: str = PG_PASSWORD,
     port: int | None = None,
     timeout: float = 60,
+    root: Path | None = None,
+    local_auth: str = "scram-sha-256",
+    settings: Mapping[str, str] | None = None,
 ) -> PgServer:
     """Create a cluster in a private temp dir, start it on 127.0.0.1, wait until it answers.
 
@@ -117,13 +133,21 @@ def start_postgres(
         password: its password.
         port: the port (a free one when None).
         timeout: seconds to wait for it to accept connections.
+        root: an existing private directory for the cluster (``data``, ``sock`` and the
+            server's log go in it; it is removed on stop); a fresh temp dir when None. A
+            caller that must know the paths first (a WAL-archiving cluster's pgBackRest
+            config names the data directory) passes its own.
+        local_auth: authentication on the Unix socket (``peer`` lets pgBackRest, running as
+            the cluster's OS user, log in as the superuser of the same name).
+        settings: extra ``postgresql.conf`` settings given on the command line
+            (``archive_mode``, ``archive_command``...).
 
     Returns:
         The running server.
     """
     bindir = pg_bindir()
     ids = _owner_ids()
-    root = Path(tempfile.mkdtemp(prefix="veza-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="veza-pg-")) if root is None else root
     data, sock, log = root / "data", root / "sock", root / "server.log"
     sock.mkdir()
     pwfile = root / "pwfile"
@@ -137,7 +161,7 @@ def start_postgres(
         _run_as(
             [
                 str(bindir / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}",
-                "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256", f"--auth-local={local_auth}",
                 "-E", "UTF8", "--locale=C", "--no-sync",
             ],
             ids,
@@ -153,6 +177,8 @@ def start_postgres(
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}",
                 "-c", "fsync=off", "-c", "full_page_writes=off",
                 "-c", "synchronous_commit=off", "-c", "max_connections=60",
+                *(arg for name, value in (settings or {}).items()
+                  for arg in ("-c", f"{name}={value}")),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

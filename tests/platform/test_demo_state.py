@@ -1,4 +1,5 @@
-"""The demo's stale-state cleanup: stops what a previous demo recorded, and nothing else."""
+"""The demo's state: stale-state cleanup (what a previous demo recorded, nothing else), the
+summary, and the PITR deployments pointed at the demo's archiving cluster."""
 
 from __future__ import annotations
 
@@ -54,15 +55,19 @@ def test_summary_flags_unexpected_outcomes() -> None:
     assert " NO " in lines[3] and not bad.as_expected and good.as_expected
 
 
-def test_the_demo_pauses_the_pitr_deployments_only(prefect_harness: None) -> None:
-    """The demo's PostgreSQL does not archive: its PITR schedules would only fail and alert."""
+def test_the_demo_points_the_pitr_deployments_at_its_cluster_and_leaves_them_active(
+    prefect_harness: None,
+) -> None:
+    """The demo's cluster archives WAL: its PITR schedules run against it, none paused."""
     import uuid
 
     from prefect.client.orchestration import get_client
 
-    from veza_ops.demo_stack import pause_pitr_deployments
+    from blocks.pgbackrest import DatabaseHost
+    from veza_ops.demo_pitr import point_pitr_deployments
 
     suffix = uuid.uuid4().hex[:6]
+    host = DatabaseHost(data_directory=f"/tmp/demo-{suffix}/data", port=54321)
     with get_client(sync_client=True) as client:
         made = {}
         for flow, name, entrypoint in [
@@ -72,9 +77,17 @@ def test_the_demo_pauses_the_pitr_deployments_only(prefect_harness: None) -> Non
             ("restore-test", f"monthly-{suffix}", "flows/restore_test.py:restore_test_flow"),
         ]:
             made[name] = client.create_deployment(
-                flow_id=client.create_flow_from_name(flow), name=name, entrypoint=entrypoint)
-        paused = pause_pitr_deployments()
-        state = {name: client.read_deployment(i).paused for name, i in made.items()}
-    assert f"pitr-check/every-5-min-{suffix}" in paused
-    assert state == {f"every-5-min-{suffix}": True, f"pitr-monthly-{suffix}": True,
-                     f"monthly-{suffix}": False}
+                flow_id=client.create_flow_from_name(flow), name=name, entrypoint=entrypoint,
+                parameters={"repository_block": "veza-pitr"}, paused=True)
+        pointed = point_pitr_deployments(host, check_database_block="veza-db")
+        read = {name: client.read_deployment(i) for name, i in made.items()}
+    assert f"pitr-check/every-5-min-{suffix}" in pointed
+    assert f"restore-test/monthly-{suffix}" not in pointed
+    for name in (f"every-5-min-{suffix}", f"pitr-monthly-{suffix}"):
+        assert not read[name].paused
+        assert read[name].parameters["host"] == host.model_dump(mode="json")
+    # pitr-check writes a marker each run: WAL keeps flowing on the idle demo database
+    assert read[f"every-5-min-{suffix}"].parameters["database_block"] == "veza-db"
+    assert "database_block" not in read[f"pitr-monthly-{suffix}"].parameters
+    assert read[f"monthly-{suffix}"].paused
+    assert read[f"monthly-{suffix}"].parameters == {"repository_block": "veza-pitr"}
