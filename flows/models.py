@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.release.analysis_config import AnalysisSpec
 from tasks.release.build import VERSION_RE
-from tasks.release.catalogue import AnalysisSpec, ServiceSpec
+from tasks.release.catalogue import ServiceSpec
 from tasks.release.outcomes import ReleaseSummary, ServiceOutcome
 
 # The shipped catalogue's environments and services (deployments/catalogue.yaml; a test keeps

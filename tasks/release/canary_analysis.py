@@ -1,7 +1,8 @@
 """Canary steps and their analysis: every service's canary judged in the same step (pure loop).
 
 Each service is measured on its own ``analysis.interval_s`` with the existing verdict
-(:func:`tasks.release.verifying.evaluate`: thresholds, failure limit, silence never promotes)
+(:func:`tasks.release.verifying.evaluate`: the built-in metrics and the catalogue's own
+``analysis.metrics``, failure limit, silence never promotes)
 on the canary track's series only (``color="canary"``). The step ends as soon as one service
 aborts (every service is then put back together by the caller) or when every service promoted.
 """
@@ -151,7 +152,7 @@ def analyse_step(
             analysis = result.results[name]
             m = measure(prometheus, env.namespace, name, CANARY,
                         window_seconds(spec.analysis), colour_label=env.colour_label,
-                        app_label=env.app_label)
+                        app_label=env.app_label, metrics=spec.analysis.metrics)
             count = (endpoints or {}).get(name)
             analysis.measurements.append(with_endpoints(m, count, service=name, colour=CANARY))
             analysis.verdict = evaluate(analysis.measurements, spec.analysis)
@@ -185,9 +186,10 @@ def analyse_step_logged(prometheus: PromQuerier, *, env: EnvironmentSpec,
     log = get_logger(__name__)
     for name, r in result.results.items():
         for i, m in enumerate(r.measurements, start=1):
-            log.info("%s canary at %d %%: measurement %d: success rate %s, p99 %s ms%s", name,
-                     step.weight, i, m.success_rate,
+            log.info("%s canary at %d %%: measurement %d: success rate %s, p99 %s ms%s%s",
+                     name, step.weight, i, m.success_rate,
                      None if m.p99_ms is None else round(m.p99_ms),
+                     "".join(f", {n} {v}" for n, v in m.values),
                      f" ({m.failure or m.error})" if m.failure or m.error else "")
         log.info("%s canary at %d %%: %s %s", name, step.weight, r.verdict.decision,
                  r.verdict.reason)

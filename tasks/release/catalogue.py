@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from errors import InvalidInputError
+from tasks.release.analysis_config import AnalysisSpec
 from tasks.release.canary_config import (
     APPROVAL_POLL,
     APPROVAL_TIMEOUT,
@@ -78,18 +79,6 @@ class BuildCommands(_Model):
     @classmethod
     def _placeholders(cls, value: Argv | None) -> Argv | None:
         return _check_placeholders(value, ARGV_PLACEHOLDERS)
-
-
-class AnalysisSpec(_Model):
-    """Prometheus verification thresholds (the guide's Flagger values by default)."""
-
-    success_rate_min: float = Field(default=0.99, gt=0, le=1)
-    p99_max_ms: float = Field(default=500.0, gt=0)
-    interval_s: float = Field(default=60.0, gt=0)
-    intervals: int = Field(default=5, ge=1)
-    failure_limit: int = Field(default=1, ge=0)
-    max_no_data: int = Field(default=2, ge=0)
-    window_s: float | None = Field(default=None, gt=0, description="PromQL range (s).")
 
 
 class ServiceSpec(_Model):

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from kubernetes import client as k8s
 
 from errors import ExternalSystemError, PreflightError
 from errors.kubernetes import translate_api_errors
+from tasks.release.analysis_config import (
+    P99_TEMPLATE,
+    SUCCESS_RATE_TEMPLATE,
+    MetricSpec,
+    render,
+    selector,
+)
 
 # Prometheus needs two samples in a rate window; below this the window is never wide enough.
 MIN_WINDOW_S = 5
@@ -155,21 +162,25 @@ class Measurement:
         error: why there is no data (Prometheus error, empty result, NaN), if any.
         failure: why this interval failed outright whatever the metrics say (the new
             colour has no ready endpoint: its pods died after the switch).
+        values: the catalogue's own metrics (``analysis.metrics``): name and value, None
+            when that query had no data.
     """
 
     success_rate: float | None
     p99_ms: float | None
     error: str | None = None
     failure: str | None = None
+    values: tuple[tuple[str, float | None], ...] = ()
 
     @property
     def has_data(self) -> bool:
-        """Whether both metrics were measured."""
-        return self.error is None and self.success_rate is not None and self.p99_ms is not None
+        """Whether every metric was measured."""
+        return (self.error is None and self.success_rate is not None
+                and self.p99_ms is not None and all(v is not None for _, v in self.values))
 
-
-def _selector(namespace: str, app: str, colour: str, *, colour_label: str, app_label: str) -> str:
-    return f'namespace="{namespace}",{app_label}="{app}",{colour_label}="{colour}"'
+    def value(self, name: str) -> float | None:
+        """The value of one of the catalogue's metrics (None: not measured or no data)."""
+        return dict(self.values).get(name)
 
 
 def success_rate_query(
@@ -187,13 +198,10 @@ def success_rate_query(
         app_label: name of the app label.
 
     Returns:
-        The query; its value is NaN or empty when there was no traffic.
+        The built-in template rendered; its value is NaN or empty when there was no traffic.
     """
-    sel = _selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
-    return (
-        f'sum(rate(http_requests_total{{{sel},status!~"5.."}}[{window_s}s]))'
-        f" / sum(rate(http_requests_total{{{sel}}}[{window_s}s]))"
-    )
+    return render(SUCCESS_RATE_TEMPLATE, namespace=namespace, app=app, track=colour,
+                  window_s=window_s, colour_label=colour_label, app_label=app_label)
 
 
 def p99_query(
@@ -211,13 +219,10 @@ def p99_query(
         app_label: name of the app label.
 
     Returns:
-        The query.
+        The built-in template rendered.
     """
-    sel = _selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
-    return (
-        "histogram_quantile(0.99, sum by (le) "
-        f"(rate(http_request_duration_seconds_bucket{{{sel}}}[{window_s}s])))"
-    )
+    return render(P99_TEMPLATE, namespace=namespace, app=app, track=colour,
+                  window_s=window_s, colour_label=colour_label, app_label=app_label)
 
 
 def _scalar(result: list[dict[str, Any]]) -> float | None:
@@ -240,7 +245,7 @@ def _all_failed(prometheus: PromQuerier, namespace: str, app: str, colour: str, 
     after the switch, next to the 503s its readiness probe got while it started): those
     series exist, so that is no data, not a failure.
     """
-    sel = _selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
+    sel = selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
     if _scalar(prometheus.query(f'count(http_requests_total{{{sel},status!~"5.."}})')):
         return None
     total = _scalar(prometheus.query(
@@ -250,7 +255,7 @@ def _all_failed(prometheus: PromQuerier, namespace: str, app: str, colour: str, 
 
 def measure(
     prometheus: PromQuerier, namespace: str, app: str, colour: str, window_s: int, *,
-    colour_label: str = "color", app_label: str = "app",
+    colour_label: str = "color", app_label: str = "app", metrics: Sequence[MetricSpec] = (),
 ) -> Measurement:
     """Take one measurement; Prometheus errors become a no-data measurement, never a pass.
 
@@ -262,6 +267,8 @@ def measure(
         window_s: rate window in seconds.
         colour_label: name of the colour label.
         app_label: name of the app label.
+        metrics: the catalogue's own metrics, each rendered for this colour and measured
+            after the two built-in ones (an empty result or NaN is that metric's no data).
 
     Returns:
         The measurement.
@@ -274,11 +281,18 @@ def measure(
         if rate is None:  # no non-5xx series at all: silence, or only failures?
             rate = _all_failed(prometheus, namespace, app, colour, window_s, **labels)
         p99_s = _scalar(prometheus.query(p99_query(namespace, app, colour, window_s, **labels)))
+        values = tuple((metric.name, _scalar(prometheus.query(render(
+            metric.query, namespace=namespace, app=app, track=colour, window_s=window_s,
+            **labels)))) for metric in metrics)
     except ExternalSystemError as exc:
-        return Measurement(None, None, error=f"prometheus error: {exc.message}")
-    if rate is None or p99_s is None:
-        return Measurement(rate, None if p99_s is None else p99_s * 1000, error="no data")
-    return Measurement(rate, p99_s * 1000.0)
+        return Measurement(None, None, error=f"prometheus error: {exc.message}",
+                           values=tuple((metric.name, None) for metric in metrics))
+    p99_ms = None if p99_s is None else p99_s * 1000.0
+    silent = [n for n, v in (("success rate", rate), ("p99", p99_s), *values) if v is None]
+    if silent:
+        return Measurement(rate, p99_ms, error="no data" + (
+            f" ({', '.join(silent)})" if values else ""), values=values)
+    return Measurement(rate, p99_ms, values=values)
 
 
 def ready_endpoints(core_v1: k8s.CoreV1Api, namespace: str, service_name: str) -> int:
@@ -326,5 +340,4 @@ def with_endpoints(m: Measurement, count: Callable[[], int] | None, *, service: 
             return m
     except ExternalSystemError:
         return m
-    return Measurement(m.success_rate, m.p99_ms, m.error,
-                       failure=f"no ready endpoint for {service} ({colour})")
+    return replace(m, failure=f"no ready endpoint for {service} ({colour})")

@@ -18,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from errors import VerificationError
+from tasks.release.analysis_config import MetricSpec
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.logs import get_logger
 from tasks.release.measuring import (
@@ -34,7 +35,11 @@ Decision = Literal["continue", "promote", "abort"]
 
 
 class AnalysisSettings(Protocol):
-    """Thresholds and pacing of an analysis (the catalogue's ``AnalysisSpec`` fits)."""
+    """Thresholds and pacing of an analysis (the catalogue's ``AnalysisSpec`` fits).
+
+    An optional ``metrics`` attribute (a sequence of
+    :class:`~tasks.release.analysis_config.MetricSpec`) adds the catalogue's own metrics.
+    """
 
     success_rate_min: float
     p99_max_ms: float
@@ -43,6 +48,18 @@ class AnalysisSettings(Protocol):
     failure_limit: int
     max_no_data: int
     window_s: float | None
+
+
+def custom_metrics(settings: AnalysisSettings) -> Sequence[MetricSpec]:
+    """The catalogue's own metrics of an analysis (none for settings without ``metrics``).
+
+    Args:
+        settings: the analysis.
+
+    Returns:
+        Its ``metrics``, judged beside the built-in success rate and p99.
+    """
+    return tuple(getattr(settings, "metrics", None) or ())
 
 
 @dataclass(frozen=True)
@@ -66,10 +83,11 @@ def evaluate(measurements: Sequence[Measurement], settings: AnalysisSettings) ->
     """Judge a sequence of measurements (pure; like Argo Rollouts' failureLimit).
 
     A measurement with a ``failure`` (no ready endpoint) fails whatever its metrics. A
-    measurement with data fails when the success rate is below the minimum or p99 above
-    the maximum. No-data measurements are tolerated up to ``max_no_data`` in a row; the next
-    one counts as a failure. More than ``failure_limit`` failures abort. Promotion needs
-    ``intervals`` measurements with data, so silence never promotes.
+    measurement with data (every metric measured) fails when the success rate is below the
+    minimum, p99 above the maximum, or one of the catalogue's metrics out of its bound.
+    No-data measurements (any metric silent) are tolerated up to ``max_no_data`` in a row;
+    the next one counts as a failure. More than ``failure_limit`` failures abort. Promotion
+    needs ``intervals`` measurements with data, so silence never promotes.
 
     Args:
         measurements: measurements in time order.
@@ -78,6 +96,7 @@ def evaluate(measurements: Sequence[Measurement], settings: AnalysisSettings) ->
     Returns:
         The verdict.
     """
+    metrics = custom_metrics(settings)
     successes = failures = with_data = silent = 0
     last_failure = ""
     for index, m in enumerate(measurements, start=1):
@@ -85,7 +104,7 @@ def evaluate(measurements: Sequence[Measurement], settings: AnalysisSettings) ->
             silent = 0
             failures += 1
             last_failure = f"{m.failure} at measurement {index}"
-        elif not m.has_data:
+        elif not m.has_data or any(m.value(metric.name) is None for metric in metrics):
             silent += 1
             if silent > settings.max_no_data:
                 failures += 1
@@ -105,6 +124,8 @@ def evaluate(measurements: Sequence[Measurement], settings: AnalysisSettings) ->
                 )
             if m.p99_ms > settings.p99_max_ms:
                 breaches.append(f"p99 latency {m.p99_ms:.0f} ms > {settings.p99_max_ms:g} ms")
+            breaches += [b for b in (metric.breach(m.value(metric.name) or 0.0)
+                                     for metric in metrics) if b]
             if breaches:
                 failures += 1
                 last_failure = " and ".join(breaches) + f" at measurement {index}"
@@ -180,7 +201,8 @@ def analyse(
         sleeper(max(0.0, next_at - clock()))
         next_at += settings.interval_s
         m = measure(prometheus, namespace, service, colour, window_s,
-                    colour_label=colour_label, app_label=app_label)
+                    colour_label=colour_label, app_label=app_label,
+                    metrics=custom_metrics(settings))
         result.measurements.append(with_endpoints(m, endpoints, service=service, colour=colour))
         result.verdict = evaluate(result.measurements, settings)
         if result.verdict.decision != "continue":
@@ -242,8 +264,9 @@ def verify(
                      app_label=env.app_label, endpoints=count, clock=clock, sleeper=sleeper)
     log = get_logger(__name__)
     for i, m in enumerate(result.measurements, start=1):
-        log.info("%s: measurement %d: success rate %s, p99 %s ms%s", spec.name, i,
+        log.info("%s: measurement %d: success rate %s, p99 %s ms%s%s", spec.name, i,
                  m.success_rate, None if m.p99_ms is None else round(m.p99_ms),
+                 "".join(f", {n} {v}" for n, v in m.values),
                  f" ({m.failure or m.error})" if m.failure or m.error else "")
     level = logging.ERROR if result.verdict.decision == "abort" else logging.INFO
     log.log(level, "%s: verdict %s: %s", spec.name, result.verdict.decision,

@@ -59,7 +59,8 @@ class WatchOutcome:
 def _measure(prometheus: PromQuerier, core_v1: k8s.CoreV1Api | None, env: EnvironmentSpec,
              spec: ServiceSpec, colour: str) -> Measurement:
     m = measure(prometheus, env.namespace, spec.name, colour, window_seconds(spec.analysis),
-                colour_label=env.colour_label, app_label=env.app_label)
+                colour_label=env.colour_label, app_label=env.app_label,
+                metrics=spec.analysis.metrics)
     count = None if core_v1 is None else (
         lambda: ready_endpoints(core_v1, env.namespace, spec.service_name))
     return with_endpoints(m, count, service=spec.name, colour=colour)

@@ -354,18 +354,61 @@ def test_bad_canary_rolled_back_at_the_first_step_for_every_service(
     assert "restoration_s" in record.timings and "detection_s" in record.timings
 
 
-def test_the_analysis_table_has_a_row_per_service_and_step():
+def test_a_custom_metric_from_the_catalogue_rolls_every_service_back(
+        sandbox_stack, sandbox_namespaces, blocks, tmp_path):
+    """A healthy canary by the guide's two metrics, over the catalogue's own bound: the
+    ``canary-rps`` metric (a max on the canary's request rate) alone rolls it back."""
+    from tasks.release.history import last_release
+
+    _, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.6.0")
+    path = tmp_path / "catalogue.yaml"
+    canary_catalogue(path, "", production, blocks)
+    data = yaml.safe_load(path.read_text())
+    data["services"]["veza-web"]["analysis"] = {**data["services"]["veza-web"]["analysis"],
+                                                "metrics": [{
+        "name": "canary-rps", "max": 0.01,
+        "query": "sum(rate(http_requests_total{{selector}}[{window}]))"}]}
+    path.write_text(yaml.safe_dump(data))
+
+    with pytest.raises(VerificationError) as failed:
+        run_release(str(path), "4.6.0")
+
+    assert failed.value.message.startswith("canary of veza-web at 5 % failed: canary-rps ")
+    assert "success rate" not in failed.value.message and "p99" not in failed.value.message
+    assert weights(custom, production) == {s: 0 for s in TWO}
+    assert canary_replicas(apps, production) == {s: 0 for s in TWO}
+    assert {s: h.images(apps, production, "blue")[s][0] for s in TWO} == {
+        "veza-backend-api": "veza/backend-api:1.0.0", "veza-web": "veza/web:1.0.0"}
+    record = last_release(core, production)
+    assert record is not None and record.outcome == "rolled-back"
+    assert "canary-rps" in (record.reason or "")
+
+
+def test_the_analysis_table_has_a_row_per_service_step_and_metric():
     from tasks.release.canary_table import artifact_key, step_rows
 
-    catalogue = parse_catalogue(catalogue_data())
-    result = step_of(Prometheus(bad="veza-web"), Clock())
+    data = catalogue_data()
+    data["services"]["veza-web"]["analysis"]["metrics"] = [
+        {"name": "errors-5xx", "max": 0.5,
+         "query": 'max(rate(http_requests_total{{selector},status=~"5.."}[{window}]))'}]
+    catalogue = parse_catalogue(data)
+    clock = Clock()
+    result = analyse_step(Prometheus(bad="veza-web"), env=catalogue.environment("production"),
+                          specs=catalogue.select(), step=Step(1, 5, False), clock=clock,
+                          sleeper=clock.sleep, wall_clock=clock)
     rows = step_rows(result, catalogue.select())
-    assert [(r["service"], r["step"], r["weight %"], r["verdict"]) for r in rows] == [
-        ("veza-backend-api", 1, 5, "promote"), ("veza-web", 1, 5, "abort")]
-    web = rows[1]
-    assert web["success rate (lowest)"] == 0.5 and web["success rate min"] == 0.99
-    assert web["p99 ms (highest)"] == 20.0 and web["p99 max ms"] == 500.0
-    assert "success rate 0.500 < 0.99" in web["reason"]
+    assert [(r["service"], r["step"], r["weight %"], r["metric"], r["value"], r["threshold"],
+             r["verdict"], r["analysis"]) for r in rows] == [
+        ("veza-backend-api", 1, 5, "success-rate", 1.0, ">= 0.99", "pass", "promote"),
+        ("veza-backend-api", 1, 5, "p99-latency", 20.0, "<= 500 ms", "pass", "promote"),
+        ("veza-web", 1, 5, "success-rate", 0.5, ">= 0.99", "fail", "abort"),
+        ("veza-web", 1, 5, "p99-latency", 20.0, "<= 500 ms", "pass", "abort"),
+        ("veza-web", 1, 5, "errors-5xx", 0.02, "<= 0.5", "pass", "abort")]
+    assert all(r["measured"] == "1 of 1" for r in rows[2:])
+    assert "success rate 0.500 < 0.99" in rows[2]["reason"]
     assert artifact_key("Prod_EU") == "canary-analysis-prod-eu"
 
 
@@ -507,8 +550,10 @@ def test_an_approved_gate_lets_the_next_step_run(sandbox_stack, sandbox_namespac
     assert checks[gate + 1] == "canary step 1 at 100 %"  # the step ran after the approval
     assert record.checks[gate].detail == "approved by alice: go"
     assert "table: artifact canary-analysis-production" in record.checks[gate + 1].detail
-    assert [(r["service"], r["weight %"], r["verdict"]) for r in table_of(run.id)] == [
-        (s, 100, "promote") for s in TWO]
+    assert [(r["service"], r["weight %"], r["metric"], r["verdict"], r["analysis"])
+            for r in table_of(run.id)] == [
+        (s, 100, metric, "pass", "promote") for s in TWO
+        for metric in ("success-rate", "p99-latency")]
 
 
 def table_of(run_id: Any) -> list[dict[str, Any]]:

@@ -163,3 +163,74 @@ def test_substitution_is_per_argv_item_and_never_splits():
         "{other}",
     ]
     assert len(out) == len(argv)
+
+
+# --- analysis metrics (PromQL templates) ---------------------------------------------------
+
+ERRORS_5XX = 'sum(rate(http_requests_total{{selector},status=~"5.."}[{window}]))'
+
+
+def with_metrics(*metrics):
+    data = minimal()
+    data["services"]["veza-web"]["analysis"] = {"metrics": list(metrics)}
+    return data
+
+
+def test_metrics_default_to_the_guide_two_and_custom_ones_render():
+    from tasks.release.analysis_config import render
+
+    plain = parse_catalogue(minimal()).services["veza-web"].analysis
+    assert plain.metrics == [] and plain.success_rate_min == 0.99 and plain.p99_max_ms == 500
+    spec = parse_catalogue(with_metrics(
+        {"name": "errors-5xx", "query": ERRORS_5XX, "max": 0.5})).services["veza-web"]
+    (metric,) = spec.analysis.metrics
+    assert (metric.name, metric.max, metric.min, metric.threshold()) == (
+        "errors-5xx", 0.5, None, "<= 0.5")
+    promql = render(metric.query, namespace="prod", app="veza-web", track="canary", window_s=10,
+                    colour_label="colour")
+    assert promql == ('sum(rate(http_requests_total{namespace="prod",app="veza-web",'
+                      'colour="canary",status=~"5.."}[10s]))')
+    assert render("up{namespace=\"{namespace}\",app=\"{app}\",track=\"{track}\"}", namespace="n",
+                  app="a", track="t", window_s=5) == 'up{namespace="n",app="a",track="t"}'
+
+
+@pytest.mark.parametrize(("metric", "field", "problem"), [
+    ({"name": "m", "query": "sum(rate(x{{selectr}}[{window}]))", "max": 1},
+     "analysis.metrics.0.query", "unknown placeholder {selectr}"),
+    ({"name": "m", "query": "sum(rate(x{{selector}[{window}]))", "max": 1},
+     "analysis.metrics.0.query", "unbalanced ')' at character 31 while '{' from character 10"),
+    ({"name": "m", "query": "sum(rate(x{{selector}}[{window}])", "max": 1},
+     "analysis.metrics.0.query", "unclosed '('"),
+    ({"name": "m", "query": "  ", "max": 1}, "analysis.metrics.0.query", "an empty query"),
+    ({"name": "m", "query": "up", "min": 1, "max": 2}, "analysis.metrics.0",
+     "both min and max; set exactly one"),
+    ({"name": "m", "query": "up"}, "analysis.metrics.0", "neither min nor max"),
+    ({"name": "M x", "query": "up", "max": 1}, "analysis.metrics.0.name", "pattern"),
+    ({"name": "success-rate", "query": "up", "max": 1}, "analysis.metrics",
+     "built-in metric (its threshold is success_rate_min)"),
+    ({"name": "m", "query": "up", "max": 1, "maximum": 2}, "analysis.metrics.0.maximum",
+     "Extra inputs"),
+])
+def test_a_malformed_metric_is_refused_at_load_naming_the_field(tmp_path, metric, field,
+                                                                problem):
+    with pytest.raises(InvalidInputError) as refused:
+        load_catalogue(write(tmp_path, with_metrics(metric)))
+    assert refused.value.field.endswith("services.veza-web." + field)
+    assert problem in refused.value.problem
+    assert refused.value.fix
+
+
+def test_a_metric_name_used_twice_is_refused_naming_both_entries():
+    ok = {"name": "errors-5xx", "query": ERRORS_5XX, "max": 0.5}
+    with pytest.raises(InvalidInputError) as refused:
+        parse_catalogue(with_metrics(ok, {"name": "rps", "query": "up", "min": 1}, ok))
+    assert refused.value.field.endswith("services.veza-web.analysis.metrics")
+    assert "metrics.2.name 'errors-5xx' is already the name of metrics.0" in (
+        refused.value.problem)
+
+
+def test_the_builtin_templates_render_the_guide_queries():
+    from tasks.release.analysis_config import P99_TEMPLATE, SUCCESS_RATE_TEMPLATE, check_template
+
+    assert check_template(SUCCESS_RATE_TEMPLATE) and check_template(P99_TEMPLATE)
+    assert check_template('x{code=~"5[0-9]{2}"}')  # PromQL's own braces are not placeholders

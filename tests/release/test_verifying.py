@@ -227,3 +227,74 @@ def test_non_5xx_series_too_new_to_rate_are_no_data_not_a_zero_success_rate():
 
     m = measure(NewSeries(), "prod", "veza-web", "green", 5)
     assert not m.has_data and m.success_rate is None and m.error == "no data"
+
+
+# --- the catalogue's own metrics (analysis.metrics) -----------------------------------------
+
+def errors_metric(max_: float = 0.5) -> Any:
+    from tasks.release.analysis_config import MetricSpec
+
+    return MetricSpec(name="errors-5xx", max=max_,
+                      query='max(rate(http_requests_total{{selector},status=~"5.."}[{window}]))')
+
+
+@dataclass
+class WithMetrics(Settings):
+    metrics: tuple[Any, ...] = ()
+
+
+def test_a_custom_metric_out_of_bounds_fails_the_interval_naming_it():
+    settings = WithMetrics(metrics=(errors_metric(),))
+    ok = Measurement(1.0, 20.0, values=(("errors-5xx", 0.1),))
+    bad = Measurement(1.0, 20.0, values=(("errors-5xx", 0.8),))
+    assert evaluate([ok, ok, ok], settings).decision == "promote"
+    verdict = evaluate([ok, bad], settings)
+    assert verdict.decision == "abort" and "errors-5xx 0.8 > 0.5 at measurement 2" in (
+        verdict.reason)
+    both = evaluate([Measurement(0.8, 20.0, values=(("errors-5xx", 0.8),))], settings)
+    assert "success rate 0.800 < 0.99 and errors-5xx 0.8 > 0.5" in both.reason
+
+
+def test_a_silent_custom_metric_is_no_data_and_never_promotes():
+    settings = WithMetrics(metrics=(errors_metric(),), max_no_data=1)
+    silent = Measurement(1.0, 20.0, values=(("errors-5xx", None),))
+    unmeasured = Measurement(1.0, 20.0)  # taken without the metric: not a pass either
+    assert evaluate([silent], settings).decision == "continue"
+    verdict = evaluate([silent, unmeasured], settings)
+    assert verdict.decision == "abort" and "no data for 2 consecutive" in verdict.reason
+
+
+class ByQuery:
+    """Answers the built-in queries healthily and the custom one with ``custom``."""
+
+    def __init__(self, custom: float | None) -> None:
+        self.custom = custom
+        self.queries: list[str] = []
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        self.queries.append(promql)
+        value = (self.custom if promql.startswith("max(") else
+                 1.0 if promql.startswith("sum(rate") else 0.02)
+        return [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
+
+
+def test_measure_renders_and_reads_every_custom_metric():
+    from tasks.release.measuring import measure
+
+    m = measure(ByQuery(0.25), "prod", "veza-web", "green", 7, colour_label="colour",
+                metrics=[errors_metric()])
+    assert m.has_data and m.value("errors-5xx") == 0.25 and m.success_rate == 1.0
+    prom = ByQuery(None)
+    silent = measure(prom, "prod", "veza-web", "green", 7, metrics=[errors_metric()])
+    assert not silent.has_data and silent.error == "no data (errors-5xx)"
+    assert prom.queries[-1] == ('max(rate(http_requests_total{namespace="prod",app="veza-web",'
+                                'color="green",status=~"5.."}[7s]))')
+
+
+def test_blue_green_verification_judges_the_custom_metrics():
+    clock = FakeClock()
+    result = analyse(ByQuery(0.9), service="veza-web", namespace="p", colour="green",
+                     settings=WithMetrics(metrics=(errors_metric(),)), clock=clock,
+                     sleeper=clock.sleep)
+    with pytest.raises(VerificationError, match=r"veza-web \(green\).*errors-5xx 0.9 > 0.5"):
+        raise_on_abort(result)
