@@ -10,6 +10,7 @@ from blocks.loading import load_block
 from blocks.pgbackrest import DatabaseHost, PgBackRestRepository
 from blocks.postgres import PostgresDatabase
 from errors import ArchiveCheckError, InvalidInputError
+from tasks.events import failure_reason
 from tasks.recovery.pitr.archive import (
     ArchiveCheck,
     assess_archive,
@@ -18,6 +19,7 @@ from tasks.recovery.pitr.archive import (
     segments_per_log,
 )
 from tasks.recovery.pitr.commands import check_bucket_task, info_task
+from tasks.recovery.pitr.incident import track_incident_task
 from tasks.recovery.pitr.markers import write_marker_task
 
 
@@ -52,22 +54,32 @@ def pitr_check(
     Returns:
         The verdict.
     """
-    segments_per_log(wal_segment_size_mb)  # bad input refused before anything runs
-    if max_rpo_minutes <= 0:
-        raise InvalidInputError("max_rpo_minutes", "must be positive", fix="e.g. 15")
-    repo = load_block(PgBackRestRepository, repository_block, field="repository_block")
-    db = (load_block(PostgresDatabase, database_block, field="database_block")
-          if database_block else None)
-    host = host or DatabaseHost()
-    check_bucket_task(repo)
-    if db is not None:
-        write_marker_task(db, "pitr-check")
-    info = info_task(repo, host)
-    segments = list_segments_task(repo, [a.id for a in info.archives])
-    check = assess_archive(info, segments, now=datetime.now(UTC),
-                           max_rpo_seconds=max_rpo_minutes * 60,
-                           segment_size_mb=wal_segment_size_mb)
-    publish_check(check)
+    started = datetime.now(UTC)
+    stanza: str | None = None
+    try:
+        segments_per_log(wal_segment_size_mb)  # bad input refused before anything runs
+        if max_rpo_minutes <= 0:
+            raise InvalidInputError("max_rpo_minutes", "must be positive", fix="e.g. 15")
+        repo = load_block(PgBackRestRepository, repository_block, field="repository_block")
+        stanza = repo.stanza
+        db = (load_block(PostgresDatabase, database_block, field="database_block")
+              if database_block else None)
+        host = host or DatabaseHost()
+        check_bucket_task(repo)
+        if db is not None:
+            write_marker_task(db, "pitr-check")
+        info = info_task(repo, host)
+        segments = list_segments_task(repo, [a.id for a in info.archives])
+        check = assess_archive(info, segments, now=datetime.now(UTC),
+                               max_rpo_seconds=max_rpo_minutes * 60,
+                               segment_size_mb=wal_segment_size_mb)
+        publish_check(check)
+    except Exception as exc:  # whatever stopped the check is this run's incident
+        track_incident_task(repository_block, passed=False, problems=[failure_reason(exc)],
+                            now=started, stanza=stanza)
+        raise
+    track_incident_task(repository_block, passed=check.passed, problems=check.problems,
+                        now=check.checked_at, stanza=stanza)
     if not check.passed:
         raise ArchiveCheckError(f"stanza {repo.stanza}: " + "; ".join(check.problems))
     return check

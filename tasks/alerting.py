@@ -19,7 +19,8 @@ from blocks.slack import SlackWebhook
 from errors import retry_on_transient
 
 MAX_REASON = 500  # characters of the run's state message kept in the alert
-MARKS = {"Failed": ":x:", "Crashed": ":boom:", "Missed": ":alarm_clock:"}
+MARKS = {"Failed": ":x:", "Crashed": ":boom:", "Missed": ":alarm_clock:",
+         "Recovered": ":white_check_mark:"}  # Recovered: a pitr-check incident resolved
 
 
 class Alert(BaseModel):

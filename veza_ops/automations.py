@@ -162,9 +162,13 @@ def ensure_crash_rollback_automation(*, deployment: str = ROLLBACK_DEPLOYMENT) -
 
 ALERT_DEPLOYMENT = "alert/slack"
 NIGHTLY_DEPLOYMENT = "backup/nightly-full"
-ALERTED_FLOWS = ("backup", "prune-backups", "restore-test", "pitr-backup", "pitr-expire",
-                 "pitr-check")
+# pitr-check (every 5 minutes) alerts once per incident instead: PITR_INCIDENT_AUTOMATION_NAME
+ALERTED_FLOWS = ("backup", "prune-backups", "restore-test", "pitr-backup", "pitr-expire")
 FAILURE_ALERT_AUTOMATION_NAME = "veza-ops: alert on failed backup, prune or restore-test runs"
+PITR_INCIDENT_AUTOMATION_NAME = "veza-ops: alert when the WAL archive breaks and is whole again"
+PITR_CRASH_AUTOMATION_NAME = "veza-ops: alert on crashed pitr-check runs"
+PITR_INCIDENT_EVENTS = ("veza-ops.pitr-check.incident-opened",
+                        "veza-ops.pitr-check.incident-resolved")
 MISSED_NIGHTLY_AUTOMATION_NAME = "veza-ops: alert when no nightly backup completes in 25 h"
 MISSED_NIGHTLY_WITHIN = timedelta(hours=25)
 
@@ -216,11 +220,12 @@ def _deployment_id(client: Any, name: str) -> Any:
 def ensure_failure_alert_automation(
     *, deployment: str = ALERT_DEPLOYMENT, flows: tuple[str, ...] = ALERTED_FLOWS,
     slack_block: str | None = None, name: str = FAILURE_ALERT_AUTOMATION_NAME,
+    states: tuple[str, ...] = ("Failed", "Crashed"),
 ) -> str:
     """Create or update the automation that alerts on a Failed or Crashed recovery run.
 
     Any run of the ``backup``, ``prune-backups``, ``restore-test`` or PITR (``pitr-backup``,
-    ``pitr-expire``, ``pitr-check``) flow entering Failed or Crashed runs the alert
+    ``pitr-expire``) flow entering Failed or Crashed runs the alert
     deployment with the run's flow, deployment, state, name, id and state message rendered
     into its parameters (no secret: names only). The ``alert`` flow itself is not watched,
     so a failing webhook cannot loop. The automation keeps its name (an existing one is
@@ -231,6 +236,7 @@ def ensure_failure_alert_automation(
         flows: the flow names watched.
         slack_block: a SlackWebhook block name to pass (default: the deployment's own).
         name: the automation's name.
+        states: the run states that alert (``PITR_CRASH_AUTOMATION_NAME``: Crashed only).
 
     Returns:
         The automation's id.
@@ -258,13 +264,71 @@ def ensure_failure_alert_automation(
         deployment_id = _deployment_id(client, deployment)
     automation = AutomationCore(
         name=name,
-        description="Posts a Slack alert (alert deployment) when a backup, prune-backups, "
-                    "restore-test, pitr-backup, pitr-expire or pitr-check run fails or crashes.",
+        description=f"Posts a Slack alert (alert deployment) when a {', '.join(flows)} run "
+                    f"enters {' or '.join(states)}.",
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            expect={f"prefect.flow-run.{state}" for state in states},
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
             match_related=ResourceSpecification({"prefect.resource.role": "flow",
                                                  "prefect.resource.name": list(flows)}),
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[RunDeployment(source="selected", deployment_id=deployment_id,
+                               job_variables=None, parameters=parameters)],
+    )
+    return _create_or_update(automation)
+
+
+def ensure_pitr_incident_automation(
+    *, deployment: str = ALERT_DEPLOYMENT, slack_block: str | None = None,
+    name: str = PITR_INCIDENT_AUTOMATION_NAME,
+) -> str:
+    """Create or update the automation that alerts once per WAL archive incident.
+
+    pitr-check runs every 5 minutes and fails as long as the archive is broken; its runs
+    send ``veza-ops.pitr-check.incident-opened`` only for the first failure and
+    ``...-resolved`` for the first pass after failures (the previous verdict is kept in a
+    Prefect Variable: :mod:`tasks.recovery.pitr.incident`). This automation runs the alert
+    deployment on each of those events: state ``Failed`` (the problems as the reason) or
+    ``Recovered`` (how long it was broken), with the run's deployment, name and id.
+
+    Args:
+        deployment: the alert deployment, ``flow/deployment``.
+        slack_block: a SlackWebhook block name to pass (default: the deployment's own).
+        name: the automation's name.
+
+    Returns:
+        The automation's id.
+
+    Raises:
+        SetupError: the alert deployment is not deployed (the message says how).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    parameters: dict[str, Any] = {
+        "flow_name": "pitr-check",
+        "state": _jinja("{% if 'resolved' in event.event %}Recovered{% else %}Failed"
+                        "{% endif %}"),
+        "deployment": _jinja("{{ event.payload.deployment }}"),
+        "flow_run_name": _jinja("{{ event.payload.flow_run_name }}"),
+        "flow_run_id": _jinja("{{ event.payload.flow_run_id }}"),
+        "reason": _jinja("{{ event.payload.reason }}"),
+    }
+    if slack_block:
+        parameters["slack_block"] = slack_block
+    with get_client(sync_client=True) as client:
+        deployment_id = _deployment_id(client, deployment)
+    automation = AutomationCore(
+        name=name,
+        description="Posts a Slack alert when pitr-check finds the WAL archive broken (once "
+                    "per incident, not every 5 minutes) and when it passes again.",
+        trigger=EventTrigger(
+            expect=set(PITR_INCIDENT_EVENTS),
+            match=ResourceSpecification({"prefect.resource.id": "veza-ops.pitr-repository.*"}),
             posture=Posture.Reactive,
             threshold=1,
         ),
@@ -347,8 +411,9 @@ def install_automations(
 ) -> dict[str, str]:
     """Install everything the server side of veza-ops needs; safe to run again.
 
-    The zombie-run and crash-rollback automations, the failure and missed-nightly alert
-    automations, and the backup concurrency limit of each database.
+    The zombie-run and crash-rollback automations, the failure, PITR-incident, crashed
+    pitr-check and missed-nightly alert automations, and the backup concurrency limit of
+    each database.
 
     Args:
         databases: database names (``dbname``) whose backups need a concurrency limit.
@@ -366,6 +431,10 @@ def install_automations(
         ZOMBIE_AUTOMATION_NAME: ensure_zombie_automation(),
         CRASH_ROLLBACK_AUTOMATION_NAME: ensure_crash_rollback_automation(),
         FAILURE_ALERT_AUTOMATION_NAME: ensure_failure_alert_automation(slack_block=slack_block),
+        PITR_INCIDENT_AUTOMATION_NAME: ensure_pitr_incident_automation(slack_block=slack_block),
+        PITR_CRASH_AUTOMATION_NAME: ensure_failure_alert_automation(
+            slack_block=slack_block, flows=("pitr-check",), states=("Crashed",),
+            name=PITR_CRASH_AUTOMATION_NAME),
         MISSED_NIGHTLY_AUTOMATION_NAME: ensure_missed_nightly_automation(
             slack_block=slack_block),
     }

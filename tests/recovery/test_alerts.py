@@ -178,7 +178,8 @@ def test_alert_automations_are_idempotent_and_read_back(deployments, cleanup_aut
     assert trigger.match.get("prefect.resource.id") == ["prefect.flow-run.*"]
     assert trigger.match_related.get("prefect.resource.role") == ["flow"]
     assert sorted(trigger.match_related.get("prefect.resource.name")) == [
-        "backup", "pitr-backup", "pitr-check", "pitr-expire", "prune-backups", "restore-test"]
+        "backup", "pitr-backup", "pitr-expire", "prune-backups", "restore-test"]  # pitr-check:
+    # once per incident (tests/recovery/test_pitr_alerts.py)
     (action,) = on_failure.actions
     assert action.type == "run-deployment" and action.source == "selected"
     assert action.deployment_id == deployments["alert/slack"]
@@ -329,21 +330,30 @@ def test_automations_install_command(deployments, cleanup_automations, capsys):
     from veza_ops.cli import main
 
     cleanup_automations += [a.ZOMBIE_AUTOMATION_NAME, a.CRASH_ROLLBACK_AUTOMATION_NAME,
-                            a.FAILURE_ALERT_AUTOMATION_NAME, a.MISSED_NIGHTLY_AUTOMATION_NAME]
+                            a.FAILURE_ALERT_AUTOMATION_NAME, a.MISSED_NIGHTLY_AUTOMATION_NAME,
+                            a.PITR_INCIDENT_AUTOMATION_NAME, a.PITR_CRASH_AUTOMATION_NAME]
     database = f"veza_{uuid.uuid4().hex[:8]}"
     argv = ["automations", "install", "--database", database, "--slack-block", "ops-slack"]
     assert main(argv) == 0
     assert main(argv) == 0  # idempotent
     out = capsys.readouterr().out
     for name in (a.FAILURE_ALERT_AUTOMATION_NAME, a.MISSED_NIGHTLY_AUTOMATION_NAME,
-                 backup_limit_name(database)):
+                 a.PITR_INCIDENT_AUTOMATION_NAME, backup_limit_name(database)):
         assert name in out
     with get_client(sync_client=True) as client:
         for name in cleanup_automations:
             assert len(client.read_automations_by_name(name)) == 1, name
         (failure,) = client.read_automations_by_name(a.FAILURE_ALERT_AUTOMATION_NAME)
         assert client.read_global_concurrency_limit_by_name(backup_limit_name(database)).limit == 1
+        (crash,) = client.read_automations_by_name(a.PITR_CRASH_AUTOMATION_NAME)
+        (incident,) = client.read_automations_by_name(a.PITR_INCIDENT_AUTOMATION_NAME)
     assert failure.actions[0].parameters["slack_block"] == "ops-slack"
+    # pitr-check: a crash alerts per run, a failure once per incident (test_pitr_alerts.py)
+    assert crash.trigger.expect == {"prefect.flow-run.Crashed"}
+    assert crash.trigger.match_related.get("prefect.resource.name") == ["pitr-check"]
+    assert incident.trigger.expect == {"veza-ops.pitr-check.incident-opened",
+                                       "veza-ops.pitr-check.incident-resolved"}
+    assert incident.actions[0].parameters["slack_block"] == "ops-slack"
 
     assert main(["automations", "install", "--database-block", "no-such-db"]) == 2
     err = capsys.readouterr().err
