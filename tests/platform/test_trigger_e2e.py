@@ -1,4 +1,5 @@
-"""CI's path end to end: a real Prefect server with basic auth, a worker, `veza-ops trigger`."""
+"""CI's path end to end: a real Prefect server with basic auth, a worker, `veza-ops trigger`;
+and its UI in a real browser (headless Chromium), after those runs."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from sandbox.procs import wait_until
 from tests.fixtures.recovery import SEED_SQL, create_empty_db
+from tests.platform.browser import PrefectUI, prefect_ui, screenshots_dir
 from tests.release import helpers as h
 
 # The module's fixture (its own Prefect server, `prefect deploy --all`, a worker) took 285 s on
@@ -37,6 +40,7 @@ class Platform:
     blocks: str
     bucket: str
     s3: Any
+    database: str
 
     def env(self, *, with_auth: bool = True) -> dict[str, str]:
         env: dict[str, str] = self.server.client_env(with_auth=with_auth)
@@ -83,8 +87,9 @@ def platform(
     with pytest.MonkeyPatch.context() as patch:
         # No scheduled runs appear behind the tests' backs (the run counts stay exact).
         patch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", "false")
+        patch.setenv("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")  # the screenshots
         server = start_prefect_server(home, auth_string=f"ci:{secrets.token_urlsafe(16)}",
-                                      ui=False, timeout=300)  # a loaded machine
+                                      ui=True, timeout=300)  # the UI: test_ui_*; a loaded machine
     try:
         env = {**server.client_env(), "PYTHONPATH": str(PROJECT_ROOT)}
         _prefect(["work-pool", "create", "veza-ops", "--type", "process"], env)
@@ -108,7 +113,7 @@ def platform(
         server.start_worker(cwd=PROJECT_ROOT, log_dir=home,
                             extra_env={**sandbox_stack.env(), "PYTHONPATH": str(PROJECT_ROOT),
                                        "PREFECT_WORKER_QUERY_SECONDS": "1"})
-        yield Platform(server, sandbox_stack, blocks, bucket, s3_server)
+        yield Platform(server, sandbox_stack, blocks, bucket, s3_server, dbname)
     finally:
         server.stop()
 
@@ -325,3 +330,181 @@ def test_blocks_cli_registers_the_sandbox_blocks(platform: Platform) -> None:
     types = sorted(doc["block_type"]["slug"] for doc in answer.json())
     assert len(types) == 3, types
     assert platform.sandbox.vault_token not in answer.text
+
+
+# ------------------------------------------------------------------ the UI in a real browser
+# Headless Chromium (Debian's) through the Prefect UI of the module's server (tests/platform/
+# browser.py). These tests reuse what the tests above left on the server (a completed release,
+# a backup, a prune run's catalogue) and make it themselves only when run alone. Screenshots
+# go to a tmp dir, or to docs/img with `make screenshots`.
+
+# How the UI words each cron of prefect.yaml (a new cron there needs its line here).
+SCHEDULE_TEXTS = {
+    "0 3 * * *": "At 03:00 AM",
+    "15 * * * *": "At 15 minutes past the hour",
+    "30 4 * * *": "At 04:30 AM",
+    "0 5 1 * *": "At 05:00 AM, on day 1 of the month",
+    "0 2 * * 0": "At 02:00 AM, only on Sunday",
+    "0 2 * * 1-6": "At 02:00 AM, Monday through Saturday",
+    "30 * * * *": "At 30 minutes past the hour",
+    "0 4 * * *": "At 04:00 AM",
+    "*/5 * * * *": "Every 5 minutes",
+    "0 6 1 * *": "At 06:00 AM, on day 1 of the month",
+    "0 6 * * *": "At 06:00 AM",
+}
+
+
+@pytest.fixture(scope="module")
+def ui(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectUI]:
+    """Chromium logged in to the module's server (through the UI's login form)."""
+    assert platform.server.auth_string
+    with prefect_ui(platform.server.ui_url, platform.server.auth_string,
+                    screenshots=screenshots_dir(tmp_path_factory.mktemp("screenshots"))) as page:
+        yield page
+
+
+def _deployments_of_prefect_yaml() -> list[tuple[str, str, list[str]]]:
+    """(flow name, deployment name, crons) of every deployment in prefect.yaml."""
+    import importlib
+
+    import yaml
+
+    found = []
+    for spec in yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]:
+        path, function = spec["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        crons = [schedule["cron"] for schedule in spec.get("schedules") or []]
+        found.append((getattr(module, function).name, spec["name"], crons))
+    return found
+
+
+def _deployment_id(platform: Platform, name: str) -> str:
+    return str(_api(platform, "GET", f"/deployments/name/{name}")["id"])
+
+
+def _runs(platform: Platform, deployment: str, states: list[str]) -> list[dict[str, Any]]:
+    """The deployment's runs in those states, newest first."""
+    body = {"deployments": {"id": {"any_": [_deployment_id(platform, deployment)]}},
+            "flow_runs": {"state": {"type": {"any_": states}}}, "sort": "START_TIME_DESC"}
+    runs: list[dict[str, Any]] = _api(platform, "POST", "/flow_runs/filter", body)
+    return runs
+
+
+def _run_to_completion(platform: Platform, deployment: str, *params: str) -> dict[str, Any]:
+    done = platform.trigger(deployment, *params, "--wait", "--timeout", "200")
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = RUN_ID.search(done.stdout)
+    assert found, done.stdout
+    run: dict[str, Any] = _api(platform, "GET", f"/flow_runs/{found.group(1)}")
+    return run
+
+
+def _completed_release(platform: Platform, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The newest completed release to production (test_release_to_production_exits_0's)."""
+    completed = _runs(platform, "release/production", ["COMPLETED"])
+    if completed:
+        return completed[0]
+    catalogue_path: str = request.getfixturevalue("catalogue")
+    h.push_all(platform.sandbox, "7.9.0")
+    return _run_to_completion(platform, "release/production", "--param", "version=7.9.0",
+                              "--param", "skip_build=true", "--param",
+                              f"catalogue_path={catalogue_path}", "--param", ONE_SERVICE)
+
+
+def _fresh_catalogue_run(platform: Platform) -> dict[str, Any]:
+    """A completed prune-backups run that started after the newest completed backup."""
+    backups = _runs(platform, "backup/nightly-full", ["COMPLETED"])
+    backup = backups[0] if backups else _run_to_completion(platform, "backup/nightly-full")
+    # test_same_idempotency_key_reuses_the_run starts a prune run without waiting on it.
+    wait_until(lambda: not [r for r in _runs(platform, "prune-backups/daily", ["SCHEDULED",
+                                                                                "PENDING",
+                                                                                "RUNNING"])],
+               timeout=200, what="the prune-backups runs under way to end")
+    prunes = [r for r in _runs(platform, "prune-backups/daily", ["COMPLETED"])
+              if r["start_time"] > backup["end_time"]]
+    return prunes[0] if prunes else _run_to_completion(platform, "prune-backups/daily")
+
+
+def test_ui_lists_every_deployment_with_its_schedule(platform: Platform, ui: PrefectUI) -> None:
+    expected = _deployments_of_prefect_yaml()
+    page = ui.open("/deployments?page=1&sort=NAME_ASC&limit=25")
+    expect(page.get_by_text(f"{len(expected)} Deployments", exact=True)).to_be_visible()
+    for flow_name, name, crons in expected:
+        row = (page.get_by_role("row")
+               .filter(has=page.get_by_role("link", name=name, exact=True))
+               .filter(has=page.get_by_text(flow_name, exact=True)))
+        expect(row, f"{flow_name}/{name}").to_have_count(1)
+        for cron in crons:
+            assert cron in SCHEDULE_TEXTS, f"add the UI's wording of {cron!r} to SCHEDULE_TEXTS"
+            expect(row).to_contain_text(SCHEDULE_TEXTS[cron])
+    ui.screenshot("deployments")
+
+
+def test_ui_release_form_shows_the_typed_parameters(platform: Platform, ui: PrefectUI) -> None:
+    """The run form of release/production: choices from the catalogue, the version pattern."""
+    from flows.models import ENVIRONMENTS, SERVICES
+
+    page = ui.open(f"/deployments/deployment/{_deployment_id(platform, 'release/production')}"
+                   "/run")
+    expect(page.get_by_role("textbox", name="version")).to_be_visible()
+    for switch in ("skip_build (Optional)", "dry_run (Optional)"):
+        expect(page.get_by_role("switch", name=switch)).to_be_visible()
+    expect(page.get_by_role("textbox", name="catalogue_path (Optional)")).to_have_value(
+        "deployments/catalogue.yaml")
+    page.get_by_role("button", name="Select environment").click()
+    expect(page.get_by_role("option")).to_have_text(list(ENVIRONMENTS))
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="list").first.click()  # services: the first list parameter
+    page.get_by_role("button").filter(has_text=re.compile(r"^Select$")).click()
+    expect(page.get_by_role("option")).to_have_text(list(SERVICES))
+    page.keyboard.press("Escape")
+    ui.screenshot("release-form")
+
+    before = platform.count_runs()
+    page.get_by_role("textbox", name="version").fill("bad tag!")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text("'bad tag!' does not match").first).to_be_visible()
+    assert platform.count_runs() == before  # the server refused it: no run was created
+
+
+def test_ui_shows_a_completed_release_with_its_task_runs_and_report(
+        platform: Platform, ui: PrefectUI, request: pytest.FixtureRequest) -> None:
+    run = _completed_release(platform, request)
+    version = run["parameters"]["version"]
+    task_runs = _api(platform, "POST", "/task_runs/count",
+                     {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    page = ui.open(f"/runs/flow-run/{run['id']}")
+    expect(page.get_by_text(f"release-production-{version}").first).to_be_visible()
+    page.get_by_role("tab", name="Task Runs").click()
+    expect(page.get_by_text(f"{task_runs} Task runs", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"({task_runs} Completed)", exact=True)).to_be_visible()
+    # Task runs named by the service they act on (parallel per-service tasks told apart).
+    for name in (f"bring-up-colour-{SERVICE}", f"switch-{SERVICE}", f"verify-{SERVICE}"):
+        expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+    ui.screenshot("release-run")
+
+    page.get_by_role("tab", name="Artifacts").click()
+    page.get_by_role("link").filter(has=page.get_by_role("heading", name="release-report",
+                                                         exact=True)).click()
+    expect(page.get_by_role("heading", name=f"Release {version} to production: succeeded")
+           ).to_be_visible()
+    expect(page.get_by_role("row").filter(has=page.get_by_role("cell", name=SERVICE,
+                                                               exact=True))
+           ).to_contain_text(f"{version}")
+    ui.screenshot("release-report")
+
+
+def test_ui_renders_the_backup_catalogue(platform: Platform, ui: PrefectUI) -> None:
+    prune = _fresh_catalogue_run(platform)
+    artifacts = _api(platform, "POST", "/artifacts/filter", {
+        "artifacts": {"key": {"any_": ["backup-catalogue-all"]},
+                      "flow_run_id": {"any_": [prune["id"]]}}})
+    assert len(artifacts) == 1, artifacts
+    page = ui.open("/artifacts/key/backup-catalogue-all")
+    page.get_by_role("link", name=artifacts[0]["id"][:8], exact=True).click()
+    expect(page.get_by_role("heading", name="Backup catalogue", exact=True)).to_be_visible()
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=platform.database,
+                                                              exact=True)).first
+    expect(row).to_contain_text("full")
+    expect(row).to_contain_text("yes")  # complete: its manifest is there
+    ui.screenshot("backup-catalogue")
