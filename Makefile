@@ -14,7 +14,7 @@ UV_VERSION := 0.13.9
 # `make lock` keeps the pins already in the lock and only adds or changes what pyproject needs.
 LOCK_FLAGS ?=
 
-.PHONY: setup system venv lock test lint typecheck unit demo demo-exit bench clean
+.PHONY: setup system venv lock test lint typecheck unit demo demo-exit bench screenshots clean
 
 setup: system venv
 
@@ -83,6 +83,12 @@ demo-exit: setup
 
 bench: setup
 	$(PY) -m bench.recovery_bench
+
+# The Prefect UI screenshots the README shows (docs/img/*.png): the browser tests of the e2e
+# module (headless Chromium through the UI of a real server, after real runs) save them there.
+screenshots: setup
+	env -u PYTHONDONTWRITEBYTECODE VEZA_SCREENSHOTS_DIR=$(CURDIR)/docs/img \
+	  $(BIN)/pytest -q -p no:randomly tests/platform/test_trigger_e2e.py -k test_ui_
 
 clean:
 	-$(BIN)/veza-ops sandbox down 2>/dev/null
