@@ -253,6 +253,23 @@ def _all_failed(prometheus: PromQuerier, namespace: str, app: str, colour: str, 
     return 0.0 if total is not None and total > 0 else None
 
 
+def _unrated_series(prometheus: PromQuerier, namespace: str, app: str, colour: str,
+                    window_s: int, *, colour_label: str, app_label: str) -> bool:
+    """Whether some request series of the colour has no rate yet (one sample in the window).
+
+    ``rate()`` needs two samples of a series inside the window: a series born a scrape ago
+    (a new colour's or canary's first 500s, or its first answers on a path) is left out of
+    the success-rate quotient, which then reads 1.0 for a colour answering errors, or too low
+    for a healthy one. Such an interval is no data, never a verdict.
+    """
+    sel = selector(namespace, app, colour, colour_label=colour_label, app_label=app_label)
+    series = _scalar(prometheus.query(
+        f"count(count_over_time(http_requests_total{{{sel}}}[{window_s}s]))"))
+    rated = _scalar(prometheus.query(
+        f"count(rate(http_requests_total{{{sel}}}[{window_s}s]))"))
+    return series is not None and (rated or 0.0) < series
+
+
 def measure(
     prometheus: PromQuerier, namespace: str, app: str, colour: str, window_s: int, *,
     colour_label: str = "color", app_label: str = "app", metrics: Sequence[MetricSpec] = (),
@@ -278,8 +295,11 @@ def measure(
         rate = _scalar(
             prometheus.query(success_rate_query(namespace, app, colour, window_s, **labels))
         )
+        unrated = False
         if rate is None:  # no non-5xx series at all: silence, or only failures?
             rate = _all_failed(prometheus, namespace, app, colour, window_s, **labels)
+        elif _unrated_series(prometheus, namespace, app, colour, window_s, **labels):
+            rate, unrated = None, True  # part of the traffic is not in the quotient yet
         p99_s = _scalar(prometheus.query(p99_query(namespace, app, colour, window_s, **labels)))
         values = tuple((metric.name, _scalar(prometheus.query(render(
             metric.query, namespace=namespace, app=app, track=colour, window_s=window_s,
@@ -289,6 +309,9 @@ def measure(
                            values=tuple((metric.name, None) for metric in metrics))
     p99_ms = None if p99_s is None else p99_s * 1000.0
     silent = [n for n, v in (("success rate", rate), ("p99", p99_s), *values) if v is None]
+    if unrated:
+        return Measurement(None, p99_ms, error="no data (some series too new to rate)",
+                           values=values)
     if silent:
         return Measurement(rate, p99_ms, error="no data" + (
             f" ({', '.join(silent)})" if values else ""), values=values)

@@ -298,3 +298,30 @@ def test_blue_green_verification_judges_the_custom_metrics():
                      sleeper=clock.sleep)
     with pytest.raises(VerificationError, match=r"veza-web \(green\).*errors-5xx 0.9 > 0.5"):
         raise_on_abort(result)
+
+
+class FiveHundredsBeingBorn:
+    """A new colour's first 500s: their series have one sample (no rate yet), so the quotient
+    over the rated series reads 1.0 while a quarter of the series are errors."""
+
+    def __init__(self, rated: int) -> None:
+        self.rated = rated
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        if promql.startswith("count(rate("):
+            value = float(self.rated)
+        elif promql.startswith("count("):
+            value = 4.0  # every series of the colour, rated or not
+        else:
+            value = 1.0 if promql.startswith("sum(rate") else 0.02
+        return [{"metric": {}, "value": [0, str(value)]}]
+
+
+def test_a_quotient_missing_series_too_new_to_rate_is_no_data_not_healthy():
+    from tasks.release.measuring import measure
+
+    born = measure(FiveHundredsBeingBorn(rated=3), "prod", "veza-web", "green", 5)
+    assert not born.has_data and born.success_rate is None
+    assert born.error == "no data (some series too new to rate)"
+    rated = measure(FiveHundredsBeingBorn(rated=4), "prod", "veza-web", "green", 5)
+    assert rated.has_data and rated.success_rate == 1.0
