@@ -106,7 +106,8 @@ def _weights(custom: Any, namespace: str, services: list[str]) -> dict[str, int]
     return out
 
 
-def _catalogue(path: Path, namespace: str, blocks: str, interval_s: float) -> Path:
+def _catalogue(path: Path, namespace: str, blocks: str, interval_s: float,
+               min_requests: int) -> Path:
     from tests.release import helpers as h
 
     h.write_catalogue(path, staging_ns="unused", production_ns=namespace, blocks=blocks,
@@ -116,12 +117,14 @@ def _catalogue(path: Path, namespace: str, blocks: str, interval_s: float) -> Pa
     data["environments"]["production"]["strategy"] = "canary"
     for service in data["services"].values():
         service["smoke_paths"] = ["/health"]  # the bad version fails its analysis, not smoke
+        service["analysis"]["min_requests"] = min_requests
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def one_run(sandbox: Any, blocks: str, workdir: Path, *, run: int, interval_s: float,
-            error_rate: float, rate: float, poll_s: float) -> dict[str, Any]:
+            error_rate: float, rate: float, poll_s: float,
+            min_requests: int = 0) -> dict[str, Any]:
     """Seed a namespace, release a bad canary, measure, delete the namespace.
 
     Args:
@@ -133,6 +136,7 @@ def one_run(sandbox: Any, blocks: str, workdir: Path, *, run: int, interval_s: f
         error_rate: the bad service's share of 5xx answers.
         rate: requests a second per Service.
         poll_s: the observer's pace.
+        min_requests: the analysis' ``min_requests`` (fewer requests in the window: no data).
 
     Returns:
         The run's numbers.
@@ -149,7 +153,8 @@ def one_run(sandbox: Any, blocks: str, workdir: Path, *, run: int, interval_s: f
     sandbox.seed_environment(namespace, "production", replicas=1, traffic_rate=rate)
     apps, core = h.apis(sandbox)
     custom = k8s.CustomObjectsApi(apps.api_client)
-    catalogue = _catalogue(workdir / f"catalogue-{run}.yaml", namespace, blocks, interval_s)
+    catalogue = _catalogue(workdir / f"catalogue-{run}.yaml", namespace, blocks, interval_s,
+                           min_requests)
     version, bad = f"6.{run}.0", h.ORDER[-1]
     for name, (repo, _, _) in h.SERVICES.items():
         sandbox.registry.push(f"{repo}:{version}",
@@ -171,12 +176,13 @@ def one_run(sandbox: Any, blocks: str, workdir: Path, *, run: int, interval_s: f
         inside = record.timings.get("detection_s", 0.0) + record.timings.get(
             "restoration_s", 0.0)
         observed = span[1] - span[0]
+        promoted = [c.name for c in record.checks if c.name.startswith("canary step")]
         return {"observed_s": observed, "observed_intervals": observed / interval_s,
                 "record_s": inside, "record_intervals": inside / interval_s,
                 "detection_s": record.timings.get("detection_s"),
                 "restoration_s": record.timings.get("restoration_s"),
                 "readings": len(observer.samples), "reading_errors": observer.errors,
-                "reason": record.reason}
+                "steps_passed": len(promoted), "reason": record.reason}
     finally:
         core.delete_namespace(namespace)
 
@@ -197,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0,
                         help="requests/s per Service (the sandbox allows up to 50)")
     parser.add_argument("--poll", type=float, default=0.05, help="observer pace (s)")
+    parser.add_argument("--min-requests", type=int, default=10,
+                        help="analysis.min_requests: fewer requests in the window is no data")
     parser.add_argument("--prefect-api-url", default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     goal_s = 2 * args.interval + 2.0
     results: dict[str, Any] = {
         "interval_s": args.interval, "error_rate": args.error_rate, "rate": args.rate,
-        "poll_s": args.poll, "goal_s": goal_s, "runs": []}
+        "poll_s": args.poll, "min_requests": args.min_requests, "goal_s": goal_s, "runs": []}
     harness: AbstractContextManager[Any] = (
         temporary_settings({PREFECT_API_URL: args.prefect_api_url}) if args.prefect_api_url
         else prefect_test_harness(server_startup_timeout=180))
@@ -222,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
             blocks = h.register_blocks(sandbox)
             for run in range(args.runs):
                 entry = one_run(sandbox, blocks, Path(tmp), run=run, interval_s=args.interval,
-                                error_rate=args.error_rate, rate=args.rate, poll_s=args.poll)
+                                error_rate=args.error_rate, rate=args.rate, poll_s=args.poll,
+                                min_requests=args.min_requests)
                 results["runs"].append(entry)
                 print(f"run {run}: observed {entry['observed_s']:.2f} s "
                       f"({entry['observed_intervals']:.2f} intervals), record "
                       f"{entry['record_s']:.2f} s (detection {entry['detection_s']:.2f} + "
-                      f"restoration {entry['restoration_s']:.2f})", flush=True)
+                      f"restoration {entry['restoration_s']:.2f}), failed after "
+                      f"{entry['steps_passed']} passed step(s)", flush=True)
         finally:
             sandbox.down()
     for key in ("observed_s", "observed_intervals", "record_s", "record_intervals",

@@ -184,6 +184,10 @@ class AnalysisSpec(BaseModel):
     failure_limit: int = Field(default=1, ge=0)
     max_no_data: int = Field(default=2, ge=0)
     window_s: float | None = Field(default=None, gt=0, description="PromQL range (s).")
+    min_requests: int = Field(
+        default=0, ge=0,
+        description="Requests the window must hold for an interval to count; fewer is no data "
+        "(0: any). A canary's share at 5 % can be a handful, all answered well by chance.")
     metrics: list[MetricSpec] = Field(
         default_factory=list,
         description="More metrics judged each interval beside the built-in success-rate and "

@@ -152,7 +152,8 @@ def analyse_step(
             analysis = result.results[name]
             m = measure(prometheus, env.namespace, name, CANARY,
                         window_seconds(spec.analysis), colour_label=env.colour_label,
-                        app_label=env.app_label, metrics=spec.analysis.metrics)
+                        app_label=env.app_label, metrics=spec.analysis.metrics,
+                        min_requests=spec.analysis.min_requests)
             count = (endpoints or {}).get(name)
             analysis.measurements.append(with_endpoints(m, count, service=name, colour=CANARY))
             analysis.verdict = evaluate(analysis.measurements, spec.analysis)

@@ -273,6 +273,7 @@ def _unrated_series(prometheus: PromQuerier, namespace: str, app: str, colour: s
 def measure(
     prometheus: PromQuerier, namespace: str, app: str, colour: str, window_s: int, *,
     colour_label: str = "color", app_label: str = "app", metrics: Sequence[MetricSpec] = (),
+    min_requests: int = 0,
 ) -> Measurement:
     """Take one measurement; Prometheus errors become a no-data measurement, never a pass.
 
@@ -286,6 +287,8 @@ def measure(
         app_label: name of the app label.
         metrics: the catalogue's own metrics, each rendered for this colour and measured
             after the two built-in ones (an empty result or NaN is that metric's no data).
+        min_requests: fewer requests than this in the window make the interval no data (a
+            canary's few requests at 5 % can all be answered well by a bad version).
 
     Returns:
         The measurement.
@@ -295,11 +298,17 @@ def measure(
         rate = _scalar(
             prometheus.query(success_rate_query(namespace, app, colour, window_s, **labels))
         )
-        unrated = False
+        unrated: str | None = None
         if rate is None:  # no non-5xx series at all: silence, or only failures?
             rate = _all_failed(prometheus, namespace, app, colour, window_s, **labels)
         elif _unrated_series(prometheus, namespace, app, colour, window_s, **labels):
-            rate, unrated = None, True  # part of the traffic is not in the quotient yet
+            rate, unrated = None, "some series too new to rate"  # traffic left out
+        if rate is not None and min_requests > 0:
+            sel = selector(namespace, app, colour, **labels)
+            seen = _scalar(prometheus.query(
+                f"sum(increase(http_requests_total{{{sel}}}[{window_s}s]))")) or 0.0
+            if seen < min_requests:  # too few to judge: neither healthy nor failed
+                rate, unrated = None, f"{seen:.0f} requests < min_requests {min_requests}"
         p99_s = _scalar(prometheus.query(p99_query(namespace, app, colour, window_s, **labels)))
         values = tuple((metric.name, _scalar(prometheus.query(render(
             metric.query, namespace=namespace, app=app, track=colour, window_s=window_s,
@@ -310,8 +319,7 @@ def measure(
     p99_ms = None if p99_s is None else p99_s * 1000.0
     silent = [n for n, v in (("success rate", rate), ("p99", p99_s), *values) if v is None]
     if unrated:
-        return Measurement(None, p99_ms, error="no data (some series too new to rate)",
-                           values=values)
+        return Measurement(None, p99_ms, error=f"no data ({unrated})", values=values)
     if silent:
         return Measurement(rate, p99_ms, error="no data" + (
             f" ({', '.join(silent)})" if values else ""), values=values)

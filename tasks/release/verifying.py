@@ -38,7 +38,8 @@ class AnalysisSettings(Protocol):
     """Thresholds and pacing of an analysis (the catalogue's ``AnalysisSpec`` fits).
 
     An optional ``metrics`` attribute (a sequence of
-    :class:`~tasks.release.analysis_config.MetricSpec`) adds the catalogue's own metrics.
+    :class:`~tasks.release.analysis_config.MetricSpec`) adds the catalogue's own metrics; an
+    optional ``min_requests`` makes an interval with fewer requests no data.
     """
 
     success_rate_min: float
@@ -202,7 +203,8 @@ def analyse(
         next_at += settings.interval_s
         m = measure(prometheus, namespace, service, colour, window_s,
                     colour_label=colour_label, app_label=app_label,
-                    metrics=custom_metrics(settings))
+                    metrics=custom_metrics(settings),
+                    min_requests=getattr(settings, "min_requests", 0))
         result.measurements.append(with_endpoints(m, endpoints, service=service, colour=colour))
         result.verdict = evaluate(result.measurements, settings)
         if result.verdict.decision != "continue":

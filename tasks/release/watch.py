@@ -60,7 +60,7 @@ def _measure(prometheus: PromQuerier, core_v1: k8s.CoreV1Api | None, env: Enviro
              spec: ServiceSpec, colour: str) -> Measurement:
     m = measure(prometheus, env.namespace, spec.name, colour, window_seconds(spec.analysis),
                 colour_label=env.colour_label, app_label=env.app_label,
-                metrics=spec.analysis.metrics)
+                metrics=spec.analysis.metrics, min_requests=spec.analysis.min_requests)
     count = None if core_v1 is None else (
         lambda: ready_endpoints(core_v1, env.namespace, spec.service_name))
     return with_endpoints(m, count, service=spec.name, colour=colour)

@@ -325,3 +325,32 @@ def test_a_quotient_missing_series_too_new_to_rate_is_no_data_not_healthy():
     assert born.error == "no data (some series too new to rate)"
     rated = measure(FiveHundredsBeingBorn(rated=4), "prod", "veza-web", "green", 5)
     assert rated.has_data and rated.success_rate == 1.0
+
+
+class FewRequests:
+    """A canary's handful of requests in the window, every one answered well."""
+
+    def __init__(self, requests: float) -> None:
+        self.requests = requests
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        value = (self.requests if promql.startswith("sum(increase") else
+                 1.0 if promql.startswith("sum(rate") else 2.0 if promql.startswith("count(")
+                 else 0.02)
+        return [{"metric": {}, "value": [0, str(value)]}]
+
+
+def test_fewer_requests_than_min_requests_are_no_data_not_healthy():
+    from tasks.release.analysis_config import AnalysisSpec
+    from tasks.release.measuring import measure
+
+    few = measure(FewRequests(3.0), "prod", "veza-web", "canary", 5, min_requests=10)
+    assert not few.has_data and few.error == "no data (3 requests < min_requests 10)"
+    assert measure(FewRequests(12.0), "prod", "veza-web", "canary", 5, min_requests=10).has_data
+    assert measure(FewRequests(3.0), "prod", "veza-web", "canary", 5).has_data  # 0: any
+    clock = FakeClock()
+    settings = AnalysisSpec(interval_s=2, intervals=2, max_no_data=1, min_requests=10)
+    result = analyse(FewRequests(3.0), service="veza-web", namespace="p", colour="canary",
+                     settings=settings, clock=clock, sleeper=clock.sleep)
+    assert result.verdict.decision == "abort" and "no data for 2 consecutive" in (
+        result.verdict.reason)  # never a promotion on a handful of requests
