@@ -93,6 +93,7 @@ def start_prefect_server(
     ui: bool = True,
     timeout: float = 120,
     database_url: str | None = None,
+    encryption_key: str | None = None,
 ) -> PrefectServer:
     """Start ``prefect server start`` on a free loopback port and wait until it is healthy.
 
@@ -104,6 +105,11 @@ def start_prefect_server(
         timeout: seconds to wait for health.
         database_url: a SQLAlchemy URL of the server's database (e.g. PostgreSQL through
             asyncpg, for many concurrent clients); SQLite under ``home`` when None.
+        encryption_key: the Fernet key the server encrypts block documents with, given in
+            its environment. When None, the server creates one in its database on the first
+            block document saved, and two clients saving their first documents at the same
+            moment then race to insert it: the loser gets 409 "Data integrity conflict"
+            (Prefect 3.9), which ``Block.save(overwrite=True)`` turns into a 404.
 
     Returns:
         The running server.
@@ -122,6 +128,8 @@ def start_prefect_server(
     )
     if auth_string:
         env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+    if encryption_key:
+        env["PREFECT_SERVER_ENCRYPTION_KEY"] = encryption_key
     argv = [_prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     argv.append("--ui" if ui else "--no-ui")
     proc = spawn(argv, log_path=home / "server.log", env=env)
