@@ -54,7 +54,7 @@ def wait_until(
     *,
     timeout: float,
     what: str,
-    interval: float = 0.05,
+    interval: float = 0.2,
 ) -> object:
     """Poll ``predicate`` until it returns a truthy value or the deadline passes.
 
