@@ -31,12 +31,17 @@ class Behaviour:
         latency_ms: delay added to every API request.
         never_ready: ``/ready`` always answers 503.
         crash_on_start: the process exits with status 1 right after starting.
+        follow: the running process follows its image's registry entry: a later push of the
+            same reference changes the behaviour of pods already running (from their next
+            request: the file is checked on every API request). Tests use it to
+            turn a canary bad at a chosen step; off, a pod keeps what it started with.
     """
 
     error_rate: float = 0.0
     latency_ms: int = 0
     never_ready: bool = False
     crash_on_start: bool = False
+    follow: bool = False
 
     def to_json(self) -> str:
         """Serialise for a command line or an environment variable.
@@ -124,7 +129,7 @@ def _registry_from(args: argparse.Namespace) -> ImageRegistry:
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``push IMAGE [behaviour flags]`` and ``inspect IMAGE``.
 
-    Behaviour flags: ``--error-rate R --latency-ms MS --never-ready --crash``.
+    Behaviour flags: ``--error-rate R --latency-ms MS --never-ready --crash --follow``.
 
     Args:
         argv: arguments (defaults to ``sys.argv[1:]``).
@@ -141,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--latency-ms", type=int, default=0)
     push.add_argument("--never-ready", action="store_true")
     push.add_argument("--crash", action="store_true")
+    push.add_argument("--follow", action="store_true",
+                      help="running pods of the image follow later pushes")
     inspect = sub.add_parser("inspect", help="exit 1 when the image is unknown")
     inspect.add_argument("image")
     args = parser.parse_args(argv)
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 latency_ms=args.latency_ms,
                 never_ready=args.never_ready,
                 crash_on_start=args.crash,
+                follow=args.follow,
             ),
         )
         print(f"pushed {args.image}")

@@ -4,7 +4,9 @@
 ``/health`` (liveness), ``/ready`` (readiness), ``/metrics`` (Prometheus text) and a few API
 paths chosen from the image repository, answering JSON that names the image and the pod so a
 test can tell which colour served it. Behaviour (error rate, added latency, never ready,
-crash on start) comes from the sandbox image registry entry of the image.
+crash on start) comes from the sandbox image registry entry of the image; with ``follow``
+the running process keeps following that entry (``$VEZA_SANDBOX_REGISTRY``), so a later push
+changes pods already running.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from sandbox.procs import serve_until_terminated
-from sandbox.registry import Behaviour
+from sandbox.registry import REGISTRY_ENV, Behaviour, ImageRegistry
 
 API_PATHS: dict[str, tuple[str, ...]] = {
     "veza/backend-api": ("/api/v1/tracks", "/api/v1/users/me"),
@@ -73,8 +76,11 @@ class Workload:
     behaviour: Behaviour
     pod: str
     namespace: str
+    registry_path: Path | None = None
+    _seen: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.follows = self.behaviour.follow
         # Imported here, once the port is bound: pods must open their port fast.
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -94,6 +100,31 @@ class Workload:
             buckets=BUCKETS,
             registry=self.metrics,
         )
+
+    def current(self) -> Behaviour:
+        """The behaviour now: the one it started with, or its image's registry entry.
+
+        With ``follow`` (at start), the registry file's identity (inode, modification time,
+        size: a push replaces the file, so the inode changes even within one timestamp tick)
+        is checked on each call and the entry re-read when it changed; an unreadable file or
+        a missing entry keeps the behaviour in force.
+
+        Returns:
+            The behaviour to apply to this request.
+        """
+        if not self.follows or self.registry_path is None:
+            return self.behaviour
+        try:
+            st = self.registry_path.stat()
+        except OSError:
+            return self.behaviour
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen != self._seen:
+            self._seen = seen
+            found = ImageRegistry(self.registry_path).lookup(self.image)
+            if found is not None:
+                self.behaviour = found
+        return self.behaviour
 
     def describe(self, path: str) -> dict[str, str]:
         """The JSON body of a successful API answer.
@@ -147,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"ok", "text/plain")
             return
         if path in ("/ready", "/readyz"):
-            if wl.behaviour.never_ready:
+            if wl.current().never_ready:
                 self._send(503, b"not ready", "text/plain")
             else:
                 self._send(200, b"ready", "text/plain")
@@ -163,13 +194,14 @@ class _Handler(BaseHTTPRequestHandler):
         wl = self.workload
         started = time.monotonic()
         label = path if path in wl.paths else "unmatched"
-        if wl.behaviour.latency_ms > 0:
+        behaviour = wl.current()
+        if behaviour.latency_ms > 0:
             # The injected latency is the behaviour under test, not a synchronisation.
-            time.sleep(wl.behaviour.latency_ms / 1000)
+            time.sleep(behaviour.latency_ms / 1000)
         if label == "unmatched":
             status = 404
             self._json(status, {"error": f"no route {path}", "pod": wl.pod, "image": wl.image})
-        elif random.random() < wl.behaviour.error_rate:
+        elif random.random() < behaviour.error_rate:
             status = 500
             self._json(status, {"error": "injected failure", "pod": wl.pod, "image": wl.image})
         elif wl.is_web:
@@ -266,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             behaviour=behaviour,
             pod=os.environ.get("POD_NAME", "local"),
             namespace=os.environ.get("POD_NAMESPACE", "default"),
+            registry_path=Path(os.environ[REGISTRY_ENV]) if os.environ.get(REGISTRY_ENV) else None,
         ),
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import httpx
@@ -12,20 +12,22 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox.procs import free_port, port_open, spawn, stop_pid, wait_until
-from sandbox.registry import Behaviour
+from sandbox.registry import REGISTRY_ENV, Behaviour, ImageRegistry
 from sandbox.workload import api_paths_for, repository_of
 
 HOST = "127.0.0.1"
 
 
-def _start(tmp_path: Path, image: str, behaviour: Behaviour) -> Iterator[str]:
+def _start(tmp_path: Path, image: str, behaviour: Behaviour,
+           registry: Path | None = None) -> Generator[str, None, None]:
     port = free_port()
     proc = spawn(
         [sys.executable, "-m", "sandbox.workload", "--host", HOST, "--port", str(port),
          "--image", image, "--behaviour", behaviour.to_json()],
         log_path=tmp_path / f"workload-{port}.log",
         env={"PATH": "/usr/bin:/bin", "POD_NAME": "pod-x", "POD_NAMESPACE": "ns-y",
-             "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+             **({REGISTRY_ENV: str(registry)} if registry else {})},
     )
     try:
         wait_until(lambda: port_open(port, HOST), timeout=15, what="workload port")
@@ -113,3 +115,26 @@ def test_crash_on_start_exits_1():
     )
     assert done.returncode == 1
     assert "crash_on_start" in done.stderr
+
+
+def test_a_following_pod_takes_a_later_push_of_its_image(tmp_path: Path):
+    """``follow``: a running pod turns bad when its image is pushed again (a canary going bad
+    at a chosen step); without it, a pod keeps the behaviour it started with."""
+    registry = ImageRegistry(tmp_path / "registry.json")
+    registry.push("veza/chat-server:7.0.0", Behaviour(follow=True))
+    registry.push("veza/chat-server:7.0.1", Behaviour())
+    following = _start(tmp_path, "veza/chat-server:7.0.0", Behaviour(follow=True), registry.path)
+    fixed = _start(tmp_path, "veza/chat-server:7.0.1", Behaviour(), registry.path)
+    base, other = next(following), next(fixed)
+    try:
+        assert httpx.get(f"{base}/api/v1/rooms").status_code == 200
+        registry.push("veza/chat-server:7.0.0", Behaviour(error_rate=1.0, follow=True))
+        registry.push("veza/chat-server:7.0.1", Behaviour(error_rate=1.0))
+        assert httpx.get(f"{base}/api/v1/rooms").status_code == 500  # the very next request
+        assert httpx.get(f"{other}/api/v1/rooms").status_code == 200
+        registry.push("veza/chat-server:7.0.0", Behaviour(never_ready=True, follow=True))
+        assert httpx.get(f"{base}/ready").status_code == 503
+        assert httpx.get(f"{base}/api/v1/rooms").status_code == 200
+    finally:
+        for started in (following, fixed):
+            started.close()
