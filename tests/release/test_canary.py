@@ -669,3 +669,101 @@ def test_rollback_of_a_canary_environment(sandbox_stack, sandbox_seed, blocks, t
     assert record is not None and record.kind == "rollback"
     assert next(c for c in record.checks if c.name == "restore veza-web").detail == "rolled"
     assert any("set to 0 %" in line for line in summary.reconciled)
+
+
+# --- three services, the third failing at 50 % ----------------------------------------------
+
+THREE = ["veza-backend-api", "veza-chat-server", "veza-stream-server"]
+
+
+def flow_run_tagged(tag: str) -> Any:
+    """The one flow run tagged ``tag``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_a_canary_failing_at_50_on_the_third_service_rolls_back_all(
+        sandbox_stack, sandbox_namespaces, blocks, tmp_path):
+    """Steps 25, 50, 100 for three services; the third's canary turns bad only once its
+    weight reads 50 % (its image follows the registry: the push lands on the running pod).
+    Step 1 passes for all three; step 2 aborts on the third; every service goes back."""
+    from prefect import tags
+
+    from sandbox.procs import wait_until
+    from sandbox.registry import Behaviour
+    from tasks.release.history import last_release
+
+    _, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.7.0", follow=True)
+    path = tmp_path / "c.yaml"
+    canary_catalogue(path, "", production, blocks, canary_steps=[25, 50, 100])
+    data = yaml.safe_load(path.read_text())
+    # Four intervals for the third: at 50 % it cannot promote on the healthy answers it gave
+    # before the bad push was scraped (its errors fail it as soon as they are rated).
+    data["services"]["veza-stream-server"]["analysis"]["intervals"] = 4
+    path.write_text(yaml.safe_dump(data))
+
+    def weight_of(service: str) -> int:
+        """Its canary weight (0 while its VirtualService does not exist yet)."""
+        try:
+            return canary_weight(custom.get_namespaced_custom_object(
+                *ISTIO, production, "virtualservices", service))
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return 0
+            raise
+
+    def turn_bad_at_50() -> None:
+        wait_until(lambda: weight_of("veza-stream-server") == 50, timeout=300, interval=0.05,
+                   what="the third service at 50 %")
+        sandbox_stack.registry.push("veza/stream-server:4.7.0",
+                                    Behaviour(error_rate=1.0, follow=True))
+
+    watcher, pushed = h.in_thread(turn_bad_at_50)
+    tag = f"canary-three-{uuid.uuid4().hex[:8]}"
+    try:
+        with tags(tag), pytest.raises(VerificationError) as failed:
+            from flows.release import release
+
+            release(version="4.7.0", environment="production", catalogue_path=str(path),
+                    services=THREE, skip_build=True)
+    finally:
+        watcher.join(timeout=310)
+    assert pushed == [None], pushed  # the bad push happened at 50 %, not before
+
+    assert failed.value.message.startswith(
+        "canary of veza-stream-server at 50 % failed: success rate"), failed.value.message
+    assert {s: weight_of(s) for s in THREE} == {s: 0 for s in THREE}
+    assert {s: int(apps.read_namespaced_deployment(f"{s}-canary", production).spec.replicas
+                   or 0) for s in THREE} == {s: 0 for s in THREE}
+    for s in THREE:
+        svc = core.read_namespaced_service(s, production)
+        assert dict(svc.spec.selector) == {"app": s, "color": "blue"}
+        assert "veza-ops.veza.io/canary-stable-colour" not in (svc.metadata.annotations or {})
+    assert {s: h.images(apps, production, "blue")[s][0].split(":")[1] for s in THREE} == {
+        s: "1.0.0" for s in THREE}
+    record = last_release(core, production)
+    assert record is not None and record.outcome == "rolled-back"
+    assert "canary of veza-stream-server at 50 % failed" in (record.reason or "")
+    steps = [c for c in record.checks if c.name.startswith("canary step")]
+    assert [(c.name, c.passed, c.detail.count("promote")) for c in steps] == [
+        ("canary step 1 at 25 %", True, 3)]
+    rollback = next(c for c in record.checks if c.name == "rollback")
+    assert rollback.passed and "3 service(s) back" in rollback.detail
+    table = table_of(flow_run_tagged(tag).id)
+    assert {(r["step"], r["weight %"]) for r in table} == {(1, 25), (2, 50)}
+    assert {(r["service"], r["analysis"]) for r in table if r["step"] == 1} == {
+        (s, "promote") for s in THREE}
+    at_50 = {(r["service"], r["metric"]): r for r in table if r["step"] == 2}
+    assert at_50[("veza-stream-server", "success-rate")]["verdict"] == "fail"
+    assert at_50[("veza-stream-server", "success-rate")]["analysis"] == "abort"
+    assert {r["analysis"] for (s, _), r in at_50.items() if s != "veza-stream-server"} <= {
+        "promote", "stopped"}
