@@ -44,10 +44,10 @@ class PrefectUI:
         self.page.goto(f"{self.base_url}{path}")
         return self.page
 
-    def screenshot(self, name: str) -> Path:
-        """Save the whole page as ``<name>.png`` in the screenshots folder."""
+    def screenshot(self, name: str, *, full_page: bool = True) -> Path:
+        """Save the page (or only the viewport) as ``<name>.png`` in the screenshots folder."""
         path = self.screenshots / f"{name}.png"
-        self.page.screenshot(path=path, full_page=True)
+        self.page.screenshot(path=path, full_page=full_page)
         return path
 
 
