@@ -18,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.release.canary_mesh import CANARY
+from tasks.release.canary_replicas import describe
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.logs import get_logger
 from tasks.release.measuring import PromQuerier, measure, window_seconds, with_endpoints
@@ -71,7 +72,8 @@ def plan_lines(env: EnvironmentSpec, specs: Sequence[ServiceSpec], version: str)
         The lines.
     """
     names = ", ".join(s.name for s in specs)
-    lines = [f"{env.name}: {s.name}: canary Deployment {s.deployment_base}-{CANARY} with "
+    lines = [f"{env.name}: canary traffic by {describe(env)}"]
+    lines += [f"{env.name}: {s.name}: canary Deployment {s.deployment_base}-{CANARY} with "
              f"{s.image(version)}, smoke" for s in specs]
     lines += [f"{env.name}: step {st.number}: "
               + ("wait for an operator's approval, then " if st.approve else "")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Approval = Literal["none", "before-production", "every-step"]
+Traffic = Literal["mesh", "replicas"]
 
 
 class CanaryStep(BaseModel):
@@ -81,3 +82,8 @@ APPROVAL_TIMEOUT = Field(
     description="Seconds an approval gate waits; no decision by then rolls back to 0 %.")
 APPROVAL_POLL = Field(
     default=5, ge=1, description="Seconds between two reads of a paused run's state.")
+DEFAULT_TRAFFIC: Traffic = "mesh"
+CANARY_TRAFFIC = Field(
+    default=DEFAULT_TRAFFIC,
+    description="How a canary's share is set: mesh (Istio VirtualService weights, exact; the "
+    "cluster needs Istio's CRDs) or replicas (no mesh, coarse: canary pods / all pods).")

@@ -29,6 +29,12 @@ from tasks.release.canary_mesh import (
     restore_weights_task,
     set_weights,
 )
+from tasks.release.canary_replicas import (
+    describe,
+    nothing_to_restore,
+    replica_plan,
+    set_replica_weights,
+)
 from tasks.release.canary_service import narrow_selectors, widen_selector
 from tasks.release.canary_table import publish_table_task, step_rows
 from tasks.release.catalogue import Catalogue, ServiceSpec
@@ -91,8 +97,7 @@ def release_canary(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *
             back_to_stable(c, specs, canaries, report=report, cause=exc, decided_at=None,
                            switched_at=0.0)
             raise
-    restore = restore_weights_task(custom_objects(c.apps_v1), c.env, specs,
-                                   deadline_s=c.env.switch_back_deadline_s)
+    restore = weights_back(c, specs, decided_at=None)
     narrow(c, specs, canaries, restore, report=report)
     committed(c, specs, canaries, report=report)
     for name, left in restore.left.items():
@@ -195,13 +200,17 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
     decided_at: float | None = None
     at = 0.0
     rows: list[dict[str, Any]] = []
+    mesh = c.env.canary_traffic == "mesh"
+    report.check("canary traffic", True, describe(c.env) + ("" if mesh else "; " + "; ".join(
+        f"{s.name}: {replica_plan(c.env, canaries[s.name].replicas)}" for s in specs)))
     try:
-        for s in specs:
-            apply_destination_rule(custom, c.env, s, canaries[s.name].live_colour)
-        # Every route to stable before any Service selects both tracks (canary_service).
-        set_weights(custom, c.env, specs, 0, report.id)
-        for s in specs:
-            widen_selector(c.core_v1, c.env, s, canaries[s.name].live_colour)
+        if mesh:
+            for s in specs:
+                apply_destination_rule(custom, c.env, s, canaries[s.name].live_colour)
+            # Every route to stable before any Service selects both tracks (canary_service).
+            set_weights(custom, c.env, specs, 0, report.id)
+            for s in specs:
+                widen_selector(c.core_v1, c.env, s, canaries[s.name].live_colour)
         for step in plan_steps(c.env.canary_weights, c.env.approval_gates):
             check_lock()
             if step.approve:  # a rejection or a timeout raises: every weight back to 0 %
@@ -210,7 +219,9 @@ def advance(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared],
                 check_lock()
             for s in specs:
                 report.switching(s.name)  # a write that failed may have applied
-            at = set_weights(custom, c.env, specs, step.weight, report.id)
+            at = (set_weights(custom, c.env, specs, step.weight, report.id) if mesh else
+                  set_replica_weights(c.apps_v1, c.core_v1, env=c.env, specs=specs,
+                                      canaries=canaries, weight=step.weight))
             if step.number == 1:
                 for s in specs:
                     report.switched_to(s.name)
@@ -270,9 +281,7 @@ def back_to_stable(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Pre
     Raises:
         ReleaseError: some service's weight could not be put back (its canary keeps running).
     """
-    restore = restore_weights_task(custom_objects(c.apps_v1), c.env, specs,
-                                   decided_at=decided_at,
-                                   deadline_s=c.env.switch_back_deadline_s)
+    restore = weights_back(c, specs, decided_at=decided_at)
     moved = [SwitchRecord(s.name, s.service_name, c.env.namespace,
                           canaries[s.name].live_colour, CANARY, {}, switched_at)
              for s in specs if s.name in canaries and s.name in report.attempted]
@@ -288,6 +297,24 @@ def back_to_stable(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Pre
                            hint="that canary was kept running; set its VirtualService back "
                            "to stable by hand") from cause
     return restore
+
+
+def weights_back(c: Cluster, specs: list[ServiceSpec], *,
+                 decided_at: float | None) -> RestoreReport:
+    """Every VirtualService to 0 % canary (mesh); nothing to write with ``replicas``.
+
+    Args:
+        c: the canary environment.
+        specs: every service of the release.
+        decided_at: epoch seconds of the failing verdict, if any.
+
+    Returns:
+        The weights' restore report.
+    """
+    if c.env.canary_traffic != "mesh":  # narrowing the Services puts the traffic back
+        return nothing_to_restore(specs, decided_at)
+    return restore_weights_task(custom_objects(c.apps_v1), c.env, specs, decided_at=decided_at,
+                                deadline_s=c.env.switch_back_deadline_s)
 
 
 def committed(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared], *,

@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 
 from errors import VezaOpsError
 from errors.kubernetes import translate_api_errors
+from tasks.release.canary_mesh import CANARY
 from tasks.release.catalogue import EnvironmentSpec, ServiceSpec
 from tasks.release.logs import get_logger
 from tasks.release.switching import read_service, retry_in_body
@@ -42,14 +43,17 @@ def serving_colour(service: k8s.V1Service, colour_label: str = "color") -> str |
     """
     selector = (service.spec.selector or {}) if service.spec else {}
     annotations = (service.metadata.annotations or {}) if service.metadata else {}
-    colour = selector.get(colour_label) or annotations.get(STABLE_ANNOTATION)
+    colour = selector.get(colour_label)
+    if not colour or colour == CANARY:  # both tracks, or a replicas canary at 100 %
+        colour = annotations.get(STABLE_ANNOTATION)
     return str(colour) if colour else None
 
 
 def widened(service: k8s.V1Service, colour_label: str = "color") -> str | None:
     """The stable colour a canary recorded, when the selector names no colour (pure).
 
-    A selector naming a colour is never changed by a reconcile, whatever the record says.
+    Or names the canary track (a replicas canary at 100 %, ``canary_replicas``). A selector
+    naming a colour is never changed by a reconcile, whatever the record says.
 
     Args:
         service: the Service.
@@ -61,7 +65,8 @@ def widened(service: k8s.V1Service, colour_label: str = "color") -> str | None:
     selector = (service.spec.selector or {}) if service.spec else {}
     annotations = (service.metadata.annotations or {}) if service.metadata else {}
     recorded = annotations.get(STABLE_ANNOTATION)
-    return None if not recorded or selector.get(colour_label) else str(recorded)
+    colour = selector.get(colour_label)
+    return None if not recorded or (colour and colour != CANARY) else str(recorded)
 
 
 def _patch(core_v1: k8s.CoreV1Api, env: EnvironmentSpec, spec: ServiceSpec, *,
@@ -89,6 +94,25 @@ def widen_selector(core_v1: k8s.CoreV1Api, env: EnvironmentSpec, spec: ServiceSp
                           what="widen"))
     get_logger(__name__).info("%s: Service %s selects both tracks (%s=%s recorded)", spec.name,
                               spec.service_name, env.colour_label, stable_colour)
+
+
+def select_canary_only(core_v1: k8s.CoreV1Api, env: EnvironmentSpec, spec: ServiceSpec,
+                       stable_colour: str) -> None:
+    """Let the Service select the canary track alone, the stable colour recorded (retried).
+
+    The 100 % step of a replicas canary (``canary_replicas``): no mesh weight exists, so the
+    selector is the switch; narrowing puts the stable colour back.
+
+    Args:
+        core_v1: core API.
+        env: the canary environment.
+        spec: the service.
+        stable_colour: the stable colour (recorded on the Service).
+    """
+    retry_in_body(partial(_patch, core_v1, env, spec, colour=CANARY, recorded=stable_colour,
+                          what="select canary"))
+    get_logger(__name__).info("%s: Service %s selects the canary alone (%s=%s recorded)",
+                              spec.name, spec.service_name, env.colour_label, stable_colour)
 
 
 def narrow_selector(core_v1: k8s.CoreV1Api, env: EnvironmentSpec, spec: ServiceSpec,

@@ -14,9 +14,11 @@ from tasks.release.analysis_config import AnalysisSpec
 from tasks.release.canary_config import (
     APPROVAL_POLL,
     APPROVAL_TIMEOUT,
+    CANARY_TRAFFIC,
     DEFAULT_STEPS,
     Approval,
     StepEntry,
+    Traffic,
     check_canary_steps,
     gated,
 )
@@ -184,6 +186,7 @@ class EnvironmentSpec(_Model):
     approval: Approval = "none"
     approval_timeout_s: int = APPROVAL_TIMEOUT
     approval_poll_s: int = APPROVAL_POLL
+    canary_traffic: Traffic = CANARY_TRAFFIC
     kubernetes_block: str = Field(min_length=1)
     prometheus_block: str = Field(min_length=1)
     vault_block: str = Field(min_length=1)

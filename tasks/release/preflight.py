@@ -17,6 +17,7 @@ from errors import PreflightError, VezaOpsError, retry_on_transient
 from errors.kubernetes import translate_api_errors
 from errors.vault import translate_vault_errors
 from tasks.release.build import check_version
+from tasks.release.canary_replicas import check_traffic, mesh_served
 from tasks.release.canary_service import serving_colour
 from tasks.release.catalogue import Catalogue, EnvironmentSpec, ServiceSpec
 from tasks.release.clusters import Cluster
@@ -215,6 +216,9 @@ def build_checklist(ctx: PreflightContext) -> Checklist:
     _check("prometheus reachable", checklist, prometheus)
     if env is not None and env.strategy != "rolling":  # blue-green and canary are judged
         _check("verification window covers two scrapes", checklist, windows)
+    if env is not None and env.strategy == "canary" and ctx.apps_v1 is not None:
+        api = ctx.apps_v1.api_client
+        _check("canary traffic", checklist, lambda: check_traffic(env, mesh_served(api)))
     _check("alert rules loaded", checklist, rules)
     _check("vault reachable and unsealed", checklist, vault)
     if env is not None and env.staging_environment:
