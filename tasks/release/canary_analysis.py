@@ -75,6 +75,9 @@ def plan_lines(env: EnvironmentSpec, specs: Sequence[ServiceSpec], version: str)
     lines = [f"{env.name}: canary traffic by {describe(env)}"]
     lines += [f"{env.name}: {s.name}: canary Deployment {s.deployment_base}-{CANARY} with "
              f"{s.image(version)}, smoke" for s in specs]
+    if env.acceptance_command:
+        lines.append(f"{env.name}: pre-rollout acceptance: {' '.join(env.acceptance_command)}"
+                     " against the canaries (non-zero: canaries down, no traffic shifted)")
     lines += [f"{env.name}: step {st.number}: "
               + ("wait for an operator's approval, then " if st.approve else "")
               + f"{names} at {st.weight} % canary / {st.stable_weight} % stable, analyse "

@@ -87,3 +87,10 @@ CANARY_TRAFFIC = Field(
     default=DEFAULT_TRAFFIC,
     description="How a canary's share is set: mesh (Istio VirtualService weights, exact; the "
     "cluster needs Istio's CRDs) or replicas (no mesh, coarse: canary pods / all pods).")
+ACCEPTANCE_PLACEHOLDERS = frozenset({"version", "python"})
+ACCEPTANCE_COMMAND = Field(
+    default=None,
+    description="Argv run against the canaries once up and smoke-tested, before any traffic "
+    "shifts ({version}, {python}; VEZA_CANARY_<SERVICE>_URL); non-zero: canaries down.")
+ACCEPTANCE_TIMEOUT = Field(default=300.0, gt=0,
+                           description="Seconds the acceptance command may run.")

@@ -20,6 +20,7 @@ from tasks.release.canary import (
     canary_labels,
     promote_stable_task,
 )
+from tasks.release.canary_acceptance import refused, run_acceptance_task
 from tasks.release.canary_analysis import analyse_step_task, plan_steps
 from tasks.release.canary_gates import await_approval
 from tasks.release.canary_mesh import (
@@ -79,6 +80,8 @@ def release_canary(catalogue: Catalogue, c: Cluster, specs: list[ServiceSpec], *
     befores = capture_task(c.apps_v1, c.core_v1, c.env, specs)
     with report.timed("prepare"):
         canaries = bring_up_canaries(c, specs, version=version, secrets=secrets, report=report)
+    with report.timed("acceptance"):
+        accept(c, specs, canaries, version=version, report=report)
     with report.timed("canary_steps"):
         advance(c, specs, canaries, report=report, check_lock=check_lock)
     with report.timed("promote"):
@@ -171,6 +174,35 @@ def bring_up_canaries(c: Cluster, specs: list[ServiceSpec], *, version: str,
         scale_down_or_warn(c, every, report=report, what="canary", warn_kept=False)
         raise failed[0]
     return canaries
+
+
+def accept(c: Cluster, specs: list[ServiceSpec], canaries: dict[str, Prepared], *,
+           version: str, report: ReleaseReport) -> None:
+    """The pre-rollout acceptance command, if any; a failure scales every canary down.
+
+    Args:
+        c: the canary environment.
+        specs: the services.
+        canaries: their canaries (up, smoke-tested, taking no traffic).
+        version: the version.
+        report: the run's report.
+
+    Raises:
+        E2EError: the command failed (its redacted output's tail in the message).
+    """
+    try:
+        check = run_acceptance_task(c.core_v1, env=c.env, specs=specs, version=version)
+    except BaseException:
+        scale_down_or_warn(c, [p.deployment for p in canaries.values()], report=report,
+                           what="canary", warn_kept=False)
+        raise
+    if check is None:
+        return
+    report.check("pre-rollout acceptance", check.passed, check.detail)
+    if not check.passed:
+        scale_down_or_warn(c, [p.deployment for p in canaries.values()], report=report,
+                           what="canary", warn_kept=False)
+        raise refused(c.env, check)
 
 
 def _ready_canary_pods(core_v1: k8s.CoreV1Api, namespace: str,

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from errors import InvalidInputError
 from tasks.release.analysis_config import AnalysisSpec
 from tasks.release.canary_config import (
+    ACCEPTANCE_COMMAND,
+    ACCEPTANCE_PLACEHOLDERS,
+    ACCEPTANCE_TIMEOUT,
     APPROVAL_POLL,
     APPROVAL_TIMEOUT,
     CANARY_TRAFFIC,
@@ -187,6 +190,8 @@ class EnvironmentSpec(_Model):
     approval_timeout_s: int = APPROVAL_TIMEOUT
     approval_poll_s: int = APPROVAL_POLL
     canary_traffic: Traffic = CANARY_TRAFFIC
+    acceptance_command: Argv | None = ACCEPTANCE_COMMAND
+    acceptance_timeout_s: float = ACCEPTANCE_TIMEOUT
     kubernetes_block: str = Field(min_length=1)
     prometheus_block: str = Field(min_length=1)
     vault_block: str = Field(min_length=1)
@@ -218,6 +223,11 @@ class EnvironmentSpec(_Model):
     @classmethod
     def _steps(cls, value: list[Any]) -> list[Any]:
         return check_canary_steps(value)
+
+    @field_validator("acceptance_command")
+    @classmethod
+    def _acceptance(cls, value: Argv | None) -> Argv | None:
+        return _check_placeholders(value, ACCEPTANCE_PLACEHOLDERS)
 
     @property
     def canary_weights(self) -> list[int]:
