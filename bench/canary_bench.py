@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0,
                         help="requests/s per Service (the sandbox allows up to 50)")
     parser.add_argument("--poll", type=float, default=0.05, help="observer pace (s)")
-    parser.add_argument("--min-requests", type=int, default=10,
-                        help="analysis.min_requests: fewer requests in the window is no data")
+    parser.add_argument("--min-requests", type=int, default=0,
+                        help="analysis.min_requests: fewer requests in the window is no data "
+                             "(default 0, the catalogue's default; see README_canary.md)")
     parser.add_argument("--prefect-api-url", default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
