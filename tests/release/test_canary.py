@@ -614,6 +614,42 @@ def test_a_rejected_gate_rolls_every_service_back(sandbox_stack, sandbox_namespa
     assert "rejected by bob" in (record.reason or "")
 
 
+def test_a_gate_nobody_answers_times_out_and_rolls_every_service_back(
+        sandbox_stack, sandbox_namespaces, blocks, tmp_path):
+    """The real pause on the real server: no decision within approval_timeout_s, the run is
+    put back to Running, rolls every service back to 0 % and ends Failed, never left Paused."""
+    from prefect.client.orchestration import get_client
+
+    from errors import ApprovalError
+    from sandbox.procs import wait_until
+    from tasks.release.history import last_release
+
+    _, production = sandbox_namespaces
+    apps, core = h.apis(sandbox_stack)
+    custom = k8s.CustomObjectsApi(apps.api_client)
+    h.push_all(sandbox_stack, "4.5.0")
+    catalogue = canary_catalogue(tmp_path / "c.yaml", "", production, blocks,
+                                 canary_steps=[50, {"weight": 100, "approve": True}],
+                                 approval_timeout_s=3, approval_poll_s=1)
+    tag = f"canary-gate-{uuid.uuid4().hex[:8]}"
+    thread, out = release_tagged(catalogue, "4.5.0", tag)
+
+    run = wait_until(lambda: paused_run(tag), timeout=240, what="the release paused at its gate")
+    thread.join(timeout=300)  # nobody answers
+
+    assert out and isinstance(out[0], ApprovalError), out
+    assert "no decision on canary step 2 at 100 % within 3 s" in str(out[0])
+    assert weights(custom, production) == {s: 0 for s in TWO}
+    assert canary_replicas(apps, production) == {s: 0 for s in TWO}
+    assert narrowed(core, production) == {s: {"app": s, "color": "blue"} for s in TWO}
+    record = last_release(core, production)
+    assert record is not None and record.outcome == "rolled-back"
+    assert "no decision" in (record.reason or "")
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state is not None and state.is_failed(), state
+
+
 def test_approve_refuses_a_bad_id_and_an_unknown_run(prefect_harness, capsys):
     from veza_ops.cli import main
 
