@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -826,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
             restores(bench, keys, reference, repeat=opts.repeat, guide_repeat=opts.guide_repeat)
             loads["end"] = Path("/proc/loadavg").read_text().split()[:3]
     finally:
+        for home in (bench.enc_home, bench.dec_home):  # gpg started an agent in each
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                           capture_output=True, check=False)
         if opts.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(bench.results)
