@@ -187,6 +187,26 @@ def _comparable(automation: Any) -> dict[str, Any]:
     return data
 
 
+def _alert_action(deployment_id: Any, parameters: dict[str, Any],
+                  slack_block: str | None) -> Any:
+    """The action of every alert automation: run the alert deployment with ``parameters``.
+
+    Args:
+        deployment_id: the alert deployment's id.
+        parameters: the alert flow's parameters (Jinja templates or values).
+        slack_block: a SlackWebhook block name to pass; None keeps the deployment's own.
+
+    Returns:
+        A ``RunDeployment`` action.
+    """
+    from prefect.events.actions import RunDeployment
+
+    if slack_block:
+        parameters = {**parameters, "slack_block": slack_block}
+    return RunDeployment(source="selected", deployment_id=deployment_id,
+                         job_variables=None, parameters=parameters)
+
+
 def _create_or_update(automation: Any) -> str:
     """Create ``automation``, or bring the one of the same name up to date; return its id.
 
@@ -245,7 +265,6 @@ def ensure_failure_alert_automation(
         SetupError: the alert deployment is not deployed (the message says how).
     """
     from prefect.client.orchestration import get_client
-    from prefect.events.actions import RunDeployment
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
@@ -258,8 +277,6 @@ def ensure_failure_alert_automation(
         "flow_run_id": _jinja("{{ flow_run.id }}"),
         "reason": _jinja("{{ flow_run.state.message or '' }}"),
     }
-    if slack_block:
-        parameters["slack_block"] = slack_block
     with get_client(sync_client=True) as client:
         deployment_id = _deployment_id(client, deployment)
     automation = AutomationCore(
@@ -274,8 +291,7 @@ def ensure_failure_alert_automation(
             posture=Posture.Reactive,
             threshold=1,
         ),
-        actions=[RunDeployment(source="selected", deployment_id=deployment_id,
-                               job_variables=None, parameters=parameters)],
+        actions=[_alert_action(deployment_id, parameters, slack_block)],
     )
     return _create_or_update(automation)
 
@@ -305,7 +321,6 @@ def ensure_pitr_incident_automation(
         SetupError: the alert deployment is not deployed (the message says how).
     """
     from prefect.client.orchestration import get_client
-    from prefect.events.actions import RunDeployment
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
@@ -318,8 +333,6 @@ def ensure_pitr_incident_automation(
         "flow_run_id": _jinja("{{ event.payload.flow_run_id }}"),
         "reason": _jinja("{{ event.payload.reason }}"),
     }
-    if slack_block:
-        parameters["slack_block"] = slack_block
     with get_client(sync_client=True) as client:
         deployment_id = _deployment_id(client, deployment)
     automation = AutomationCore(
@@ -332,8 +345,7 @@ def ensure_pitr_incident_automation(
             posture=Posture.Reactive,
             threshold=1,
         ),
-        actions=[RunDeployment(source="selected", deployment_id=deployment_id,
-                               job_variables=None, parameters=parameters)],
+        actions=[_alert_action(deployment_id, parameters, slack_block)],
     )
     return _create_or_update(automation)
 
@@ -365,7 +377,6 @@ def ensure_missed_nightly_automation(
         SetupError: a deployment is not deployed (the message says how).
     """
     from prefect.client.orchestration import get_client
-    from prefect.events.actions import RunDeployment
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
@@ -380,8 +391,6 @@ def ensure_missed_nightly_automation(
         "reason": f"no Completed run of {nightly} within {hours:g} h: check its schedule, "
                   "the worker and its latest runs",
     }
-    if slack_block:
-        parameters["slack_block"] = slack_block
     automation = AutomationCore(
         name=name,
         description=f"Posts a Slack alert when {nightly} has no Completed run within "
@@ -397,8 +406,7 @@ def ensure_missed_nightly_automation(
             threshold=1,
             within=within,
         ),
-        actions=[RunDeployment(source="selected", deployment_id=alert_id,
-                               job_variables=None, parameters=parameters)],
+        actions=[_alert_action(alert_id, parameters, slack_block)],
     )
     return _create_or_update(automation)
 
