@@ -30,14 +30,16 @@ system:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# The project's virtualenv: every third-party package at the version and hash pinned in
+# The project's virtualenv: pip itself at the version pinned in requirements-pip.lock (the
+# bundled one mis-resolves extras under --require-hashes), then every third-party package at the version and hash pinned in
 # $(LOCK), then the two local distributions (veza-ops, and the sandbox in sandbox/) editable and
 # without dependencies. Reinstalled when the lock or a pyproject.toml changes; `pip check` fails
 # when a pyproject asks for something the lock lacks (then run `make lock`).
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: $(LOCK) pyproject.toml sandbox/pyproject.toml
+$(VENV)/.installed: $(LOCK) requirements-pip.lock pyproject.toml sandbox/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes -r requirements-pip.lock
 	$(PY) -m pip install -q --require-hashes -r $(LOCK)
 	$(PY) -m pip install -q --no-deps -e . -e ./sandbox
 	$(PY) -m pip check
