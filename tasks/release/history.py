@@ -196,7 +196,9 @@ def release_history(core_v1: client.CoreV1Api, namespace: str) -> list[ReleaseRe
         namespace: the environment's namespace.
 
     Returns:
-        The records sorted by id.
+        The records by start time, then id: ids carry the start to the second only, and
+        two runs started in the same second (a release refused at once, then a rollback)
+        must not be ordered by their random suffixes.
     """
     try:
         with translate_api_errors(f"read ConfigMap {CONFIGMAP_NAME} in {namespace}"):
@@ -211,7 +213,7 @@ def release_history(core_v1: client.CoreV1Api, namespace: str) -> list[ReleaseRe
             get_logger(__name__).warning(
                 "records: entry %s in %s is unreadable; skipped", key, namespace
             )
-    return records
+    return sorted(records, key=lambda r: (r.started_at, r.id))
 
 
 def last_release(

@@ -64,6 +64,22 @@ def test_only_the_newest_are_kept(k8s_api_client, k8s_namespace):
     assert [r.version for r in history] == [f"1.{i}.0" for i in range(3, 8)]
 
 
+def test_two_runs_started_in_the_same_second_are_ordered_by_their_start(
+        k8s_api_client, k8s_namespace):
+    """Ids carry the second only: a rollback whose suffix sorts first is still the newest."""
+    core = client.CoreV1Api(k8s_api_client)
+    first = record(1, id=ReleaseRecord.new_id(T0, "canary"), started_at=T0)
+    later = T0 + timedelta(milliseconds=600)
+    rollback = record(2, id=ReleaseRecord.new_id(later, "50bc1dc2"), kind="rollback",
+                      started_at=later)
+    assert rollback.id < first.id  # the case: same second, suffix "5..." before "c..."
+    record_release(core, k8s_namespace, first)
+    record_release(core, k8s_namespace, rollback)
+    newest = last_release(core, k8s_namespace)
+    assert newest is not None and newest.kind == "rollback"
+    assert [r.id for r in release_history(core, k8s_namespace)] == [first.id, rollback.id]
+
+
 def test_an_unreadable_entry_is_skipped(k8s_api_client, k8s_namespace):
     core = client.CoreV1Api(k8s_api_client)
     record_release(core, k8s_namespace, record(1))
