@@ -702,6 +702,12 @@ def ratios(summary: list[dict[str, Any]]) -> dict[str, float]:
     ):
         if (phase, num) in med and (phase, den) in med and med[(phase, den)] > 0:
             out[f"{phase} {num}/{den}"] = round(med[(phase, num)] / med[(phase, den)], 3)
+    # The flow's pipeline alone (its run_backup clock), without Prefect's and Python's fixed
+    # start, engine and exit costs, against the whole pipe.
+    pipeline = {s["variant"].split()[0]: s["prefect_median_s"].get("run_backup")
+                for s in summary if s["phase"] == "backup"}
+    if pipeline.get("(c)") and med.get(("backup", "(b)")):
+        out["backup run_backup(c)/(b)"] = round(pipeline["(c)"] / med[("backup", "(b)")], 3)
     return out
 
 
@@ -792,14 +798,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each variant but the guide's, interleaved (default 3)")
     parser.add_argument("--guide-repeat", type=int, default=1,
                         help="runs of the guide's script (default 1: it is much slower)")
+    parser.add_argument("--phases", choices=("both", "backup", "restore"), default="both",
+                        help="time the backups, the restores, or both (default); restores "
+                             "need the backups' objects, which are then made untimed")
     parser.add_argument("--prefect-api-url", help="use this Prefect API instead of starting one")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temp dir)")
     opts = parser.parse_args(argv)
     if opts.rows < 1 or not 1 <= opts.random_bytes <= 1024:
         parser.error("--rows must be >= 1 and --random-bytes between 1 and 1024")
-    if not 1 <= opts.repeat <= 20 or not 1 <= opts.guide_repeat <= 20:
-        parser.error("--repeat and --guide-repeat must be between 1 and 20")
+    if not 1 <= opts.repeat <= 20 or not 0 <= opts.guide_repeat <= 20:
+        parser.error("--repeat must be between 1 and 20, --guide-repeat between 0 and 20")
+    if opts.guide_repeat == 0 and opts.phases != "backup":
+        parser.error("--guide-repeat 0 leaves the guide's restore nothing to restore: "
+                     "add --phases backup")
     for tool in ("aws", "gpg", "zstd", "bash"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed")
@@ -823,8 +835,14 @@ def main(argv: list[str] | None = None) -> int:
             seed(bench)
             reference = reference_digest(bench.pg, "veza_ref")
             loads["measured_from"] = Path("/proc/loadavg").read_text().split()[:3]
-            keys = backups(bench, repeat=opts.repeat, guide_repeat=opts.guide_repeat)
-            restores(bench, keys, reference, repeat=opts.repeat, guide_repeat=opts.guide_repeat)
+            if opts.phases == "restore":  # one untimed object per variant to restore
+                keys = backups(bench, repeat=1, guide_repeat=1)
+                bench.results.clear()
+            else:
+                keys = backups(bench, repeat=opts.repeat, guide_repeat=opts.guide_repeat)
+            if opts.phases != "backup":
+                restores(bench, keys, reference, repeat=opts.repeat,
+                         guide_repeat=opts.guide_repeat)
             loads["end"] = Path("/proc/loadavg").read_text().split()[:3]
     finally:
         for home in (bench.enc_home, bench.dec_home):  # gpg started an agent in each

@@ -66,7 +66,7 @@ def test_bench_runs_tiny(prefect_harness, tmp_path):
     assert "task:backup-attempt" in rows[("backup", "(c)")]["prefect"]
     assert set(summary["ratios"]) == {
         "backup (c)/(b)", "backup (c)/(a)", "backup (c0)/(b)", "backup (c)/(c0)",
-        "restore (c)/(b)", "restore (c)/(a)",
+        "restore (c)/(b)", "restore (c)/(a)", "backup run_backup(c)/(b)",
     }
     assert [s["runs"] for s in summary["summary"]] == [1] * 7
     assert summary["commit"] and len(summary["load_1min_range"]) == 2
