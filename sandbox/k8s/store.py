@@ -84,13 +84,18 @@ class Store:
                     log.exception("store subscriber failed on %s %s", kind, res.plural)
 
     # ----------------------------------------------------------------- reads
-    def get(self, res: r.Resource, namespace: str | None, name: str) -> Obj:
+    def get(self, res: r.Resource, namespace: str | None, name: str, *,
+            copy: bool = True) -> Obj:
         """Return a deep copy of one object.
 
         Args:
             res: the resource type.
             namespace: its namespace (ignored for cluster-scoped types).
             name: its name.
+            copy: False returns the stored object itself, for a reader that only reads
+                (the Service proxy, on every request): writes store new objects and never
+                change a stored one, so it is a consistent snapshot, but it must not be
+                changed, and a custom object keeps the version it was stored at.
 
         Returns:
             The object.
@@ -99,7 +104,8 @@ class Store:
             NotFound: when it does not exist.
         """
         with self._cond:
-            return served_as(res, clone(self._find(res, namespace, name)))
+            found = self._find(res, namespace, name)
+            return served_as(res, clone(found)) if copy else found
 
     def list(
         self,
@@ -108,6 +114,7 @@ class Store:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        copy: bool = True,
     ) -> tuple[builtins.list[Obj], str]:
         """List objects, optionally in one namespace and filtered by selectors.
 
@@ -116,6 +123,7 @@ class Store:
             namespace: restrict to this namespace (None: all namespaces).
             label_selector: label selector string.
             field_selector: field selector string (e.g. ``metadata.name=x``).
+            copy: False lists the stored objects themselves, read-only (see :meth:`get`).
 
         Returns:
             (items sorted by namespace and name, the list's resourceVersion).
@@ -124,7 +132,7 @@ class Store:
         fields_match = parse_field_selector(field_selector)
         with self._cond:
             items = [
-                served_as(res, clone(obj))
+                served_as(res, clone(obj)) if copy else obj
                 for (ns, _), obj in sorted(self._bucket(res).items())
                 if (not namespace or not res.namespaced or ns == namespace)
                 and labels_match(obj["metadata"].get("labels") or {})

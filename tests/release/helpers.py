@@ -38,6 +38,7 @@ def register_blocks(sandbox: Any, *, prefix: str | None = None,
 def write_catalogue(
     path: Path, *, staging_ns: str, production_ns: str, blocks: str,
     interval_s: float = 1.0, intervals: int = 2, failure_limit: int = 0, max_no_data: int = 6,
+    window_s: float | None = 3.0,
     keep_old_colour_s: float = 0.0, rollout_timeout_s: float = 25.0, lock_ttl_s: int = 15,
     lock_wait_s: float = 0.0, build: dict[str, Any] | None = None,
     e2e_command: list[str] | None = None, staging: bool = True,
@@ -45,13 +46,16 @@ def write_catalogue(
     """Write a catalogue YAML for one test's namespace pair (``staging_ns=""``: no staging).
 
     The analysis defaults are as short as the sandbox's 1 s scrape allows: two healthy
-    1 s intervals promote; up to 6 silent intervals are tolerated while a new colour's series
-    appear (silence never promotes). ``staging=False``: production only, released without
+    1 s intervals promote; a 3 s rate window (three scrapes; the product's floor of 5 s would
+    keep the first switched service silent until its new series are 5 s old); up to 6 silent
+    intervals are tolerated while a new colour's series appear (silence never promotes).
+    ``window_s=None``: the product's default window. ``staging=False``: production only, released without
     staging (``staging_ns`` is then unused).
     """
     analysis = {"success_rate_min": 0.99, "p99_max_ms": 500, "interval_s": interval_s,
                 "intervals": intervals, "failure_limit": failure_limit,
-                "max_no_data": max_no_data}
+                "max_no_data": max_no_data,
+                **({"window_s": window_s} if window_s is not None else {})}
     common = {"kubernetes_block": blocks, "prometheus_block": blocks, "vault_block": blocks,
               "rollout_timeout_s": rollout_timeout_s, "lock_ttl_s": lock_ttl_s,
               "lock_wait_s": lock_wait_s, "required_alerts": ["VezaHighErrorRate"]}

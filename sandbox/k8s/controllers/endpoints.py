@@ -32,7 +32,7 @@ def selected_pods(store: Store, service: Obj, *,
                                 **(subset_labels or {})}
     if not selector:
         return []
-    pods, _ = store.list(PODS, service["metadata"]["namespace"])
+    pods, _ = store.list(PODS, service["metadata"]["namespace"], copy=False)
     chosen = [
         p for p in pods
         if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
@@ -82,7 +82,7 @@ def ready_targets(store: Store, namespace: str, name: str, port: int, *,
         Ready targets (empty when there is none or the Service is gone).
     """
     try:
-        service = store.get(SERVICES, namespace, name)
+        service = store.get(SERVICES, namespace, name, copy=False)
     except NotFound:
         return []
     entry = next(

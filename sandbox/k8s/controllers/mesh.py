@@ -54,7 +54,7 @@ def _virtual_service(store: Store, namespace: str, name: str) -> Obj | None:
     res = _istio(store, "virtualservices")
     if res is None:
         return None
-    found, _ = store.list(res, namespace)
+    found, _ = store.list(res, namespace, copy=False)
     found.sort(key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]))
     for vs in found:
         spec = vs.get("spec") or {}
@@ -71,7 +71,7 @@ def _subset_labels(store: Store, namespace: str, service: str,
     res = _istio(store, "destinationrules")
     if res is None:
         return None
-    rules, _ = store.list(res, namespace)
+    rules, _ = store.list(res, namespace, copy=False)
     for rule in rules:
         spec = rule.get("spec") or {}
         if service_of(str(spec.get("host") or ""), namespace) != service:
@@ -189,7 +189,7 @@ def subset_targets(store: Store, namespace: str, name: str, port: int,
     if not labels:
         return ready_targets(store, namespace, name, port)
     try:
-        service = store.get(SERVICES, namespace, name)
+        service = store.get(SERVICES, namespace, name, copy=False)
     except NotFound:
         return []
     entry = next((p for p in service["spec"].get("ports") or []
@@ -197,7 +197,7 @@ def subset_targets(store: Store, namespace: str, name: str, port: int,
     if entry is None:
         return []
     if not (service["spec"].get("selector") or {}):
-        pods, _ = store.list(PODS, namespace)
+        pods, _ = store.list(PODS, namespace, copy=False)
         ips = {(p.get("status") or {}).get("podIP") for p in pods if _carries(p, labels)}
         return [t for t in ready_targets(store, namespace, name, port) if t[0] in ips]
     target = entry.get("targetPort", port)
@@ -212,7 +212,7 @@ def _port_of(store: Store, namespace: str, target: str, port: int, destination: 
         return int(number)
     try:
         ports = [int(p.get("port", 0)) for p in
-                 (store.get(SERVICES, namespace, target).get("spec") or {}).get("ports") or []]
+                 (store.get(SERVICES, namespace, target, copy=False).get("spec") or {}).get("ports") or []]
     except NotFound:
         return port
     return port if port in ports or not ports else ports[0]

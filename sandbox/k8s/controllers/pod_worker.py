@@ -30,7 +30,7 @@ from sandbox.registry import Behaviour
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.1
+TICK_SECONDS = 0.25
 BACKOFF_START = 1.0
 BACKOFF_CAP = 10.0
 BACKOFF_RESET_AFTER = 10.0
