@@ -113,9 +113,8 @@ def key_info(raw: dict[str, Any]) -> KeyInfo:
         The key's facts.
     """
     subkeys = (raw.get("subkey_info") or {}).values()
-    encryption = ("e" in str(raw.get("cap", ""))) + sum(
-        "e" in str(sub.get("cap", "")).lower() for sub in subkeys
-    )
+    encryption = ("e" in str(raw.get("cap", ""))) + sum("e" in str(sub.get("cap", "")).lower()
+                                                      for sub in subkeys)
     return KeyInfo(
         fingerprint=str(raw.get("fingerprint", "")),
         secret=raw.get("type") == "sec",
@@ -151,19 +150,21 @@ def open_gpg(home: Path) -> gnupg.GPG:
 def temp_gnupghome() -> Iterator[Path]:
     """A private (0700) temporary GNUPGHOME, its agent stopped and files removed afterwards.
 
+    Its agent protects an imported secret key, for this directory's life only, at gpg's lowest
+    count (``s2k-count 65536``) rather than a calibrated one (~1 s of agent CPU per decryption):
+    whoever can read this 0700 directory can read the process and its passphrase too.
+
     Yields:
         The directory.
     """
     home = Path(tempfile.mkdtemp(prefix="veza-gnupg-"))
     os.chmod(home, 0o700)
+    (home / "gpg-agent.conf").write_text("s2k-count 65536\n")
     try:
         yield home
     finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
-            capture_output=True,
-            check=False,
-        )
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)
         shutil.rmtree(home, ignore_errors=True)
 
 

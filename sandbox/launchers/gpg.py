@@ -10,6 +10,9 @@ from pathlib import Path
 
 from sandbox.procs import SandboxError
 
+TEST_S2K_COUNT = 65536
+"""Iterations of the passphrase's key derivation in generated keys: gpg's minimum."""
+
 
 @dataclass(frozen=True)
 class TestKey:
@@ -50,6 +53,12 @@ def generate_key(
         The fingerprint and the armored public and private keys.
     """
     home = Path(tempfile.mkdtemp(prefix="veza-gpg-"))
+    # The passphrase's key derivation at the lowest count gpg allows (65536), here and in the
+    # export: gpg's default for an exported key (65011712) makes every later use of a
+    # protected test key cost ~1.1 s of gpg-agent CPU (its import converts the protection),
+    # and keys are unlocked in every restore test. Only test keys: a real key keeps whatever
+    # its owner chose.
+    (home / "gpg-agent.conf").write_text(f"s2k-count {TEST_S2K_COUNT}\n")
     try:
         fake = ["--faked-system-time", "20200101T000000"] if expired else []
         expiry = "1d" if expired else "never"
@@ -66,7 +75,8 @@ def generate_key(
         public = _gpg(home, ["--armor", "--export", fpr])
         private = _gpg(
             home,
-            ["--passphrase-fd", "0", "--armor", "--export-secret-keys", fpr],
+            ["--passphrase-fd", "0", "--s2k-count", str(TEST_S2K_COUNT), "--armor",
+             "--export-secret-keys", fpr],
             stdin=passphrase,
         )
         return TestKey(fpr, public, private, passphrase)

@@ -49,8 +49,8 @@ def write_catalogue(
     1 s intervals promote; a 3 s rate window (three scrapes; the product's floor of 5 s would
     keep the first switched service silent until its new series are 5 s old); up to 6 silent
     intervals are tolerated while a new colour's series appear (silence never promotes).
-    ``window_s=None``: the product's default window. ``staging=False``: production only, released without
-    staging (``staging_ns`` is then unused).
+    ``window_s=None``: the product's default window. ``staging=False``: production only,
+    released without staging (``staging_ns`` is then unused).
     """
     analysis = {"success_rate_min": 0.99, "p99_max_ms": 500, "interval_s": interval_s,
                 "intervals": intervals, "failure_limit": failure_limit,

@@ -211,8 +211,8 @@ def _port_of(store: Store, namespace: str, target: str, port: int, destination: 
     if number:
         return int(number)
     try:
-        ports = [int(p.get("port", 0)) for p in
-                 (store.get(SERVICES, namespace, target, copy=False).get("spec") or {}).get("ports") or []]
+        spec = store.get(SERVICES, namespace, target, copy=False).get("spec") or {}
+        ports = [int(p.get("port", 0)) for p in spec.get("ports") or []]
     except NotFound:
         return port
     return port if port in ports or not ports else ports[0]
