@@ -30,11 +30,12 @@ system:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# The project's virtualenv: pip itself at the version pinned in requirements-pip.lock (the
-# bundled one mis-resolves extras under --require-hashes), then every third-party package at the version and hash pinned in
-# $(LOCK), then the two local distributions (veza-ops, and the sandbox in sandbox/) editable and
-# without dependencies. Reinstalled when the lock or a pyproject.toml changes; `pip check` fails
-# when a pyproject asks for something the lock lacks (then run `make lock`).
+# The project's virtualenv: pip itself at the version and hash pinned in requirements-pip.lock
+# (the bundled one mis-resolves extras under --require-hashes), then every third-party package
+# at the version and hash pinned in $(LOCK), then the two local distributions (veza-ops, and the
+# sandbox in sandbox/) editable and without dependencies. Reinstalled when a lock or a
+# pyproject.toml changes; `pip check` fails when a pyproject asks for something the lock lacks
+# (then run `make lock`).
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: $(LOCK) requirements-pip.lock pyproject.toml sandbox/pyproject.toml
