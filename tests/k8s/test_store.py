@@ -114,3 +114,29 @@ def test_concurrent_patches_are_atomic_and_stale_updates_conflict():
         first["metadata"]["resourceVersion"]) + 40
     with pytest.raises(Conflict):
         store.update(r.CONFIGMAPS, "ns", first)
+
+
+def test_uncopied_reads_stay_as_they_were_read_whatever_is_written_after():
+    """``copy=False`` (the Service proxy's reads) relies on writes replacing stored objects."""
+    import copy
+
+    store = Store()
+    store.create(r.NAMESPACES, None, {"metadata": {"name": "ns"}})
+    store.create(r.SERVICES, "ns", {"metadata": {"name": "s"}, "spec": {
+        "selector": {"color": "blue"}, "ports": [{"port": 80}]}})
+    read = store.get(r.SERVICES, "ns", "s", copy=False)
+    listed, _ = store.list(r.SERVICES, "ns", copy=False)
+    assert listed[0] is read  # the stored object itself, not a copy
+    assert store.get(r.SERVICES, "ns", "s") is not read  # the default still copies
+    before = copy.deepcopy(read)
+
+    store.mutate(r.SERVICES, "ns", "s", lambda o: o["spec"]["selector"].update(color="green"))
+    store.patch(r.SERVICES, "ns", "s", lambda o: {**o, "metadata": {
+        **o["metadata"], "labels": {"x": "y"}}})
+    current = store.get(r.SERVICES, "ns", "s")
+    store.update(r.SERVICES, "ns", {**current, "spec": {**current["spec"], "ports": [
+        {"port": 81}]}})
+    store.delete(r.SERVICES, "ns", "s")
+
+    assert read == before
+    assert current["spec"]["selector"] == {"color": "green"}
