@@ -31,6 +31,7 @@ import gnupg
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.schema_cache import CachedSchema
 from errors import InvalidInputError, PermanentSystemError
 
 # python-gnupg's DEBUG records that carry key material (see the module docstring)
@@ -116,8 +117,7 @@ def key_info(raw: dict[str, Any]) -> KeyInfo:
     encryption = ("e" in str(raw.get("cap", ""))) + sum("e" in str(sub.get("cap", "")).lower()
                                                       for sub in subkeys)
     return KeyInfo(
-        fingerprint=str(raw.get("fingerprint", "")),
-        secret=raw.get("type") == "sec",
+        fingerprint=str(raw.get("fingerprint", "")), secret=raw.get("type") == "sec",
         validity=str(raw.get("trust", "")),
         expires=_epoch(str(raw.get("expires", ""))),
         capabilities=str(raw.get("cap", "")),
@@ -260,7 +260,7 @@ def check_recipient(key: KeyInfo, *, field_name: str) -> None:
         )
 
 
-class GpgEncryption(Block):
+class GpgEncryption(CachedSchema, Block):
     """Recipients of backups: armored PUBLIC keys only (a backup host never holds a private key)."""
 
     _block_type_name = "Veza GPG Encryption"
@@ -311,7 +311,7 @@ class GpgEncryption(Block):
             yield Keyring(home, [k.fingerprint for _, _, keys in scanned for k in keys])
 
 
-class GpgDecryptionKey(Block):
+class GpgDecryptionKey(CachedSchema, Block):
     """The private key (and its passphrase) that decrypts backups; for restore hosts only."""
 
     _block_type_name = "Veza GPG Decryption Key"

@@ -10,10 +10,11 @@ from kubernetes import client, config
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.schema_cache import CachedSchema
 from errors import InvalidInputError
 
 
-class KubernetesCluster(Block):
+class KubernetesCluster(CachedSchema, Block):
     """How to reach a Kubernetes cluster: kubeconfig content, a kubeconfig path, or in-cluster.
 
     Exactly one source is used, in this order: ``kubeconfig`` (content, secret),

@@ -28,6 +28,8 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from blocks.s3_client import s3_client
+from blocks.schema_cache import CachedSchema
 from errors import InvalidInputError
 
 _STANZA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -43,7 +45,7 @@ def _one_line(value: str, field: str) -> str:
     return value
 
 
-class PgBackRestRepository(Block):
+class PgBackRestRepository(CachedSchema, Block):
     """A pgBackRest repository in an S3 (or S3-compatible) bucket, encrypted client-side."""
 
     _block_type_name = "Veza pgBackRest Repository"
@@ -170,9 +172,8 @@ class PgBackRestRepository(Block):
             A ``botocore`` S3 client.
         """
         verify: bool | str = self.ca_file if (self.verify_tls and self.ca_file) else self.verify_tls
-        session = self.credentials.get_boto3_session()
-        return session.client(
-            "s3",
+        return s3_client(
+            self.credentials,
             region_name=self.region,
             endpoint_url=f"https://{self.endpoint_host}:{self.port}",
             verify=verify,

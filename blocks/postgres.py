@@ -14,12 +14,13 @@ import psycopg
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.schema_cache import CachedSchema
 from errors import InvalidInputError
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
-class PostgresDatabase(Block):
+class PostgresDatabase(CachedSchema, Block):
     """A PostgreSQL database: where it is and how to log in (the password is a secret)."""
 
     _block_type_name = "Veza Postgres Database"

@@ -8,6 +8,7 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.schema_cache import CachedSchema
 from blocks.tls import verified_context
 from errors import PermanentSystemError
 from errors.http import raise_for_status, translate_http_errors
@@ -29,7 +30,7 @@ def _clip(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class PrometheusServer(Block):
+class PrometheusServer(CachedSchema, Block):
     """A Prometheus HTTP API, optionally behind a bearer token or basic auth."""
 
     _block_type_name = "Veza Prometheus Server"

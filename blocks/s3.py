@@ -16,11 +16,14 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field, model_validator
 
+from blocks.s3_client import s3_client
+from blocks.schema_cache import CachedSchema
+
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 
 
-class S3BackupStore(Block):
+class S3BackupStore(CachedSchema, Block):
     """Where backups go: an S3 (or S3-compatible) bucket and key prefix."""
 
     _block_type_name = "Veza S3 Backup Store"
@@ -80,9 +83,8 @@ class S3BackupStore(Block):
         Returns:
             A ``botocore`` S3 client.
         """
-        session = self.credentials.get_boto3_session()
-        return session.client(
-            "s3",
+        return s3_client(
+            self.credentials,
             region_name=self.region or self.credentials.region_name,
             endpoint_url=self.endpoint_url,
             config=Config(

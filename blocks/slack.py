@@ -8,12 +8,13 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.schema_cache import CachedSchema
 from errors.http import raise_for_status, translate_http_errors
 
 SYSTEM = "slack"
 
 
-class SlackWebhook(Block):
+class SlackWebhook(CachedSchema, Block):
     """A Slack incoming webhook; the URL is a secret (it is the credential)."""
 
     _block_type_name = "Veza Slack Webhook"

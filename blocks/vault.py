@@ -6,10 +6,11 @@ import hvac
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.schema_cache import CachedSchema
 from errors import InvalidInputError
 
 
-class VaultServer(Block):
+class VaultServer(CachedSchema, Block):
     """A Vault server reached with a token or an AppRole, and the KV v2 mount to read from."""
 
     _block_type_name = "Veza Vault Server"
