@@ -125,6 +125,11 @@ def start_prefect_server(
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_API_DATABASE_CONNECTION_URL=database_url or f"sqlite+aiosqlite:///{home}/prefect.db",
         PREFECT_UI_API_URL=api_url,
+        # Task-run events recorded 100 to a statement, at most 1 s late, instead of one
+        # statement each (Prefect's default): that was a fifth of the suite's server CPU.
+        # Whole seconds only: Prefect 3.9 truncates the interval to an int, and 0 spins.
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="100",
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL="1",
     )
     if auth_string:
         env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string

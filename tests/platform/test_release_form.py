@@ -65,11 +65,10 @@ def test_per_service_task_runs_are_named_by_their_service(prefect_harness: None,
                                                           registry_env: dict[str, str]) -> None:
     """Parallel per-service tasks: the run's task runs say which service each one is."""
     from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from tasks.release.build import run_build_task
     from tasks.release.catalogue import BuildCommands, ServiceSpec
+    from tests.events import read_task_runs
 
     ok = ["{python}", "-c", "pass"]
     specs = [ServiceSpec(name=name, image_repository=f"veza/{name}", port=80,
@@ -85,10 +84,8 @@ def test_per_service_task_runs_are_named_by_their_service(prefect_harness: None,
         return str(runtime.flow_run.id)
 
     run_id = builds()
-    with get_client(sync_client=True) as client:
-        names = sorted(t.name for t in client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))))
-    assert names == ["build-veza-chat-server", "build-veza-web"]
+    runs = read_task_runs(run_id, until=lambda found: len(found) == 2)
+    assert sorted(t.name for t in runs) == ["build-veza-chat-server", "build-veza-web"]
 
 
 @pytest.mark.parametrize("task_name", [

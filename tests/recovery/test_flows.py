@@ -22,7 +22,7 @@ from flows.restore import restore_flow
 from flows.restore_test import restore_test_flow
 from tasks.recovery.catalogue import artifact_key
 from tasks.recovery.manifest import Manifest
-from tests.events import read_events
+from tests.events import read_events, read_task_runs
 from tests.fixtures.recovery import SEED_COUNTS, drop_db
 
 
@@ -144,7 +144,6 @@ def test_restore_test_flow_fails_loudly_on_smoke_failure(saved_blocks, seeded_db
 
 @pytest.mark.parametrize(("change", "attempts"), [("port", 2), ("password", 1)])
 def test_transient_failures_retry_the_whole_attempt(saved_blocks, seeded_db, change, attempts):
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from pydantic import SecretStr
 
     from sandbox.procs import free_port
@@ -157,9 +156,8 @@ def test_transient_failures_retry_the_whole_attempt(saved_blocks, seeded_db, cha
                         encryption_block=saved_blocks["encryption_block"],
                         retries=1, retry_delay_seconds=0, return_state=True)
     assert state.is_failed()
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    runs = read_task_runs(state.state_details.flow_run_id, until=lambda found: any(
+        r.name.startswith("backup-attempt") and r.state and r.state.is_final() for r in found))
     attempt = next(r for r in runs if r.name.startswith("backup-attempt"))
     assert attempt.run_count == attempts  # unreachable (transient) retried; bad login not
 
