@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.fixtures.scheduling import area, interleave
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.scheduling import area, interleave, slow_tests, slow_tests_of
 
 
 def test_each_area_is_spread_over_the_whole_queue_in_its_own_order() -> None:
@@ -35,3 +39,35 @@ def test_a_module_kept_together_counts_as_its_tests() -> None:
 def test_area_of_a_test_outside_any_area_is_empty() -> None:
     assert area("tests/test_scheduling.py::test_x") == ""
     assert area("tests/release/test_r.py") == "release"
+
+
+def test_an_areas_known_long_tests_go_first_and_the_rest_keep_their_order() -> None:
+    units = [(f"tests/release/test_r.py::test_{i}", 1) for i in range(4)]
+    order = interleave(units, {"tests/release/test_r.py::test_2": 30.0,
+                               "tests/release/test_r.py::test_3": 40.0})
+
+    assert order == ["tests/release/test_r.py::test_3", "tests/release/test_r.py::test_2",
+                     "tests/release/test_r.py::test_0", "tests/release/test_r.py::test_1"]
+
+
+def test_slow_tests_are_read_from_a_junit_report_with_their_node_ids(tmp_path: Path) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.release.test_r" name="test_long[timeout]" time="44.9"/>'
+        '<testcase classname="tests.release.test_r.TestGroup" name="test_in_class" time="7"/>'
+        '<testcase classname="tests.k8s.test_k" name="test_short" time="0.4"/>'
+        "</testsuite></testsuites>")
+
+    assert slow_tests_of(report) == {
+        "tests/release/test_r.py::test_long[timeout]": 44.9,
+        "tests/release/test_r.py::TestGroup::test_in_class": 7.0,
+    }
+
+
+def test_every_listed_slow_test_still_exists(request: pytest.FixtureRequest) -> None:
+    """A renamed test would silently lose its place at the front: regenerate the list."""
+    collected = {item.nodeid for item in request.session.items}
+    if len(collected) < 100:
+        pytest.skip("only part of the suite was collected")
+    assert not set(slow_tests()) - collected, "run python -m tests.fixtures.scheduling"
