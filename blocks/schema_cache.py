@@ -22,8 +22,8 @@ _SCHEMAS: dict[tuple[Any, ...], dict[str, Any]] = {}
 class CachedSchema:
     """Mixin, listed before ``Block``: ``model_json_schema`` computed once per class.
 
-    Each call returns a deep copy, so a caller that edits the schema (Prefect adds block
-    references to it) cannot change what the next caller gets.
+    Each call returns a deep copy: the schema goes into a ``BlockSchema`` sent to the server,
+    and a caller that edited it must not change what the next caller gets.
     """
 
     @classmethod
