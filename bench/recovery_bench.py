@@ -417,26 +417,26 @@ def prefect_timings(bench: Bench, child: dict[str, Any], wall_s: float) -> dict[
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from sandbox.procs import wait_until
+
     out: dict[str, float] = {
         "start+imports": child["imported_s"],
         "flow call": round(child["returned_s"] - child["imported_s"], 2),
         "exit": round(wall_s - child["returned_s"], 2),
     }
-    from sandbox.procs import wait_until
-
+    run_id = UUID(child["flow_run_id"])
+    of_the_run = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
     tasks: list[Any] = []
-
-    def recorded() -> bool:  # the server records task runs in batches, up to 1 s late
-        tasks[:] = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
-        )
-        return bool(tasks) and all(t.state and t.state.is_final() for t in tasks)
-
     with (
         temporary_settings(updates={PREFECT_API_URL: bench.prefect_env["PREFECT_API_URL"]}),
         get_client(sync_client=True) as client,
     ):
-        run = client.read_flow_run(UUID(child["flow_run_id"]))
+        run = client.read_flow_run(run_id)
+
+        def recorded() -> bool:  # the server records task runs in batches, up to 1 s late
+            tasks[:] = client.read_task_runs(flow_run_filter=of_the_run)
+            return bool(tasks) and all(t.state and t.state.is_final() for t in tasks)
+
         wait_until(recorded, timeout=30, interval=0.2, what="the flow run's task runs")
     if run.start_time and run.end_time:
         out["flow_run"] = round((run.end_time - run.start_time).total_seconds(), 2)
