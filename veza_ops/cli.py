@@ -23,7 +23,7 @@ from veza_ops.metrics import add_metrics_command, run_metrics_command
 from veza_ops.trigger import add_trigger_command, run_trigger_command
 
 # The sandbox package and the modules of the `veza-ops[sandbox]` extra it needs.
-SANDBOX_MODULES = ("sandbox", "moto", "prometheus_client", "cryptography")
+SANDBOX_MODULES = ("sandbox", "moto", "prometheus_client", "cryptography", "setproctitle")
 SANDBOX_FIX = (
     "install it from the project checkout with `pip install -e ./sandbox` (it brings the "
     "`veza-ops[sandbox]` extra), or run `make setup`"

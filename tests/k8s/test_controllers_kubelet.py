@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
+import signal
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,7 @@ import pytest
 
 from sandbox.k8s.controllers import ControllerManager
 from sandbox.k8s.controllers.envs import ContainerConfigError, resolve_env
+from sandbox.k8s.controllers.forking import FORK_ENV
 from sandbox.k8s.resources import CONFIGMAPS, EVENTS, NAMESPACES, PODS, SECRETS
 from sandbox.k8s.store import Store
 from sandbox.procs import pid_alive
@@ -89,7 +94,11 @@ def test_resolve_env_reads_secrets_configmaps_and_env_from():
         )
 
 
-def test_missing_secret_gives_create_container_config_error_until_it_exists(cluster: Cluster):
+def test_missing_secret_gives_create_container_config_error_until_it_exists(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+):
+    # Exec'd, not forked: a forked container's /proc/PID/environ is its fork server's.
+    monkeypatch.setenv(FORK_ENV, "0")
     ns = cluster.namespace()
     image = cluster.push("veza/backend-api:env")
     cluster.store.create(
@@ -123,6 +132,34 @@ def test_missing_secret_gives_create_container_config_error_until_it_exists(clus
     assert env["jwt_secret"] == "s3cr3t"
     assert env["POD_NAME"] == "needs-secret" and env["POD_NAMESPACE"] == ns
     assert "s3cr3t" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+
+
+def test_a_forked_workload_container_is_the_pod_it_stands_for(cluster: Cluster):
+    ns = cluster.namespace()
+    image = cluster.push("veza/backend-api:forked")
+    cluster.store.create(PODS, ns, _pod("forked", image, readinessProbe=probe("/ready")))
+    wait_for(lambda: _container_status(cluster, ns, "forked").get("ready"), what="pod ready")
+    [pid] = cluster.manager.kubelet.pids()[(ns, "forked")]
+    ip = cluster.store.get(PODS, ns, "forked")["status"]["podIP"]
+    # A child of the fork server, not of this process (the kubelet): no interpreter start.
+    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert ppid != os.getpid()
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    assert f"-m sandbox.workload --host {ip} --port 8080 --image {image}" in cmdline
+    # The container's environment: the workload names its pod and namespace from it.
+    with urllib.request.urlopen(f"http://{ip}:8080/api/v1/tracks", timeout=10) as answer:
+        body = json.loads(answer.read())
+    assert (body["pod"], body["namespace"], body["image"]) == ("forked", ns, image)
+    log = cluster.manager.kubelet.ctx.workdir / "pods" / ns / "forked_main.log"
+    assert f"serving {image} on {ip}:8080" in log.read_text()
+    # The fork server reaps it and hands back its status: SIGKILL reads as 137, as exec'd.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: _container_status(cluster, ns, "forked").get("restartCount", 0) >= 1,
+        what="a restart after SIGKILL",
+    )
+    last = _container_status(cluster, ns, "forked")["lastState"]["terminated"]
+    assert last["exitCode"] == 137
 
 
 def test_deleting_a_pod_kills_its_process(cluster: Cluster):

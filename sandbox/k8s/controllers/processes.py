@@ -10,8 +10,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing import connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from sandbox.k8s.controllers.forking import (
+    FORK_LOCK,
+    fork_context,
+    log_file,
+    run_container,
+    workload_args,
+)
 from sandbox.registry import REGISTRY_ENV, Behaviour
 
 CommandFor = Callable[[str, Behaviour, str, int], Sequence[str]]
@@ -66,7 +75,11 @@ def container_env(extra: dict[str, str], *, registry_path: Path) -> dict[str, st
 
 
 class ContainerProcess:
-    """One running container: a child process in the emulator's own process group."""
+    """One running container, in the emulator's process group.
+
+    A container that runs the sandbox workload is forked from the fork server (``forking.py``);
+    any other command is exec'd as a child of the kubelet.
+    """
 
     def __init__(
         self, argv: Sequence[str], *, env: dict[str, str], log_path: Path, cwd: Path
@@ -81,23 +94,50 @@ class ContainerProcess:
         """
         log_path.parent.mkdir(parents=True, exist_ok=True)
         cwd.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                list(argv),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=cwd,
+        self._lock = threading.Lock()
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.forked: BaseProcess | None = None
+        args = workload_args(argv)
+        if args is None:
+            with open(log_path, "ab") as log:
+                self.popen = subprocess.Popen(
+                    list(argv),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=cwd,
+                )
+        else:
+            title = " ".join(argv)
+            # daemon: at the kubelet's exit multiprocessing terminates what is left, not joins it
+            self.forked = fork_context().Process(
+                target=run_container,
+                args=(title, args, env, log_file(log_path), str(cwd)),
+                daemon=True,
             )
+            with FORK_LOCK:  # start() polls the other forked children (multiprocessing's cleanup)
+                self.forked.start()
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
-        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int:
         """The process id."""
-        return self.popen.pid
+        pid = self.popen.pid if self.popen is not None else self.forked.pid  # type: ignore[union-attr]
+        assert pid is not None
+        return pid
+
+    def _poll(self) -> int | None:
+        """The raw status (negative: killed by that signal), or None while it runs."""
+        if self.popen is not None:
+            with self._lock:
+                return self.popen.poll()
+        assert self.forked is not None
+        # One reader of each status pipe at a time: a second concurrent read sees EOF, which
+        # multiprocessing reports as status 255.
+        with FORK_LOCK:
+            return self.forked.exitcode
 
     def exit_code(self) -> int | None:
         """The exit status, or None while it runs (a signal death gives 128 + signal).
@@ -105,11 +145,27 @@ class ContainerProcess:
         Returns:
             The status or None.
         """
-        with self._lock:
-            code = self.popen.poll()
+        code = self._poll()
         if code is None:
             return None
         return 128 - code if code < 0 else code
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if self._poll() is None:
+                os.kill(self.pid, sig)
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait until the process has exited (at most ``timeout`` seconds); True when it has."""
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        assert self.forked is not None
+        # Waits on the fork server's status pipe without reading it (``_poll`` reads it).
+        return bool(connection.wait([self.forked.sentinel], timeout)) and self._poll() is not None
 
     def stop(self, grace: float) -> int:
         """SIGTERM, then SIGKILL once ``grace`` seconds (capped) have passed; reap the child.
@@ -121,14 +177,9 @@ class ContainerProcess:
             The exit status.
         """
         grace = max(0.0, min(grace, MAX_GRACE_SECONDS))
-        with contextlib.suppress(ProcessLookupError):
-            if self.popen.poll() is None:
-                self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.kill()
-            self.popen.wait()
+        self._signal(signal.SIGTERM)
+        if not self._wait(grace):
+            self._signal(signal.SIGKILL)
+            self._wait(None)
         code = self.exit_code()
         return 137 if code is None else code
