@@ -6,7 +6,8 @@ What they emulate, and where they differ from a real cluster:
   hash, revisions, maxSurge/maxUnavailable rounding, conditions and their reasons, progress
   deadline, revisionHistoryLimit). Not emulated: adoption of orphaned ReplicaSets, proportional
   scaling of several active ReplicaSets (a scale during a rollout goes to the new ReplicaSet).
-- The kubelet runs every container as ``python -m sandbox.workload`` on the pod's own loopback IP;
+- The kubelet runs every container as ``python -m sandbox.workload`` on the pod's own loopback IP,
+  forked from a fork server that has it imported (``forking.py``: no interpreter start per pod);
   ``command``/``args``, volumes and resources are ignored. Back-offs (CrashLoopBackOff,
   ImagePullBackOff) start at 1 s and cap at 10 s (real: 10 s to 5 min). Probe timers start once the
   container's port accepts connections (at most 10 s after start). Only httpGet probes are
