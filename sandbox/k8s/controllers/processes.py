@@ -21,6 +21,7 @@ from sandbox.k8s.controllers.forking import (
     run_container,
     workload_args,
 )
+from sandbox.procs import spawn
 from sandbox.registry import REGISTRY_ENV, Behaviour
 
 CommandFor = Callable[[str, Behaviour, str, int], Sequence[str]]
@@ -99,15 +100,8 @@ class ContainerProcess:
         self.forked: BaseProcess | None = None
         args = workload_args(argv)
         if args is None:
-            with open(log_path, "ab") as log:
-                self.popen = subprocess.Popen(
-                    list(argv),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    cwd=cwd,
-                )
+            # The kubelet's own process group: stopping the emulator's group stops its pods.
+            self.popen = spawn(argv, log_path=log_path, env=env, cwd=cwd, new_session=False)
         else:
             title = " ".join(argv)
             # daemon: at the kubelet's exit multiprocessing terminates what is left, not joins it
