@@ -49,6 +49,13 @@ def _container_status(c: Cluster, ns: str, name: str) -> dict[str, Any]:
     return first
 
 
+def _ready_pid(c: Cluster, ns: str, name: str) -> int:
+    """Wait until the pod's one container is ready; return its process id."""
+    wait_for(lambda: _container_status(c, ns, name).get("ready"), what="pod ready")
+    [pid] = c.manager.kubelet.pids()[(ns, name)]
+    return pid
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
@@ -126,8 +133,7 @@ def test_missing_secret_gives_create_container_config_error_until_it_exists(
             "data": {"jwt_secret": base64.b64encode(b"s3cr3t").decode()},
         },
     )
-    wait_for(lambda: _container_status(cluster, ns, "needs-secret").get("ready"), what="pod ready")
-    [pid] = cluster.manager.kubelet.pids()[(ns, "needs-secret")]
+    pid = _ready_pid(cluster, ns, "needs-secret")
     env = _environ(pid)
     assert env["jwt_secret"] == "s3cr3t"
     assert env["POD_NAME"] == "needs-secret" and env["POD_NAMESPACE"] == ns
@@ -138,8 +144,7 @@ def test_a_forked_workload_container_is_the_pod_it_stands_for(cluster: Cluster):
     ns = cluster.namespace()
     image = cluster.push("veza/backend-api:forked")
     cluster.store.create(PODS, ns, _pod("forked", image, readinessProbe=probe("/ready")))
-    wait_for(lambda: _container_status(cluster, ns, "forked").get("ready"), what="pod ready")
-    [pid] = cluster.manager.kubelet.pids()[(ns, "forked")]
+    pid = _ready_pid(cluster, ns, "forked")
     ip = cluster.store.get(PODS, ns, "forked")["status"]["podIP"]
     # A child of the fork server, not of this process (the kubelet): no interpreter start.
     ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -166,8 +171,7 @@ def test_deleting_a_pod_kills_its_process(cluster: Cluster):
     ns = cluster.namespace()
     image = cluster.push("veza/backend-api:del")
     cluster.store.create(PODS, ns, _pod("doomed", image, readinessProbe=probe("/ready")))
-    wait_for(lambda: _container_status(cluster, ns, "doomed").get("ready"), what="pod ready")
-    [pid] = cluster.manager.kubelet.pids()[(ns, "doomed")]
+    pid = _ready_pid(cluster, ns, "doomed")
     assert pid_alive(pid)
     cluster.store.delete(PODS, ns, "doomed")
     wait_for(lambda: not pid_alive(pid), what="the container process to exit")

@@ -28,7 +28,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from multiprocessing.context import ForkServerContext
-from pathlib import Path
 
 FORK_ENV = "VEZA_SANDBOX_FORK_PODS"
 WORKLOAD_MODULE = "sandbox.workload"
@@ -102,16 +101,3 @@ def run_container(
     os.environ.update(env)
     raise SystemExit(main(args))
 
-
-def log_file(path: Path) -> str:
-    """Create the container's log file (and its folder) in the kubelet, where errors are seen.
-
-    Args:
-        path: the log file.
-
-    Returns:
-        Its path as a string, for the child.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(exist_ok=True)
-    return str(path)

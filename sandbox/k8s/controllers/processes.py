@@ -17,7 +17,6 @@ from pathlib import Path
 from sandbox.k8s.controllers.forking import (
     FORK_LOCK,
     fork_context,
-    log_file,
     run_container,
     workload_args,
 )
@@ -104,10 +103,11 @@ class ContainerProcess:
             self.popen = spawn(argv, log_path=log_path, env=env, cwd=cwd, new_session=False)
         else:
             title = " ".join(argv)
+            log_path.touch(exist_ok=True)  # created here, where an error is seen, not in the child
             # daemon: at the kubelet's exit multiprocessing terminates what is left, not joins it
             self.forked = fork_context().Process(
                 target=run_container,
-                args=(title, args, env, log_file(log_path), str(cwd)),
+                args=(title, args, env, str(log_path), str(cwd)),
                 daemon=True,
             )
             with FORK_LOCK:  # start() polls the other forked children (multiprocessing's cleanup)
