@@ -6,13 +6,18 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.k8s import *  # noqa: F403
-from tests.fixtures.pitr import *  # noqa: F403
-from tests.fixtures.prefect import *  # noqa: F403
-from tests.fixtures.prefect import start_shared_server, stop_shared_server
-from tests.fixtures.recovery import *  # noqa: F403
-from tests.fixtures.sandbox import *  # noqa: F403
-from tests.fixtures.scheduling import make_scheduler, write_groups
+from tests.fixtures.trust_store import remove_small_trust_store, use_small_trust_store
+
+# Before the fixtures import Prefect (its settings are read at import): see trust_store.
+use_small_trust_store()
+
+from tests.fixtures.k8s import *  # noqa: E402, F403
+from tests.fixtures.pitr import *  # noqa: E402, F403
+from tests.fixtures.prefect import *  # noqa: E402, F403
+from tests.fixtures.prefect import start_shared_server, stop_shared_server  # noqa: E402
+from tests.fixtures.recovery import *  # noqa: E402, F403
+from tests.fixtures.sandbox import *  # noqa: E402, F403
+from tests.fixtures.scheduling import make_scheduler, write_groups  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,8 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Stop the shared Prefect server (controller only; a no-op elsewhere)."""
+    """Stop the shared Prefect server (controller only; a no-op elsewhere), drop the store."""
     stop_shared_server()
+    remove_small_trust_store()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

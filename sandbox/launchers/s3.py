@@ -32,8 +32,11 @@ class S3Server:
 
 
 def _moto_argv(port: int) -> list[str]:
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    if not Path(exe).exists():
+    # This interpreter's own moto first (the locked version, from the sandbox extra): one found
+    # first on PATH may be another Python's moto, of another version.
+    own = Path(sys.executable).with_name("moto_server")
+    exe = str(own) if own.exists() else shutil.which("moto_server")
+    if exe is None:
         raise SandboxError(
             "moto_server not found: install the sandbox: `pip install -e ./sandbox` or `make setup`"
         )

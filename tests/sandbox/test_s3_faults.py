@@ -229,3 +229,10 @@ def test_runs_as_a_module(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -
     finally:
         stop_pid(proc.pid)
         proc.wait(timeout=30)
+
+
+def test_the_s3_server_is_the_moto_of_this_interpreter(s3_server: S3Server):
+    """The locked moto (this venv's), not one another Python installed earlier on PATH."""
+    argv = Path(f"/proc/{s3_server.pid}/cmdline").read_bytes().split(b"\0")
+    own = str(Path(sys.executable).with_name("moto_server")).encode()
+    assert own in argv, argv
