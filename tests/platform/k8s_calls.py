@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -36,28 +35,38 @@ class Call:
     api: str
 
 
-def _api_classes() -> dict[str, type]:
-    return {name: getattr(client, name) for name in dir(client)
-            if name.endswith("Api") and isinstance(getattr(client, name), type)}
+@cache
+def _api_names() -> frozenset[str]:
+    """Names of the client's API classes (``CoreV1Api``...), none of them imported yet: the
+    client loads each on first use, and loading them all cost seconds."""
+    return frozenset(name for name in dir(client) if name.endswith("Api"))
 
 
-def _python_files(roots: list[Path]) -> Iterator[tuple[Path, ast.Module]]:
-    for root in roots:
-        for path in sorted(root.rglob("*.py")):
-            yield path, ast.parse(path.read_text(), str(path))
+def _api_class(name: str) -> type:
+    api = getattr(client, name)
+    assert isinstance(api, type), name
+    return api
+
+
+def _python_files(roots: list[Path]) -> list[tuple[Path, ast.Module]]:
+    return [(path, ast.parse(path.read_text(), str(path)))
+            for root in roots for path in sorted(root.rglob("*.py"))]
+
+
+def _constructed(trees: list[tuple[Path, ast.Module]]) -> set[str]:
+    found: set[str] = set()
+    for _, tree in trees:
+        for node in ast.walk(tree):
+            name = (node.attr if isinstance(node, ast.Attribute)
+                    else node.id if isinstance(node, ast.Name) else None)
+            if name in _api_names():
+                found.add(name)
+    return found
 
 
 def constructed_apis(roots: list[Path]) -> set[str]:
     """Names of the client API classes the code refers to (``k8s.CoreV1Api(...)``...)."""
-    classes = _api_classes()
-    found: set[str] = set()
-    for _, tree in _python_files(roots):
-        for node in ast.walk(tree):
-            name = (node.attr if isinstance(node, ast.Attribute)
-                    else node.id if isinstance(node, ast.Name) else None)
-            if name in classes:
-                found.add(name)
-    return found
+    return _constructed(_python_files(roots))
 
 
 def api_calls(roots: list[Path]) -> list[Call]:
@@ -66,15 +75,15 @@ def api_calls(roots: list[Path]) -> list[Call]:
     Raises:
         AssertionError: a method name belongs to several of those classes (ambiguous).
     """
-    classes = _api_classes()
-    apis = constructed_apis(roots)
+    trees = _python_files(roots)  # parsed once for both passes
     owners: dict[str, list[str]] = {}
-    for api in sorted(apis):
-        for method, _ in inspect.getmembers(classes[api], inspect.isfunction):
-            if hasattr(classes[api], f"_{method}_serialize"):  # an API endpoint
+    for api in sorted(_constructed(trees)):
+        cls = _api_class(api)
+        for method, _ in inspect.getmembers(cls, inspect.isfunction):
+            if hasattr(cls, f"_{method}_serialize"):  # an API endpoint
                 owners.setdefault(method, []).append(api)
     calls: list[Call] = []
-    for path, tree in _python_files(roots):
+    for path, tree in trees:
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in owners:
                 found = owners[node.attr]
@@ -86,7 +95,7 @@ def api_calls(roots: list[Path]) -> list[Call]:
 @cache
 def http_of(api: str, method: str) -> tuple[str, str]:
     """The HTTP method and path template of one API method, from its generated serializer."""
-    source = inspect.getsource(getattr(_api_classes()[api], f"_{method}_serialize"))
+    source = inspect.getsource(getattr(_api_class(api), f"_{method}_serialize"))
     match = SERIALIZE.search(source)
     assert match, f"no method/resource_path in {api}._{method}_serialize"
     return match["method"], match["path"]
@@ -111,9 +120,17 @@ def resource_of(path: str) -> tuple[str, str]:
 
 
 def permissions(roots: list[Path]) -> dict[Permission, list[str]]:
-    """Every (apiGroup, resource, verb) the code needs, with where each comes from."""
+    """Every (apiGroup, resource, verb) the code needs, with where each comes from.
+
+    Derived once per set of folders in a process (two tests of the product's own ask).
+    """
+    return _permissions(tuple(roots))
+
+
+@cache
+def _permissions(roots: tuple[Path, ...]) -> dict[Permission, list[str]]:
     needed: dict[Permission, list[str]] = {}
-    for call in api_calls(roots):
+    for call in api_calls(list(roots)):
         http, path = http_of(call.api, call.method)
         where = f"{call.path.name}:{call.line} {call.method}"
         if call.api == CUSTOM:
