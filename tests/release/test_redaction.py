@@ -118,7 +118,7 @@ def test_a_release_whose_build_echoes_a_passthrough_value(sandbox_stack, sandbox
 
     token = f"tok-{uuid.uuid4().hex}"
     monkeypatch.setenv("VEZA_T_TOKEN", token)
-    blocks = h.register_blocks(sandbox_stack)
+    blocks = h.register_blocks(sandbox_stack, own=True)  # a Slack block joins them
     SlackWebhook(url=SecretStr(slack.url)).save(blocks, overwrite=True)
     staging = sandbox_seed()[0]
     path = tmp_path / "catalogue.yaml"
