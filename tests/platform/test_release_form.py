@@ -84,7 +84,10 @@ def test_per_service_task_runs_are_named_by_their_service(prefect_harness: None,
         return str(runtime.flow_run.id)
 
     run_id = builds()
-    runs = read_task_runs(run_id, until=lambda found: len(found) == 2)
+    # Until both are final: a run is first recorded from its Pending event, which carries
+    # the generated name; the name given by the service comes with the later states.
+    runs = read_task_runs(run_id, until=lambda found: len(found) == 2 and all(
+        t.state is not None and t.state.is_final() for t in found))
     assert sorted(t.name for t in runs) == ["build-veza-chat-server", "build-veza-web"]
 
 
