@@ -54,6 +54,7 @@ def _python_files(roots: list[Path]) -> list[tuple[Path, ast.Module]]:
 
 
 def _constructed(trees: list[tuple[Path, ast.Module]]) -> set[str]:
+    """Names of the client API classes the code refers to (``k8s.CoreV1Api(...)``...)."""
     found: set[str] = set()
     for _, tree in trees:
         for node in ast.walk(tree):
@@ -62,11 +63,6 @@ def _constructed(trees: list[tuple[Path, ast.Module]]) -> set[str]:
             if name in _api_names():
                 found.add(name)
     return found
-
-
-def constructed_apis(roots: list[Path]) -> set[str]:
-    """Names of the client API classes the code refers to (``k8s.CoreV1Api(...)``...)."""
-    return _constructed(_python_files(roots))
 
 
 def api_calls(roots: list[Path]) -> list[Call]:
