@@ -23,13 +23,12 @@ ORDER = list(SERVICES)
 _SAVED: dict[tuple[str, str, float], str] = {}
 
 
-def register_blocks(sandbox: Any, *, prefix: str | None = None,
-                    request_timeout_s: float = 30.0, own: bool = False) -> str:
+def register_blocks(sandbox: Any, *, request_timeout_s: float = 30.0, own: bool = False) -> str:
     """Save the blocks pointing at the sandbox; returns their common name.
 
     Saved once per Prefect API, sandbox and timeout in a worker, then shared by its tests: they
-    read them only (a block save is several requests). ``own=True`` (or a ``prefix``): blocks
-    of the test's own, for a test that adds a block under their name (e.g. Slack).
+    read them only (a block save is several requests). ``own=True``: blocks of the test's own,
+    for a test that adds a block under their name (e.g. Slack).
     """
     from prefect.settings import PREFECT_API_URL
 
@@ -38,14 +37,14 @@ def register_blocks(sandbox: Any, *, prefix: str | None = None,
     from blocks.vault import VaultServer
 
     key = (str(PREFECT_API_URL.value()), str(sandbox.kubeconfig), request_timeout_s)
-    if prefix is None and not own and key in _SAVED:
+    if not own and key in _SAVED:
         return _SAVED[key]
-    name = prefix or f"l2-{uuid.uuid4().hex[:8]}"
+    name = f"l2-{uuid.uuid4().hex[:8]}"
     KubernetesCluster(kubeconfig_path=str(sandbox.kubeconfig), context="sandbox",
                       request_timeout_s=request_timeout_s).save(name, overwrite=True)
     PrometheusServer(url=sandbox.prometheus_url).save(name, overwrite=True)
     VaultServer(address=sandbox.vault_addr, token=sandbox.vault_token).save(name, overwrite=True)
-    if prefix is None and not own:
+    if not own:
         _SAVED[key] = name
     return name
 
