@@ -211,15 +211,18 @@ def test_leaving_the_survey_early_stops_it_without_finishing(content_db, pg_serv
     in_first_table = threading.Event()
     seen: list[str] = []
     survey_ref: list[Any] = []
+    handed_over = threading.Event()  # the first table can be counted before start() returns
 
     def first_table_waits_for_the_stop(count: Any) -> None:
         seen.append(count.table)
         in_first_table.set()
+        assert handed_over.wait(timeout=120)
         assert survey_ref[0]._stopping.wait(timeout=120)
 
     with pytest.raises(RuntimeError, match="dump failed"), exported_snapshot(db) as snap:
         with surveying(db, snap.snapshot_id, on_table=first_table_waits_for_the_stop) as survey:
             survey_ref.append(survey)
+            handed_over.set()
             assert in_first_table.wait(timeout=120)
             raise RuntimeError("dump failed")
     assert seen == ["messages"] and not survey_ref[0]._thread.is_alive()
