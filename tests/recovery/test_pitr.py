@@ -168,6 +168,13 @@ def test_pitr_backup_flow_checks_then_backs_up_and_an_unreachable_bucket_stops_i
     # an incr without any full becomes a full (pgBackRest's rule), and the flow says so
     taken = pitr_backup(name, kind="incr", host=pitr_cluster.host)
     assert taken.type == "full"
+    # The cluster's files went up bundled: a handful of objects, not one per file.
+    prefix = f"{pitr_cluster.repo.path.strip('/')}/backup/{pitr_cluster.repo.stanza}/{taken.label}/"
+    stored = [o["Key"] for page in s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=pitr_cluster.bucket, Prefix=prefix) for o in page.get("Contents", [])]
+    files = sum(1 for f in Path(pitr_cluster.host.data_directory).rglob("*") if f.is_file())
+    assert any("/bundle/" in key for key in stored), stored[:5]
+    assert 0 < len(stored) < files / 10, (len(stored), files)
 
     unreachable = pitr_cluster.repo.model_copy(update={"port": free_port(), "path": "/elsewhere"})
     unreachable.save(f"{name}-down")

@@ -52,7 +52,7 @@ def register_blocks(sandbox: Any, *, request_timeout_s: float = 30.0, own: bool 
 def write_catalogue(
     path: Path, *, staging_ns: str, production_ns: str, blocks: str,
     interval_s: float = 1.0, intervals: int = 2, failure_limit: int = 0, max_no_data: int = 6,
-    window_s: float | None = 3.0,
+    window_s: float | None = 3.0, min_requests: int = 0,
     keep_old_colour_s: float = 0.0, rollout_timeout_s: float = 25.0, lock_ttl_s: int = 15,
     lock_wait_s: float = 0.0, build: dict[str, Any] | None = None,
     e2e_command: list[str] | None = None, staging: bool = True,
@@ -63,12 +63,14 @@ def write_catalogue(
     1 s intervals promote; a 3 s rate window (three scrapes; the product's floor of 5 s would
     keep the first switched service silent until its new series are 5 s old); up to 6 silent
     intervals are tolerated while a new colour's series appear (silence never promotes).
-    ``window_s=None``: the product's default window. ``staging=False``: production only,
+    ``window_s=None``: the product's default window. ``min_requests``: fewer requests in a
+    window make the interval no data (a loaded machine's load generator can fall far below
+    its rate). ``staging=False``: production only,
     released without staging (``staging_ns`` is then unused).
     """
     analysis = {"success_rate_min": 0.99, "p99_max_ms": 500, "interval_s": interval_s,
                 "intervals": intervals, "failure_limit": failure_limit,
-                "max_no_data": max_no_data,
+                "max_no_data": max_no_data, "min_requests": min_requests,
                 **({"window_s": window_s} if window_s is not None else {})}
     common = {"kubernetes_block": blocks, "prometheus_block": blocks, "vault_block": blocks,
               "rollout_timeout_s": rollout_timeout_s, "lock_ttl_s": lock_ttl_s,

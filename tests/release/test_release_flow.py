@@ -173,9 +173,11 @@ class TestRolledBackReleases:
         """Priority 2: a green answering 20 % errors is rolled back; blue keeps serving."""
         env = rolled_back_env
         h.push_all(env.sandbox, "2.2.0", error_rate=0.2)
-        # 2 s intervals: each measurement sees enough requests that 20 % errors cannot pass by
-        # luck (only the first service is verified: the abort costs one or two intervals).
-        catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3)
+        # Each measurement must hold enough requests that 20 % errors cannot pass by luck
+        # (0.8^20 ~ 1 %, and three must pass): on a saturated machine the load generator once
+        # sent so few that the first service promoted with 1.0. Fewer is no data, not a pass.
+        catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3,
+                                  window_s=4.0, min_requests=20)
         with pytest.raises(VerificationError) as failure:
             run_release(catalogue, "2.2.0", skip_build=True)
         assert "veza-backend-api" in str(failure.value)

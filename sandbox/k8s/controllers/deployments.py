@@ -113,7 +113,7 @@ class DeploymentController(Controller):
         return ()
 
     def all_keys(self) -> Iterable[Key]:  # noqa: D102
-        items, _ = self.store.list(DEPLOYMENTS)
+        items, _ = self.store.list(DEPLOYMENTS, copy=False)
         return [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items]
 
     # ------------------------------------------------------------------------------------------

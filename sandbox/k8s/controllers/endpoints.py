@@ -173,14 +173,14 @@ class EndpointsController(Controller):
             return ((namespace, str(meta.get("name"))),)
         if res == PODS:
             try:
-                services, _ = self.store.list(SERVICES, namespace)
+                services, _ = self.store.list(SERVICES, namespace, copy=False)
             except NotFound:
                 return ()
             return [(namespace, s["metadata"]["name"]) for s in services]
         return ()
 
     def all_keys(self) -> Iterable[Key]:  # noqa: D102
-        services, _ = self.store.list(SERVICES)
+        services, _ = self.store.list(SERVICES, copy=False)
         return [(s["metadata"]["namespace"], s["metadata"]["name"]) for s in services]
 
     def reconcile(self, key: Key) -> None:  # noqa: D102

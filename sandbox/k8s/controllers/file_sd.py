@@ -91,7 +91,7 @@ class FileSdWriter(Controller):
         return (_ALL,)
 
     def reconcile(self, key: Key) -> None:  # noqa: D102
-        pods, _ = self.store.list(PODS)
+        pods, _ = self.store.list(PODS, copy=False)
         entries = [t for t in map(pod_target, pods) if t is not None]
         entries.sort(key=lambda e: (e["labels"]["namespace"], e["labels"]["pod"]))
         text = json.dumps(entries, indent=2, sort_keys=True) + "\n"

@@ -57,7 +57,7 @@ class Kubelet(Controller):
         return ((str(meta.get("namespace")), str(meta.get("name"))),)
 
     def all_keys(self) -> Iterable[Key]:  # noqa: D102
-        pods, _ = self.store.list(PODS)
+        pods, _ = self.store.list(PODS, copy=False)
         keys = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods}
         with self._lock:
             keys.update(self._workers)

@@ -42,7 +42,7 @@ class ServiceController(Controller):
         return ((str(meta.get("namespace")), str(meta.get("name"))),)
 
     def all_keys(self) -> Iterable[Key]:  # noqa: D102
-        services, _ = self.store.list(SERVICES)
+        services, _ = self.store.list(SERVICES, copy=False)
         keys = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in services}
         with self._lock:
             keys.update(self._proxies)
