@@ -17,6 +17,7 @@ from errors import (
     LockHeldError,
     PreflightError,
     RolloutError,
+    SmokeTestError,
     VerificationError,
 )
 from sandbox.procs import wait_until
@@ -179,7 +180,10 @@ class TestRolledBackReleases:
         catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=2.0, intervals=3,
                                   window_s=4.0, min_requests=20)
         with pytest.raises(VerificationError) as failure:
-            run_release(catalogue, "2.2.0", skip_build=True)
+            try:
+                run_release(catalogue, "2.2.0", skip_build=True)
+            except SmokeTestError:  # five 500s in a row on one path (1 in 3,125 per path):
+                run_release(catalogue, "2.2.0", skip_build=True)  # never switched; once more
         assert "veza-backend-api" in str(failure.value)
         assert "success rate" in str(failure.value)
         assert h.selectors(env.core, env.production) == {s: "blue" for s in h.ORDER}
