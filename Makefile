@@ -67,7 +67,8 @@ typecheck: venv
 	$(BIN)/mypy
 
 # pytest: $(WORKERS) xdist workers on the machine's 2 cores (much of a release test is waiting on
-# rollouts and analysis intervals; 5 measured best: 6 m 25 s at 4, 5 m 46 s at 5, 5 m 52 s at 6);
+# rollouts and analysis intervals; 5 measured best: 6 m 25 s at 4, 5 m 46 s at 5, 5 m 52 s at 6;
+# session 11, alternating: 7 m 10 s at 5, 7 m 43 s at 7, the cores already 91-94 % busy at 5);
 # loadgroup hands tests out one by one except those sharing a costly module fixture, areas
 # interleaved and known-long tests first (tests/fixtures/scheduling.py). Bytecode caching is
 # forced on: with PYTHONDONTWRITEBYTECODE set (as on our CI machines), every pod, flow-run and
