@@ -105,7 +105,7 @@ def sample(command: list[str], interval_s: float = 1.0) -> tuple[int, float, Cou
             spent = ticks - before[0] if before else ticks
             if spent > 0:  # (a PID reused by a later process reads negative: skipped)
                 by_kind[kind_of(cmdline)] += spent
-        seen = {**seen, **now}
+        seen.update(now)
         if done:
             break
         time.sleep(interval_s)
@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_by_process")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args(argv)
-    command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else \
-        args.command
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --")
     started = time.monotonic()
