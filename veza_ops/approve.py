@@ -21,9 +21,10 @@ def add_approve_commands(subparsers: Any) -> None:
     Args:
         subparsers: the object returned by ``add_subparsers``.
     """
+    # "%%": argparse %-formats help texts (a bare "% c" broke `veza-ops --help`).
     for name, what in (("approve", "let a release paused at a canary gate go on"),
                        ("reject", "stop a release paused at a canary gate: every service "
-                                  "back to 0 % canary")):
+                                  "back to 0 %% canary")):
         cmd = subparsers.add_parser(name, help=what, description=__doc__,
                                     aliases=["abort"] if name == "reject" else [],
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
