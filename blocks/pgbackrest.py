@@ -29,8 +29,10 @@ from prefect_aws import AwsCredentials
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from blocks.s3_client import s3_client
-from blocks.schema_cache import CachedSchema
+from blocks.schema_cache import CachedSchema, cache_schema_of
 from errors import InvalidInputError
+
+cache_schema_of(AwsCredentials)  # nested here: its schema once per class, not per field
 
 _STANZA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # paths reaching archive_command (a shell command run by PostgreSQL): no quoting needed

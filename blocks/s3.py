@@ -17,7 +17,9 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, model_validator
 
 from blocks.s3_client import s3_client
-from blocks.schema_cache import CachedSchema
+from blocks.schema_cache import CachedSchema, cache_schema_of
+
+cache_schema_of(AwsCredentials)  # nested here: its schema once per class, not per field
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
