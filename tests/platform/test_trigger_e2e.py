@@ -3,6 +3,7 @@ and its UI in a real browser (headless Chromium), after those runs."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import subprocess
@@ -75,7 +76,7 @@ def platform(
     tmp_path_factory: pytest.TempPathFactory, sandbox_stack: Any, pg_server: Any,
     s3_server: Any, gpg_key: Any,
 ) -> Iterator[Platform]:
-    from sandbox.launchers.prefect_server import start_prefect_server
+    from tests.fixtures.prefect import own_server
     from veza_ops.blocks_setup import (
         register_recovery_blocks,
         register_release_blocks,
@@ -84,13 +85,14 @@ def platform(
     from veza_ops.demo_stack import prefect_settings
 
     home = tmp_path_factory.mktemp("prefect-e2e")
-    with pytest.MonkeyPatch.context() as patch:
-        # No scheduled runs appear behind the tests' backs (the run counts stay exact).
-        patch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", "false")
-        patch.setenv("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")  # the screenshots
-        server = start_prefect_server(home, auth_string=f"ci:{secrets.token_urlsafe(16)}",
-                                      ui=True, timeout=300)  # the UI: test_ui_*; a loaded machine
-    try:
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            # No scheduled runs appear behind the tests' backs (the run counts stay exact).
+            patch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", "false")
+            patch.setenv("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")  # screenshots
+            server = stack.enter_context(own_server(  # the UI: test_ui_*; a loaded machine
+                pg_server, home, auth_string=f"ci:{secrets.token_urlsafe(16)}", ui=True,
+                timeout=300))
         env = {**server.client_env(), "PYTHONPATH": str(PROJECT_ROOT)}
         _prefect(["work-pool", "create", "veza-ops", "--type", "process"], env)
         _prefect(["deploy", "--all"], env)
@@ -114,8 +116,6 @@ def platform(
                             extra_env={**sandbox_stack.env(), "PYTHONPATH": str(PROJECT_ROOT),
                                        "PREFECT_WORKER_QUERY_SECONDS": "1"})
         yield Platform(server, sandbox_stack, blocks, bucket, s3_server, dbname)
-    finally:
-        server.stop()
 
 
 @pytest.fixture

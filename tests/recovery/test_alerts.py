@@ -33,13 +33,13 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
 
 
 @pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
+def prefect_harness(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A Prefect server of this module's own: the automations installed here (the zombie one
     crashes any run without a heartbeat, the failure alert fires on any failed backup) would
     act on the runs of tests sharing the suite's server."""
-    from tests.fixtures.prefect import private_harness
+    from tests.fixtures.prefect import own_server_harness
 
-    with private_harness():
+    with own_server_harness(pg_server, tmp_path_factory.mktemp("prefect-alerts")):
         yield
 
 
