@@ -230,7 +230,7 @@ def test_a_release_cancelled_through_the_api_puts_traffic_back_and_frees_the_loc
     h.push_all(platform.sandbox, "7.3.0")
     run_id = _start(platform, catalogue, "7.3.0")
     _, core = h.apis(platform.sandbox)
-    wait_until(lambda: h.selectors(core, production)[SERVICE] == "green", timeout=180,
+    wait_until(lambda: h.selected(core, production, SERVICE) == "green", timeout=180,
                  what="the switch to green")
 
     _cancel(platform, run_id)

@@ -137,7 +137,7 @@ def _green_up_blue_serving(apps, core, production):
 
 
 def _both_switched(core, production):
-    return lambda: all(h.selectors(core, production)[s] == "green" for s in KILLED)
+    return lambda: all(h.selected(core, production, s) == "green" for s in KILLED)
 
 
 def _second_commit_hanging(apps):
@@ -214,7 +214,7 @@ def test_sigkill_at_a_step_then_one_rollback_is_consistent(
         h.api_faults(apps, "DELETE")
     committed = step in ("mid-commit", "keep-window")
     if step in ("after-second-switch", "keep-window"):
-        assert {h.selectors(core, production)[s] for s in KILLED} == {"green"}
+        assert {h.selected(core, production, s) for s in KILLED} == {"green"}
     if step == "mid-commit":
         assert _one_version_after_reconcile(apps, core, catalogue, production) == {"5.0.0"}
     killed = next(r for r in release_history(core, production) if r.version == "5.0.0")
@@ -262,7 +262,7 @@ def test_an_interrupted_release_runs_its_crash_hook_before_it_exits(
                                   production_ns=production, blocks=blocks, intervals=600,
                                   lock_ttl_s=900, lock_wait_s=0)  # verifies until interrupted
     h.push_all(sandbox_stack, "5.1.0")
-    first_switched = lambda: h.selectors(core, production)[KILLED[0]] == "green"  # noqa: E731
+    first_switched = lambda: h.selected(core, production, KILLED[0]) == "green"  # noqa: E731
     status = h.release_killed_when(first_switched, what="the first switch",
                                    catalogue=catalogue, version="5.1.0", workdir=tmp_path,
                                    services=KILLED, signum=signal.SIGTERM)

@@ -96,7 +96,7 @@ def test_lease_updates_failing_during_verification_roll_the_release_back(
     injected = threading.Event()
 
     def break_renewals_at_first_switch() -> None:
-        wait_until(lambda: h.selectors(core, production)["veza-backend-api"] == "green",
+        wait_until(lambda: h.selected(core, production, "veza-backend-api") == "green",
                    timeout=300, what="the first switch", interval=0.2)
         for verb in ("update", "patch"):
             sandbox_stack.set_api_faults(verb=verb, resource="leases", error_rate=1.0)

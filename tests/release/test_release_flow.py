@@ -234,7 +234,7 @@ class TestRolledBackReleases:
                                   max_no_data=1)
         thread, errors = h.in_thread(lambda: run_release(catalogue, "2.5.0", skip_build=True))
         try:
-            wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
+            wait_until(lambda: h.selected(env.core, env.production, "veza-backend-api") == "green",
                        timeout=120, what="first switch", interval=0.2)
             env.sandbox.stop_prometheus()
             thread.join(timeout=120)
@@ -253,7 +253,7 @@ class TestRolledBackReleases:
         # would come only after (max_no_data + 1) x (failure_limit + 1) intervals.
         catalogue = env.catalogue(e2e_command=TRIVIAL_E2E, interval_s=1.0, intervals=30)
         thread, errors = h.in_thread(lambda: run_release(catalogue, "2.6.0", skip_build=True))
-        wait_until(lambda: h.selectors(env.core, env.production)["veza-backend-api"] == "green",
+        wait_until(lambda: h.selected(env.core, env.production, "veza-backend-api") == "green",
                    timeout=120, what="first switch", interval=0.2)
         env.apps.patch_namespaced_deployment_scale(
             "veza-backend-api-green", env.production, {"spec": {"replicas": 0}})

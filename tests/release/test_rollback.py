@@ -68,7 +68,7 @@ def test_redeploy_missing_colour_then_switch_back(sandbox_stack, sandbox_seed):
     green = apps.read_namespaced_deployment("veza-chat-server-green", production)
     assert green.spec.replicas == 2
     assert green.spec.template.spec.containers[0].image == "veza/chat-server:1.1.0"
-    assert h.selectors(core, production)["veza-chat-server"] == "green"
+    assert h.selected(core, production, "veza-chat-server") == "green"
     blue = apps.read_namespaced_deployment("veza-chat-server-blue", production)
     assert blue.spec.replicas == 0  # the abandoned colour is scaled down
     # Already there: nothing to do.
