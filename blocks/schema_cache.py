@@ -9,9 +9,9 @@ the class is defined, so every block here mixes in :class:`CachedSchema`.
 A nested block is serialized the same way: an ``S3BackupStore`` or ``PgBackRestRepository``
 save asked prefect-aws's ``AwsCredentials`` (not ours to subclass: a subclass is another block
 schema) for its schema 26 times: a save with its secrets took 160 ms of CPU, 25 ms with the
-memo (measured). :func:`cache_schema_of` gives
-such a class the same memo; the modules that nest it call it (importing prefect-aws here
-would load its ECS worker into every release process: half a second).
+memo (measured). :func:`cache_schema_of` gives such a class the same memo; the modules that
+nest it call it (importing prefect-aws here would load its ECS worker into every release
+process: half a second).
 """
 
 from __future__ import annotations

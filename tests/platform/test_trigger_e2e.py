@@ -231,7 +231,7 @@ def test_a_release_cancelled_through_the_api_puts_traffic_back_and_frees_the_loc
     run_id = _start(platform, catalogue, "7.3.0")
     _, core = h.apis(platform.sandbox)
     wait_until(lambda: h.selected(core, production, SERVICE) == "green", timeout=180,
-                 what="the switch to green")
+               what="the switch to green")
 
     _cancel(platform, run_id)
     # The hook put the uncommitted switch back, marked the record, gave the lock back.
