@@ -44,6 +44,11 @@ def names_defined_at(rev: str) -> set[str]:
     return names
 
 
+def function_of(node_id: str) -> str:
+    """The test function a node id runs (``path::Class::test_x[case]`` -> ``test_x``)."""
+    return re.sub(r"\[.*$", "", node_id.rsplit("::", maxsplit=1)[-1])
+
+
 def select(node_ids: list[str], names: set[str]) -> list[str]:
     """The node ids whose function (parameters left off) is one of ``names``.
 
@@ -54,7 +59,7 @@ def select(node_ids: list[str], names: set[str]) -> list[str]:
     Returns:
         The matching ids, in their order.
     """
-    return [i for i in node_ids if re.sub(r"\[.*$", "", i.split("::")[-1]) in names]
+    return [i for i in node_ids if function_of(i) in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,12 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest options")
     args = parser.parse_args(argv)
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    try:
+        names = names_defined_at(args.rev)
+    except subprocess.CalledProcessError as error:
+        print(f"{args.rev!r} is not a revision of this repository: {error.stderr.strip()}",
+              file=sys.stderr)
+        return 2
     collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"],
-                               cwd=ROOT, capture_output=True, text=True, check=False).stdout
-    node_ids = [line for line in collected.splitlines() if "::" in line]
-    names = names_defined_at(args.rev)
+                               cwd=ROOT, capture_output=True, text=True, check=False)
+    node_ids = [line for line in collected.stdout.splitlines() if "::" in line]
     chosen = select(node_ids, names)
-    found = {re.sub(r"\[.*$", "", i.split("::")[-1]) for i in chosen}
+    if collected.returncode != 0 or not chosen:  # pytest given no ids would run everything
+        print(f"nothing to run: collection exited {collected.returncode}, {len(chosen)} of "
+              f"{len(node_ids)} collected ids match {args.rev}'s {len(names)} test names\n"
+              f"{collected.stdout[-2000:]}{collected.stderr[-2000:]}", file=sys.stderr)
+        return 2
+    found = {function_of(i) for i in chosen}
     print(f"{args.rev}: {len(found)} of its {len(names)} test names found, {len(chosen)} node "
           f"ids, {len(args.also)} added; not found: {sorted(names - found)}", file=sys.stderr)
     return subprocess.run([sys.executable, "-m", "pytest", *extra, *chosen, *args.also],
